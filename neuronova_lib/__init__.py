@@ -1,0 +1,8 @@
+"""NeuroNova's shared library: settings, tokens, DICOM demo data and the platform stack.
+
+Notebook kernels, dashboards, services and Dask workers all import this package,
+so importing it must stay cheap: heavy modules (numpy, pydicom, nilearn) are
+imported by the submodules that need them, never here.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,227 @@
+"""The ``neuronova`` command: bring the platform up and down, demo data, keys, users."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import Settings, get_settings
+
+log = logging.getLogger("neuronova")
+
+
+def _state_path(settings: Settings) -> Path:
+    return settings.run_dir / "stack.json"
+
+
+def _print_welcome(settings: Settings, credentials: dict[str, Any] | None, loaded: str) -> None:
+    # The generated password is shown on the first run only; later it is in the file.
+    password = next(iter((credentials or {}).values()), None)
+    print("\nNeuroNova is up.\n")
+    print(f"  URL:        {settings.public_url}/")
+    print(f"  API docs:   {settings.public_url}/api/docs")
+    print(f"  DICOMweb:   {settings.public_url}/api/pacs/dicom-web/studies")
+    print(f"  Logs:       {settings.log_dir}/")
+    print(f"  Demo data:  {loaded}")
+    print(f"  Demo users: clinician, scientist, owner, admin "
+          f"(passwords in {settings.home / 'demo-users.json'})")
+    if password and not settings.demo_password:
+        print(f"  Password of every demo user (shown once): {password}")
+    print("\nSign in:")
+    print(f"  curl -s -X POST {settings.public_url}/api/auth/token "
+          "-d username=clinician -d password=PASSWORD")
+    print("\nCtrl-C or `neuronova down` stops everything.\n", flush=True)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .orthanc_store import OrthancStore
+    from .stack.platform import ensure_demo_files, load_folder, prepare_home
+    from .stack.services import platform_services
+    from .stack.supervisor import StartError, Supervisor
+
+    settings = get_settings()
+    first_run = not (settings.home / "demo-users.json").exists()
+    credentials = prepare_home(settings) if first_run else None
+    if not first_run:
+        prepare_home(settings)
+    supervisor = Supervisor(platform_services(settings), settings.log_dir)
+    stop = {"requested": False}
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        stop["requested"] = True
+        supervisor.request_stop()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        supervisor.start()
+    except StartError as exc:
+        print(f"neuronova up: {exc}", file=sys.stderr)
+        return 1
+    state = {"supervisor": os.getpid(), "services": supervisor.pids(), "started": time.time()}
+    _state_path(settings).write_text(json.dumps(state))
+    loaded = "none (--no-demo)"
+    try:
+        cases = settings.demo_cases if args.cases is None else args.cases
+        if cases and not args.no_demo:
+            print(f"Loading {cases} demo studies into Orthanc…", flush=True)
+            folder = ensure_demo_files(settings, cases)
+            result = load_folder(OrthancStore.from_settings(settings), folder)
+            loaded = f"{cases} studies, {result['files']} instances ({folder})"
+        _print_welcome(settings, credentials, loaded)
+        supervisor.run_forever()
+    finally:
+        supervisor.stop()
+        _state_path(settings).unlink(missing_ok=True)
+    if supervisor.failed:
+        print(f"neuronova up: {supervisor.failed}", file=sys.stderr)
+        return 1
+    print("NeuroNova stopped.")
+    return 0
+
+
+def cmd_down(_args: argparse.Namespace) -> int:
+    settings = get_settings()
+    path = _state_path(settings)
+    if not path.exists():
+        print(f"nothing to stop: no running platform for {settings.home}")
+        return 0
+    pid = int(json.loads(path.read_text())["supervisor"])
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        path.unlink(missing_ok=True)
+        print("the platform was not running (stale state removed)")
+        return 0
+    for _ in range(300):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print("NeuroNova stopped.")
+            return 0
+        time.sleep(0.1)
+    print(f"the supervisor (pid {pid}) did not stop in 30 s", file=sys.stderr)
+    return 1
+
+
+def cmd_status(_args: argparse.Namespace) -> int:
+    from .stack.services import platform_services
+
+    settings = get_settings()
+    path = _state_path(settings)
+    pids = json.loads(path.read_text())["services"] if path.exists() else {}
+    healthy = True
+    for service in platform_services(settings):
+        try:
+            ok = bool(service.health())
+        except Exception:
+            ok = False
+        healthy &= ok
+        pid = pids.get(service.name, "-")
+        print(f"{service.name:10s} {'healthy' if ok else 'DOWN':8s} pid {pid}  "
+              f"log {settings.log_dir / (service.name + '.log')}")
+    return 0 if healthy else 1
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from .security.keyring import KeyRing
+
+    ring = KeyRing(get_settings().secrets_dir / "jwt-keys.json")
+    if args.action == "rotate":
+        print(f"new signing key {ring.rotate()}; older keys still verify until revoked")
+    elif args.action == "revoke":
+        if not args.kid:
+            print("neuronova keys revoke: name the key id (see `neuronova keys list`)", file=sys.stderr)
+            return 2
+        ring.revoke(args.kid)
+        print(f"key {args.kid} revoked: every token it signed is refused from now on")
+    for key in ring.describe():
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(key["created"]))
+        print(f"{key['kid']:20s} {key['state']:8s} created {created}")
+    return 0
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    from .db.engine import session_factory
+    from .db.migrate import upgrade_database
+    from .db.users import create_user
+
+    settings = get_settings()
+    upgrade_database(settings.sqlalchemy_url)
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass()
+    with session_factory(settings.sqlalchemy_url)() as session:
+        create_user(session, args.username, password, args.role)
+        session.commit()
+    print(f"user {args.username} ({args.role}) created")
+    return 0
+
+
+def cmd_db(_args: argparse.Namespace) -> int:
+    from .db.migrate import upgrade_database
+
+    settings = get_settings()
+    upgrade_database(settings.sqlalchemy_url)
+    print(f"database at head: {settings.sqlalchemy_url}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="neuronova", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="verbose logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the whole platform on loopback (foreground)")
+    up.add_argument("--cases", type=int, default=None, help="demo studies to load")
+    up.add_argument("--no-demo", action="store_true", help="load no demo data")
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop a platform started by `up`").set_defaults(func=cmd_down)
+    sub.add_parser("status", help="health of every service").set_defaults(func=cmd_status)
+
+    demo = sub.add_parser("demo-data", help="write synthetic brain-MRI studies as DICOM",
+                          add_help=False)
+    demo.set_defaults(func=None)
+
+    keys = sub.add_parser("keys", help="list, rotate or revoke token signing keys")
+    keys.add_argument("action", choices=["list", "rotate", "revoke"])
+    keys.add_argument("kid", nargs="?")
+    keys.set_defaults(func=cmd_keys)
+
+    users = sub.add_parser("users", help="create a platform user")
+    users.add_argument("username")
+    users.add_argument("--role", required=True,
+                       choices=["clinician", "scientist", "model_owner", "admin"])
+    users.add_argument("--password-stdin", action="store_true")
+    users.set_defaults(func=cmd_users)
+
+    db = sub.add_parser("db", help="migrate the platform database to the newest schema")
+    db.add_argument("action", choices=["upgrade"])
+    db.set_defaults(func=cmd_db)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    rest = [a for a in argv if a != "--debug"]
+    if rest[:1] == ["demo-data"]:
+        from .demo.cli import main as demo_main
+
+        return demo_main(rest[1:])
+    args = build_parser().parse_args(rest)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

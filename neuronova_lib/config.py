@@ -1,0 +1,100 @@
+"""The one settings object, read from ``NEURONOVA_*`` environment variables.
+
+Every service, command and test takes its paths, ports and limits from here so
+that a deployment changes environment variables, never code.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The checkout this library runs from; the stack finds ``nginx/`` and ``orthanc/`` here.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Platform configuration; each field is the variable ``NEURONOVA_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="NEURONOVA_", extra="ignore")
+
+    home: Path = Field(
+        default=Path(".neuronova"),
+        description="Data dir: databases, Orthanc storage, secrets, logs, rendered configs.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address nginx listens on.")
+    port: int = Field(default=8080, description="nginx port: the only entry for users.")
+    api_port: int = Field(default=8101, description="Platform API (uvicorn, loopback).")
+    proxy_port: int = Field(default=8102, description="Guard proxy (uvicorn, loopback).")
+    orthanc_port: int = Field(default=8142, description="Orthanc HTTP (loopback only).")
+    orthanc_dicom_port: int = Field(default=4242, description="Orthanc DICOM listener.")
+    orthanc_dicom_enabled: bool = Field(
+        default=False, description="Open Orthanc's DICOM listener (C-STORE from modalities)."
+    )
+    orthanc_modalities: dict[str, list[str | int]] = Field(
+        default_factory=dict,
+        description='Known modalities, as JSON: {"CT1": ["AET", "10.0.0.5", 104]}.',
+    )
+    orthanc_postgres_uri: str | None = Field(
+        default=None,
+        description="PostgreSQL URI for Orthanc's index (postgresql://user:pw@host:port/db).",
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default SQLite in the data dir."
+    )
+    access_token_ttl: int = Field(default=900, ge=30, description="Access token lifetime (s).")
+    refresh_token_ttl: int = Field(default=8 * 3600, ge=60, description="Refresh lifetime (s).")
+    signed_url_ttl: int = Field(default=300, ge=10, description="Default signed URL TTL (s).")
+    signed_url_ttl_max: int = Field(default=900, ge=10, description="Cap on signed URL TTL (s).")
+    jwt_audience: str = Field(default="neuronova", description="`aud` of access tokens.")
+    jwt_issuer: str = Field(default="neuronova", description="`iss` of every token.")
+    demo_password: str | None = Field(
+        default=None, description="Password of the demo users; generated when unset."
+    )
+    api_rate: str = Field(default="20r/s", description="nginx limit_req rate on /api/.")
+    api_burst: int = Field(default=40, description="nginx limit_req burst on /api/.")
+    max_body_size: str = Field(default="512m", description="Largest upload nginx accepts.")
+    demo_cases: int = Field(default=2, ge=0, description="Demo studies `up` loads.")
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    # Paths derived from the data dir, so that nothing else spells them out.
+    @property
+    def secrets_dir(self) -> Path:
+        return self.home / "secrets"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def orthanc_storage(self) -> Path:
+        return self.home / "orthanc-storage"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'neuronova.db'}"
+
+    @property
+    def public_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def orthanc_url(self) -> str:
+        return f"http://127.0.0.1:{self.orthanc_port}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests clear the cache after changing the environment."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""The platform database: users, refresh tokens and the audit log (SQLAlchemy 2)."""

@@ -1,0 +1,1 @@
+"""Secrets, signing keys, tokens and roles shared by the API, the guard proxy and clients."""

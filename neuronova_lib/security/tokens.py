@@ -1,0 +1,167 @@
+"""Minting and verifying the platform's JWTs.
+
+Three kinds, told apart by ``typ`` and ``aud`` so that one can never stand in
+for another:
+
+* ``access``  — ``aud`` = the platform audience; carried as ``Authorization: Bearer``.
+* ``refresh`` — ``aud`` = ``<audience>:refresh``; only the API's refresh route takes it.
+* ``signed``  — ``aud`` = ``<audience>:pacs-signed``; a study-scoped token carried in
+  the query string of DICOMweb URLs, for viewers that cannot set headers.
+
+Only ``EdDSA`` is accepted: the header's ``alg`` is checked before anything
+else, which closes ``alg: none`` and the HS256-with-the-public-key confusion.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+
+from .keyring import KeyRing, UnusableKey
+from .roles import Role
+
+ALGORITHM = "EdDSA"
+#: Tolerance for clock drift between the machine that signs and the one that checks.
+LEEWAY_S = 5
+
+
+class TokenError(Exception):
+    """A token was refused; ``reason`` is a short code kept in the audit log."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Claims:
+    sub: str
+    role: Role
+    typ: str
+    jti: str
+    exp: float
+    kid: str
+    studies: tuple[str, ...] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def allows_study(self, study_uid: str) -> bool:
+        return self.studies is None or study_uid in self.studies
+
+
+class TokenService:
+    """Mints and verifies tokens with the keys of one :class:`KeyRing`."""
+
+    def __init__(self, keyring: KeyRing, audience: str, issuer: str) -> None:
+        self.keyring = keyring
+        self.audience = audience
+        self.issuer = issuer
+
+    def audience_for(self, typ: str) -> str:
+        return {"access": self.audience, "refresh": f"{self.audience}:refresh",
+                "signed": f"{self.audience}:pacs-signed"}[typ]
+
+    # -- minting ---------------------------------------------------------
+    def mint(
+        self,
+        sub: str,
+        role: Role | str,
+        typ: str,
+        ttl: float,
+        studies: list[str] | None = None,
+        not_before: float | None = None,
+        jti: str | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """Return ``(token, claims)``; ``studies`` limits the token to those studies."""
+        key = self.keyring.signing_key()
+        now = time.time()
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": self.audience_for(typ),
+            "sub": sub,
+            "role": str(Role(role)),
+            "typ": typ,
+            "iat": int(now),
+            "nbf": int(not_before if not_before is not None else now),
+            "exp": int(now + ttl),
+            "jti": jti or secrets.token_urlsafe(12),
+        }
+        if studies is not None:
+            claims["studies"] = list(studies)
+        token = jwt.encode(claims, key.private, algorithm=ALGORITHM, headers={"kid": key.kid})
+        return token, claims
+
+    # -- verifying -------------------------------------------------------
+    def verify(self, token: str, typ: str) -> Claims:
+        """Check signature, key state, audience, issuer and times; raise :class:`TokenError`."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.DecodeError as exc:
+            raise TokenError("malformed", f"not a JWT: {exc}") from None
+        if header.get("alg") != ALGORITHM:
+            raise TokenError("bad_alg", f"algorithm {header.get('alg')!r} is not accepted")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise TokenError("no_kid", "token has no key id")
+        try:
+            public = self.keyring.verification_key(kid)
+        except UnusableKey as exc:
+            reason = "revoked_kid" if exc.reason == "key revoked" else "unknown_kid"
+            raise TokenError(reason, str(exc)) from None
+        try:
+            payload = jwt.decode(
+                token,
+                public,
+                algorithms=[ALGORITHM],
+                audience=self.audience_for(typ),
+                issuer=self.issuer,
+                leeway=LEEWAY_S,
+                options={"require": ["exp", "iat", "nbf", "sub", "jti", "aud", "iss"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenError("expired", "token has expired; sign in again") from None
+        except jwt.ImmatureSignatureError:
+            raise TokenError("not_yet_valid", "token is not valid yet") from None
+        except jwt.InvalidAudienceError:
+            raise TokenError("bad_audience", "token is not meant for this service") from None
+        except jwt.InvalidIssuerError:
+            raise TokenError("bad_issuer", "token was issued by someone else") from None
+        except jwt.InvalidSignatureError:
+            raise TokenError("bad_signature", "token signature does not verify") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise TokenError("missing_claim", str(exc)) from None
+        except jwt.PyJWTError as exc:
+            raise TokenError("invalid", str(exc)) from None
+        if payload.get("typ") != typ:
+            raise TokenError("wrong_type", f"a {payload.get('typ')!r} token cannot be used here")
+        try:
+            role = Role(payload.get("role"))
+        except ValueError:
+            raise TokenError("bad_role", f"unknown role {payload.get('role')!r}") from None
+        studies = payload.get("studies")
+        if studies is not None and (
+            not isinstance(studies, list) or not all(isinstance(s, str) for s in studies)
+        ):
+            raise TokenError("bad_scope", "studies claim must be a list of UIDs")
+        return Claims(
+            sub=str(payload["sub"]),
+            role=role,
+            typ=typ,
+            jti=str(payload["jti"]),
+            exp=float(payload["exp"]),
+            kid=kid,
+            studies=tuple(studies) if studies is not None else None,
+        )
+
+
+def token_service(settings: Any) -> TokenService:
+    """The token service of a data dir (``settings`` is a :class:`~neuronova_lib.config.Settings`)."""
+    return TokenService(
+        KeyRing(settings.secrets_dir / "jwt-keys.json"),
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+    )

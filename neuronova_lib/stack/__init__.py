@@ -1,0 +1,1 @@
+"""Bringing the platform up as local processes: configs, supervision, health."""

@@ -1,0 +1,67 @@
+"""A whole platform on free loopback ports in a folder of its own.
+
+Tests and benchmarks use this to run the same processes as ``neuronova up``
+(real Orthanc, guard, API and nginx) without touching a running platform.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Settings
+from .platform import prepare_home
+from .services import platform_services
+from .supervisor import Supervisor
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LocalPlatform:
+    settings: Settings
+    supervisor: Supervisor
+    demo_credentials: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return self.settings.public_url
+
+
+def local_settings(home: Path, **overrides: object) -> Settings:
+    """Settings for a private platform in ``home`` with every port picked free."""
+    values: dict[str, object] = {
+        "home": home,
+        "port": free_port(),
+        "api_port": free_port(),
+        "proxy_port": free_port(),
+        "orthanc_port": free_port(),
+        "orthanc_dicom_port": free_port(),
+        "demo_password": "demo-" + os.urandom(6).hex(),
+        # Tests send bursts from one address; keep rate limiting on, but roomy.
+        "api_rate": "200r/s",
+        "api_burst": 400,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@contextmanager
+def local_platform(home: Path, **overrides: object) -> Iterator[LocalPlatform]:
+    """Start the platform, yield it healthy, stop it (also on failure)."""
+    settings = local_settings(home, **overrides)
+    credentials = prepare_home(settings) or {}
+    supervisor = Supervisor(platform_services(settings), settings.log_dir)
+    supervisor.start()
+    try:
+        yield LocalPlatform(settings, supervisor, credentials)
+    finally:
+        supervisor.stop()

@@ -1,0 +1,61 @@
+"""What ``neuronova up`` does around the supervisor: the data dir, secrets, database, demo data."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ..config import Settings
+from ..db.migrate import upgrade_database
+from ..db.users import ensure_demo_users
+from ..orthanc_store import OrthancStore
+from ..security.keyring import KeyRing
+from ..security.secret_store import ensure_private_dir, orthanc_service_account
+
+log = logging.getLogger(__name__)
+
+
+def prepare_home(settings: Settings) -> dict[str, str] | None:
+    """Create the data dir, its secrets and the database; return new demo credentials."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.home, 0o700)
+    ensure_private_dir(settings.secrets_dir)
+    for folder in (settings.log_dir, settings.run_dir, settings.orthanc_storage):
+        folder.mkdir(parents=True, exist_ok=True)
+    orthanc_service_account(settings.secrets_dir)
+    KeyRing(settings.secrets_dir / "jwt-keys.json")
+    upgrade_database(settings.sqlalchemy_url)
+    return ensure_demo_users(settings)
+
+
+def demo_dir(settings: Settings) -> Path:
+    return settings.home / "demo"
+
+
+def ensure_demo_files(settings: Settings, cases: int, seed: int = 20261128) -> Path:
+    """Write the demo studies once; a later ``up`` with the same count reuses them."""
+    from ..demo import write_demo_cases
+
+    out = demo_dir(settings)
+    manifest = out / "manifest.json"
+    if manifest.exists():
+        existing = json.loads(manifest.read_text())
+        if len(existing.get("cases", [])) >= cases:
+            return out
+    write_demo_cases(out, cases=cases, seed=seed)
+    return out
+
+
+def load_folder(store: OrthancStore, folder: Path, workers: int = 4) -> dict[str, Any]:
+    """Store every ``*.dcm`` under ``folder`` in Orthanc (already stored ones are no-ops)."""
+    files = sorted(folder.rglob("*.dcm"))
+    counts: dict[str, int] = {}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for answer in pool.map(store.store_file, files):
+            status = str(answer.get("Status", "?"))
+            counts[status] = counts.get(status, 0) + 1
+    return {"files": len(files), "status": counts}

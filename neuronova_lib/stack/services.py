@@ -1,0 +1,110 @@
+"""The platform's processes: how each starts and how its health is probed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import requests
+
+from ..config import REPO_ROOT, Settings
+from ..security.secret_store import orthanc_service_account
+from .render import render_nginx, render_orthanc
+from .supervisor import Service
+
+PROBE_TIMEOUT = 2.0
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as ``NEURONOVA_*`` variables, so every child sees the same config."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, (dict, list)):
+            text = json.dumps(value)
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = str(value)
+        env[f"NEURONOVA_{name.upper()}"] = text
+    return env
+
+
+def _ok(url: str, auth: tuple[str, str] | None = None) -> bool:
+    return requests.get(url, timeout=PROBE_TIMEOUT, auth=auth).status_code == 200
+
+
+def _binary(name: str) -> str:
+    """Debian puts Orthanc and nginx in /usr/sbin, which a user's PATH may lack."""
+    if shutil.which(name):
+        return name
+    sbin = Path("/usr/sbin") / name
+    return str(sbin) if sbin.exists() else name  # a missing one is reported with its fix
+
+
+def uvicorn_argv(factory: str, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "uvicorn", "--factory", factory,
+        "--host", "127.0.0.1", "--port", str(port),
+        "--no-access-log", "--no-server-header", "--timeout-graceful-shutdown", "5",
+    ]
+
+
+def orthanc_service(settings: Settings) -> Service:
+    account = orthanc_service_account(settings.secrets_dir)
+    config = settings.run_dir / "orthanc.json"
+    ports = [("0.0.0.0", settings.orthanc_port, "NEURONOVA_ORTHANC_PORT")]
+    if settings.orthanc_dicom_enabled:
+        ports.append(("0.0.0.0", settings.orthanc_dicom_port, "NEURONOVA_ORTHANC_DICOM_PORT"))
+    return Service(
+        name="orthanc",
+        argv=[_binary("Orthanc"), str(config)],
+        prepare=lambda: render_orthanc(settings),
+        health=lambda: _ok(f"{settings.orthanc_url}/system",
+                           (account["username"], account["password"])),
+        ports=ports,
+        start_timeout=90.0,
+    )
+
+
+def proxy_service(settings: Settings) -> Service:
+    return Service(
+        name="proxy",
+        argv=uvicorn_argv("services.proxy.app:create_app", settings.proxy_port),
+        env=settings_env(settings),
+        cwd=REPO_ROOT,
+        health=lambda: _ok(f"http://127.0.0.1:{settings.proxy_port}/api/pacs/health"),
+        ports=[("127.0.0.1", settings.proxy_port, "NEURONOVA_PROXY_PORT")],
+    )
+
+
+def api_service(settings: Settings) -> Service:
+    return Service(
+        name="api",
+        argv=uvicorn_argv("services.api.app:create_app", settings.api_port),
+        env=settings_env(settings),
+        cwd=REPO_ROOT,
+        health=lambda: _ok(f"http://127.0.0.1:{settings.api_port}/api/health"),
+        ports=[("127.0.0.1", settings.api_port, "NEURONOVA_API_PORT")],
+    )
+
+
+def nginx_service(settings: Settings) -> Service:
+    config = settings.run_dir / "nginx.conf"
+    return Service(
+        name="nginx",
+        argv=[_binary("nginx"), "-c", str(config), "-p", str(settings.run_dir),
+              "-e", str(settings.log_dir / "nginx-error.log")],
+        prepare=lambda: render_nginx(settings),
+        health=lambda: _ok(f"{settings.public_url}/healthz"),
+        ports=[(settings.host, settings.port, "NEURONOVA_PORT")],
+    )
+
+
+def platform_services(settings: Settings) -> list[Service]:
+    """Start order: the store first, the gateway last (so users never see half a platform)."""
+    return [orthanc_service(settings), proxy_service(settings), api_service(settings),
+            nginx_service(settings)]

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install the Debian packages the platform runs on, only those missing (idempotent).
+# Usage: scripts/install-system-deps.sh [extra-package ...]
+set -euo pipefail
+
+packages=(orthanc orthanc-dicomweb nginx dicom3tools "$@")
+missing=()
+for pkg in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "Installing Debian packages: ${missing[*]}"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "error: need root (or sudo) to apt-get install ${missing[*]}" >&2; exit 1; }
+    sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+# The packages' own services are not used (the platform runs its own processes); where the
+# machine has an init system their postinst may start them, which is harmless on other ports.
+$sudo apt-get install -y -q --no-install-recommends "${missing[@]}"

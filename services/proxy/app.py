@@ -1,0 +1,182 @@
+"""The guard proxy: nginx's auth delegate for every DICOMweb request.
+
+nginx forwards ``/api/pacs/dicom-web/...`` here without its body. The guard
+answers with no body: either a refusal (status + JSON reason) or ``200`` with
+``X-Accel-Redirect`` to nginx's internal Orthanc location, so nginx, not
+Python, moves the image bytes. Every decision is audited before it is answered.
+
+Run: ``uvicorn --factory services.proxy.app:create_app``.
+"""
+
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, AsyncIterator
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from pydantic import BaseModel, Field
+from starlette.responses import Response
+from starlette.routing import Route
+
+from neuronova_lib.config import Settings, get_settings
+from neuronova_lib.db.audit import AuditWriter
+from neuronova_lib.db.engine import get_engine
+from neuronova_lib.security.tokens import Claims, token_service
+
+from .guard import Decision, Guard
+from .paths import PREFIX, Refusal, check_uid
+
+log = logging.getLogger(__name__)
+
+_HEADER_LIMIT = 256
+
+
+def _client(request: Request) -> str | None:
+    # nginx sets X-Real-IP; the guard listens on loopback only, so the header is nginx's.
+    return request.headers.get("x-real-ip") or (request.client.host if request.client else None)
+
+
+def _audit_path(raw: str) -> str:
+    return raw[:512].encode("unicode_escape").decode("ascii")
+
+
+def _deny_response(decision: Decision) -> Response:
+    body = json.dumps({"detail": decision.detail, "reason": decision.reason})
+    headers = {"Cache-Control": "no-store"}
+    if decision.status == 401:
+        headers["WWW-Authenticate"] = f'Bearer error="invalid_token", error_description="{decision.reason}"'
+    if decision.status == 405:
+        headers["Allow"] = "GET, HEAD"
+    return Response(body, status_code=decision.status, media_type="application/json", headers=headers)
+
+
+class SignRequest(BaseModel):
+    study_uid: str | None = Field(default=None, description="One study to sign for.")
+    studies: list[str] | None = Field(default=None, description="Several studies.")
+    ttl_seconds: int | None = Field(
+        default=None, ge=1, description="Lifetime; capped by NEURONOVA_SIGNED_URL_TTL_MAX."
+    )
+
+class SignedUrl(BaseModel):
+    url: str
+    token: str
+    query: str
+    studies: list[str]
+    expires_in: int
+    expires_at: float
+
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the guard for one data dir (tests pass their own settings)."""
+    settings = settings or get_settings()
+    tokens = token_service(settings)
+    guard = Guard(tokens)
+    state: dict[str, AuditWriter] = {}
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        state["audit"] = AuditWriter(get_engine(settings.sqlalchemy_url))
+        yield
+
+    async def audit(request: Request, decision: Decision, method: str, path: str) -> None:
+        claims = decision.claims
+        await state["audit"].record(
+            service="proxy",
+            username=claims.sub if claims else None,
+            role=str(claims.role) if claims else None,
+            method=method[:16],
+            path=_audit_path(path),
+            study=decision.study,
+            decision="allow" if decision.allow else "deny",
+            status=decision.status,
+            reason=decision.reason,
+            detail=decision.detail or None,
+            client=_client(request),
+            token_id=claims.jti if claims else None,
+            request_id=request.headers.get("x-request-id", "")[:64] or None,
+        )
+
+    async def dicomweb(request: Request) -> Response:
+        """The hot path: one decision, one audit row, no image bytes."""
+        scope = request.scope
+        raw_path = scope.get("raw_path", b"").decode("latin-1")
+        raw_query = scope.get("query_string", b"").decode("latin-1")
+        method = request.method
+        decision = guard.decide(method, raw_path, raw_query, request.headers.get("authorization"))
+        await audit(request, decision, method, raw_path)
+        if not decision.allow:
+            return _deny_response(decision)
+        assert decision.redirect is not None
+        return Response(
+            status_code=200,
+            headers={"X-Accel-Redirect": decision.redirect, "Cache-Control": "private, no-store"},
+        )
+
+    async def refused_by_nginx(request: Request) -> Response:
+        """nginx's own refusals (internal location, oversized request) are audited here."""
+        status = int(request.headers.get("x-refused-status", "400") or 400)
+        original = request.headers.get("x-original-uri", "")[:_HEADER_LIMIT]
+        reason = request.headers.get("x-refused-reason") or {
+            404: "internal_or_unknown", 413: "body_too_large", 414: "uri_too_long",
+            494: "headers_too_large", 400: "bad_request"}.get(status, "nginx_refused")
+        decision = Decision(False, status, reason, "refused by nginx before the guard")
+        await audit(request, decision, request.headers.get("x-original-method", "?"), original)
+        return Response(
+            json.dumps({"detail": "request refused", "reason": reason}),
+            status_code=status, media_type="application/json",
+        )
+
+    app = FastAPI(
+        title="NeuroNova guard proxy",
+        lifespan=lifespan,
+        docs_url="/api/pacs/docs",
+        openapi_url="/api/pacs/openapi.json",
+    )
+    methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+    app.router.routes.append(Route(PREFIX + "/{path:path}", dicomweb, methods=methods))
+    app.router.routes.append(Route("/api/pacs/_refused", refused_by_nginx, methods=methods))
+
+    def current_claims(request: Request) -> Claims:
+        try:
+            return guard.authenticate(request.headers.get("authorization"), None)
+        except Refusal as exc:
+            raise HTTPException(exc.status, exc.detail,
+                                headers={"WWW-Authenticate": "Bearer"}) from None
+
+    @app.post("/api/pacs/sign", response_model=SignedUrl)
+    async def sign(
+        body: SignRequest, request: Request, claims: Annotated[Claims, Depends(current_claims)]
+    ) -> Any:
+        """Mint a study-scoped token for a viewer that cannot send headers."""
+        studies = ([body.study_uid] if body.study_uid else []) + list(body.studies or [])
+        decision = Decision(False, 400, "sign", claims=claims)
+        try:
+            if not studies or len(studies) > 16:
+                raise Refusal(400, "sign_scope", "name 1 to 16 studies (study_uid or studies)")
+            for uid in studies:
+                check_uid(uid, "StudyInstanceUID")
+            if claims.studies is not None and not set(studies) <= set(claims.studies):
+                raise Refusal(403, "scope", "your token does not cover these studies")
+        except Refusal as refusal:
+            decision.status, decision.reason, decision.detail = refusal.status, refusal.reason, refusal.detail
+            await audit(request, decision, "POST", "/api/pacs/sign")
+            raise HTTPException(refusal.status, refusal.detail) from None
+        ttl = min(body.ttl_seconds or settings.signed_url_ttl, settings.signed_url_ttl_max)
+        token, minted = tokens.mint(claims.sub, claims.role, "signed", ttl, studies=studies)
+        decision.allow, decision.status, decision.reason = True, 200, "signed"
+        decision.detail = f"ttl={ttl}s studies={','.join(studies)}"[:500]
+        await audit(request, decision, "POST", "/api/pacs/sign")
+        query = f"token={token}"
+        return SignedUrl(
+            url=f"{settings.public_url}{PREFIX}/studies/{studies[0]}?{query}",
+            token=token, query=query, studies=studies,
+            expires_in=ttl, expires_at=float(minted["exp"]),
+        )
+
+    @app.get("/api/pacs/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "time": time.time()}
+
+    return app

@@ -1,0 +1,139 @@
+"""The guard's decision for one DICOMweb request: allow (with the internal URI) or deny.
+
+Kept free of HTTP plumbing so that every rule can be read, and tested, in one
+place. Order of checks: the URI's shape (before anything is trusted), the
+token, the method the role may use, then the study scope.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from neuronova_lib.security.roles import IMAGE_READERS, IMAGE_WRITERS
+from neuronova_lib.security.tokens import Claims, TokenError, TokenService
+
+from .paths import DicomWebTarget, Refusal, parse
+
+INTERNAL_LOCATION = "/internal-orthanc/"
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+@dataclass
+class Decision:
+    allow: bool
+    status: int
+    reason: str
+    detail: str = ""
+    claims: Claims | None = None
+    target: DicomWebTarget | None = None
+    redirect: str | None = None
+
+    @property
+    def study(self) -> str | None:
+        if self.target is None:
+            return None
+        if self.target.study:
+            return self.target.study
+        return ",".join(self.target.query_studies)[:64] or None
+
+
+class VerifiedTokenCache:
+    """Tokens already verified, so a series of 155 frames costs one signature check.
+
+    A hit is re-checked for expiry and for its key's state, so a revocation
+    still takes effect at once.
+    """
+
+    def __init__(self, tokens: TokenService, size: int = 4096) -> None:
+        self._tokens = tokens
+        self._size = size
+        self._cache: OrderedDict[tuple[str, str], Claims] = OrderedDict()
+
+    def verify(self, token: str, typ: str) -> Claims:
+        key = (typ, token)
+        claims = self._cache.get(key)
+        if claims is not None:
+            if claims.exp + 5 < time.time():
+                del self._cache[key]
+                raise TokenError("expired", "token has expired; sign in again")
+            if self._tokens.keyring.state(claims.kid) in (None, "revoked"):
+                del self._cache[key]
+                raise TokenError("revoked_kid", f"key {claims.kid!r}: key revoked")
+            return claims
+        claims = self._tokens.verify(token, typ)
+        self._cache[key] = claims
+        if len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+        return claims
+
+
+class Guard:
+    """Decides DICOMweb requests for one data dir's keys."""
+
+    def __init__(self, tokens: TokenService) -> None:
+        self.tokens = tokens
+        self._verified = VerifiedTokenCache(tokens)
+
+    def authenticate(self, authorization: str | None, query_token: str | None) -> Claims:
+        if authorization and query_token:
+            raise Refusal(400, "two_tokens", "send a bearer token or a signed URL, not both")
+        try:
+            if query_token:
+                return self._verified.verify(query_token, "signed")
+            if not authorization:
+                raise Refusal(401, "no_token", "sign in: no bearer token and no signed URL")
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Refusal(401, "bad_scheme", "use 'Authorization: Bearer <token>'")
+            return self._verified.verify(token.strip(), "access")
+        except TokenError as exc:
+            raise Refusal(401, exc.reason, exc.detail) from None
+
+    @staticmethod
+    def authorize_method(method: str, claims: Claims) -> None:
+        if method in READ_METHODS:
+            if claims.role not in IMAGE_READERS:
+                raise Refusal(403, "role", f"role {claims.role} may not read images")
+            return
+        if method == "POST":
+            if claims.role not in IMAGE_WRITERS:
+                raise Refusal(403, "role", f"role {claims.role} may not store images")
+            raise Refusal(
+                405, "stow_closed",
+                "STOW-RS is refused until the ingest gate checks uploads; use GET or HEAD",
+            )
+        raise Refusal(405, "method", f"method {method} is not allowed on DICOMweb")
+
+    @staticmethod
+    def authorize_scope(target: DicomWebTarget, claims: Claims) -> None:
+        if claims.studies is None:
+            return
+        if target.study is not None:
+            if target.study not in claims.studies:
+                raise Refusal(403, "scope", "the token does not cover this study")
+            # A query filter naming another study under an allowed path is refused too.
+        named = target.query_studies
+        outside = [uid for uid in named if uid not in claims.studies]
+        if outside:
+            raise Refusal(403, "scope", "the query names studies the token does not cover")
+        if target.study is None and not named:
+            target.restrict_to(claims.studies)
+
+    def decide(
+        self, method: str, raw_path: str, raw_query: str, authorization: str | None
+    ) -> Decision:
+        target: DicomWebTarget | None = None
+        claims: Claims | None = None
+        try:
+            target = parse(raw_path, raw_query)
+            claims = self.authenticate(authorization, target.token)
+            self.authorize_method(method, claims)
+            self.authorize_scope(target, claims)
+        except Refusal as refusal:
+            return Decision(False, refusal.status, refusal.reason, refusal.detail, claims, target)
+        return Decision(
+            True, 200, "allowed", claims=claims, target=target,
+            redirect=target.internal_uri(INTERNAL_LOCATION),
+        )

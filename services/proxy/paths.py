@@ -1,0 +1,186 @@
+"""Parsing a DICOMweb request URI into checked parts, or refusing it.
+
+The guard builds ``X-Accel-Redirect`` only from what this module returns: UIDs
+that match the DICOM UID grammar, fixed resource words, frame numbers and
+re-encoded query parameters. Nothing of the raw URI is copied through, so no
+traversal, encoding trick or header injection can reach nginx or Orthanc.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote
+
+PREFIX = "/api/pacs/dicom-web"
+
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+_FRAMES = re.compile(r"[1-9][0-9]{0,5}(,[1-9][0-9]{0,5}){0,999}")
+_BULK_TAG = re.compile(r"[0-9A-Fa-f]{8}")
+_QUERY_KEY = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}(\.[A-Za-z][A-Za-z0-9]{0,63}){0,7}|[0-9A-Fa-f]{8}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_STUDY_KEYS = {"studyinstanceuid", "0020000d"}
+MAX_URI = 8192
+MAX_QUERY_ITEMS = 64
+
+
+class Refusal(Exception):
+    """The request is refused: ``status`` for the client, ``reason`` for the audit log."""
+
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class DicomWebTarget:
+    """A checked DICOMweb request: its resource kind, UIDs and query."""
+
+    kind: str  # "qido" | "wado" | "metadata" | "frames" | "rendered" | "bulk"
+    segments: list[str]
+    study: str | None
+    query: list[tuple[str, str]] = field(default_factory=list)
+    token: str | None = None
+
+    @property
+    def query_studies(self) -> list[str]:
+        """Study UIDs named by QIDO filters (keyword or tag form, lists split)."""
+        found: list[str] = []
+        for key, value in self.query:
+            if key.lower() in _STUDY_KEYS:
+                found.extend(v for v in value.split(",") if v)
+        return found
+
+    def restrict_to(self, studies: tuple[str, ...]) -> None:
+        """Limit a QIDO query without a study filter to the token's studies."""
+        self.query.append(("StudyInstanceUID", ",".join(studies)))
+
+    def internal_uri(self, location: str) -> str:
+        path = location.rstrip("/") + "/dicom-web/" + "/".join(self.segments)
+        if not self.query:
+            return path
+        encoded = "&".join(f"{quote(k, safe='')}={quote(v, safe=',')}" for k, v in self.query)
+        return f"{path}?{encoded}"
+
+
+def _check_text(text: str, where: str) -> None:
+    """Refuse traversal and control characters, however many times encoded."""
+    seen = text
+    for _ in range(4):
+        if _CONTROL.search(seen):
+            raise Refusal(400, "header_injection", f"control characters in the {where}")
+        if ".." in seen.split("?")[0].split("/") or "\\" in seen:
+            raise Refusal(400, "traversal", f"path traversal in the {where}")
+        decoded = unquote(seen)
+        if decoded == seen:
+            return
+        seen = decoded
+    raise Refusal(400, "encoding", f"the {where} is encoded too many times")
+
+
+def check_uid(value: str, what: str) -> str:
+    if len(value) > 64 or not _UID.fullmatch(value):
+        raise Refusal(400, "bad_uid", f"{what} {value[:80]!r} is not a DICOM UID")
+    return value
+
+
+def _parse_segments(path: str) -> tuple[str, list[str], str | None]:
+    if not path.startswith(PREFIX + "/"):
+        raise Refusal(404, "unknown_route", "not a DICOMweb path")
+    rest = path[len(PREFIX) + 1 :]
+    if "%" in rest:
+        raise Refusal(400, "encoded_path", "DICOMweb paths need no percent-encoding")
+    segs = rest.split("/")
+    if any(s in ("", ".") for s in segs):
+        raise Refusal(400, "traversal", "empty or '.' path segment")
+    n = len(segs)
+    head = segs[0]
+    if head in ("series", "instances") and n == 1:
+        return "qido", segs, None
+    if head != "studies":
+        raise Refusal(404, "unknown_route", f"no DICOMweb resource {head!r}")
+    if n == 1:
+        return "qido", segs, None
+    study = check_uid(segs[1], "StudyInstanceUID")
+    if n == 2:
+        return "wado", segs, study
+    tail = segs[2:]
+    if tail == ["metadata"]:
+        return "metadata", segs, study
+    if tail in (["series"], ["instances"]):
+        return "qido", segs, study
+    if tail[0] != "series":
+        raise Refusal(404, "unknown_route", f"no study resource {tail[0]!r}")
+    check_uid(tail[1] if len(tail) > 1 else "", "SeriesInstanceUID")
+    tail = tail[2:]
+    if not tail:
+        return "wado", segs, study
+    if tail == ["metadata"]:
+        return "metadata", segs, study
+    if tail == ["rendered"]:
+        return "rendered", segs, study
+    if tail == ["instances"]:
+        return "qido", segs, study
+    if tail[0] != "instances" or len(tail) < 2:
+        raise Refusal(404, "unknown_route", f"no series resource {tail[0]!r}")
+    check_uid(tail[1], "SOPInstanceUID")
+    tail = tail[2:]
+    if not tail:
+        return "wado", segs, study
+    if tail in (["metadata"], ["rendered"]):
+        return tail[0], segs, study
+    if tail[0] == "frames" and len(tail) in (2, 3):
+        if not _FRAMES.fullmatch(tail[1]):
+            raise Refusal(400, "bad_frames", "frame list must be numbers from 1, comma-separated")
+        if len(tail) == 3 and tail[2] != "rendered":
+            raise Refusal(404, "unknown_route", f"no frame resource {tail[2]!r}")
+        return ("rendered" if len(tail) == 3 else "frames"), segs, study
+    if tail[0] == "bulk" and 2 <= len(tail) <= 9 and all(_BULK_TAG.fullmatch(t) or t.isdigit() for t in tail[1:]):
+        return "bulk", segs, study
+    raise Refusal(404, "unknown_route", f"no instance resource {tail[0]!r}")
+
+
+def _parse_query(raw: str) -> tuple[list[tuple[str, str]], str | None]:
+    items: list[tuple[str, str]] = []
+    token: str | None = None
+    if not raw:
+        return items, token
+    parts = raw.split("&")
+    if len(parts) > MAX_QUERY_ITEMS:
+        raise Refusal(400, "query_too_long", f"more than {MAX_QUERY_ITEMS} query parameters")
+    for part in parts:
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        key = unquote(key.replace("+", " "))
+        value = unquote(value.replace("+", " "))
+        _check_text(value, "query")
+        if _CONTROL.search(key):
+            raise Refusal(400, "header_injection", "control characters in the query")
+        if key == "token":
+            if token is not None:
+                raise Refusal(400, "duplicate_token", "more than one token in the query")
+            token = value
+            continue
+        if not _QUERY_KEY.fullmatch(key):
+            raise Refusal(400, "bad_query", f"{key[:64]!r} is not a DICOMweb query parameter")
+        items.append((key, value))
+    study_filters = [k for k, _ in items if k.lower() in _STUDY_KEYS]
+    if len(study_filters) > 1:
+        raise Refusal(400, "ambiguous_query", "StudyInstanceUID given more than once")
+    return items, token
+
+
+def parse(raw_path: str, raw_query: str) -> DicomWebTarget:
+    """Check a DICOMweb URI as the client sent it (undecoded) and split it."""
+    if len(raw_path) + len(raw_query) > MAX_URI:
+        raise Refusal(414, "uri_too_long", "request URI too long")
+    _check_text(raw_path, "path")
+    kind, segments, study = _parse_segments(raw_path)
+    query, token = _parse_query(raw_query)
+    target = DicomWebTarget(kind=kind, segments=segments, study=study, query=query, token=token)
+    for uid in target.query_studies:
+        check_uid(uid, "StudyInstanceUID filter")
+    return target

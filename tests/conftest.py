@@ -1,0 +1,132 @@
+"""Shared fixtures: a real platform (Orthanc, guard, API, nginx) on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+import requests
+from pydicom.data import get_testdata_file
+
+from neuronova_lib.config import get_settings
+from neuronova_lib.orthanc_store import OrthancStore
+from neuronova_lib.security.tokens import TokenService, token_service
+from neuronova_lib.stack.local import LocalPlatform, local_platform
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings_cache() -> Iterator[None]:
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def _need(binary: str, package: str) -> None:
+    if shutil.which(binary) is None and not Path(f"/usr/sbin/{binary}").exists():
+        pytest.fail(f"{binary} is missing: run `make test` (it installs Debian {package})")
+
+
+@dataclass(frozen=True)
+class StudyRef:
+    study: str
+    series: str
+    instance: str
+
+    @classmethod
+    def of(cls, path: str) -> "StudyRef":
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        return cls(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+
+    def frame_path(self, frame: int = 1) -> str:
+        return (f"/api/pacs/dicom-web/studies/{self.study}/series/{self.series}"
+                f"/instances/{self.instance}/frames/{frame}")
+
+
+@dataclass
+class RunningPlatform:
+    local: LocalPlatform
+    tokens: TokenService
+    store: OrthancStore
+    study_a: StudyRef
+    study_b: StudyRef
+
+    @property
+    def url(self) -> str:
+        return self.local.url
+
+    @property
+    def settings(self) -> Any:
+        return self.local.settings
+
+    def login(self, username: str) -> str:
+        response = requests.post(
+            f"{self.url}/api/auth/token",
+            data={"username": username, "password": self.settings.demo_password},
+            timeout=10,
+        )
+        response.raise_for_status()
+        return str(response.json()["access_token"])
+
+    def access_token(self, role: str = "clinician", **kwargs: Any) -> str:
+        token, _ = self.tokens.mint(kwargs.pop("sub", role), role, "access",
+                                    kwargs.pop("ttl", 300), **kwargs)
+        return token
+
+    def wait_for_audit(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The audit record of one request (found by nginx's request id)."""
+        from sqlalchemy import select
+
+        from neuronova_lib.db.engine import get_engine
+        from neuronova_lib.db.models import AuditRecord
+
+        engine = get_engine(self.settings.sqlalchemy_url)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                row = conn.execute(
+                    select(AuditRecord.__table__).where(AuditRecord.request_id == request_id)
+                ).mappings().first()
+            if row:
+                return dict(row)
+            time.sleep(0.05)
+        raise AssertionError(f"no audit record for request {request_id}")
+
+    def nginx_log_entry(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        """nginx's access log line of one request (the log is flushed every second)."""
+        path = self.settings.log_dir / "nginx-access.log"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if path.exists():
+                for line in path.read_text().splitlines():
+                    entry = json.loads(line)
+                    if entry["request_id"] == request_id:
+                        return entry
+            time.sleep(0.1)
+        raise AssertionError(f"no nginx log line for request {request_id}")
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    """The whole platform, once per test session, with two small studies stored."""
+    _need("Orthanc", "orthanc")
+    _need("nginx", "nginx")
+    home = tmp_path_factory.mktemp("neuronova-home")
+    with local_platform(home) as local:
+        store = OrthancStore.from_settings(local.settings)
+        files = [get_testdata_file("MR_small.dcm"), get_testdata_file("CT_small.dcm")]
+        for path in files:
+            store.store_file(path)
+        yield RunningPlatform(
+            local=local,
+            tokens=token_service(local.settings),
+            store=store,
+            study_a=StudyRef.of(files[0]),
+            study_b=StudyRef.of(files[1]),
+        )
