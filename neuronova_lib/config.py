@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +59,9 @@ class Settings(BaseSettings):
     api_burst: int = Field(default=40, description="nginx limit_req burst on /api/.")
     max_body_size: str = Field(default="512m", description="Largest upload nginx accepts.")
     demo_cases: int = Field(default=2, ge=0, description="Demo studies `up` loads.")
+    demo_size: Literal["brats", "small"] = Field(
+        default="brats", description="Demo grid: brats (240×240×155, 1 mm) or small (fast)."
+    )
 
     @field_validator("home")
     @classmethod

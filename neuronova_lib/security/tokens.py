@@ -139,7 +139,7 @@ class TokenService:
         if payload.get("typ") != typ:
             raise TokenError("wrong_type", f"a {payload.get('typ')!r} token cannot be used here")
         try:
-            role = Role(payload.get("role"))
+            role = Role(str(payload.get("role")))
         except ValueError:
             raise TokenError("bad_role", f"unknown role {payload.get('role')!r}") from None
         studies = payload.get("studies")

@@ -36,17 +36,23 @@ def demo_dir(settings: Settings) -> Path:
     return settings.home / "demo"
 
 
-def ensure_demo_files(settings: Settings, cases: int, seed: int = 20261128) -> Path:
-    """Write the demo studies once; a later ``up`` with the same count reuses them."""
-    from ..demo import write_demo_cases
+DEMO_SEED = 20261128
 
-    out = demo_dir(settings)
+
+def ensure_demo_files(settings: Settings, cases: int) -> Path:
+    """Write the demo studies once per size; a later ``up`` with as many cases reuses them."""
+    from ..demo import write_demo_cases
+    from ..demo.phantom import SIZES
+
+    out = demo_dir(settings) / settings.demo_size
     manifest = out / "manifest.json"
     if manifest.exists():
         existing = json.loads(manifest.read_text())
         if len(existing.get("cases", [])) >= cases:
             return out
-    write_demo_cases(out, cases=cases, seed=seed)
+    shape, spacing = SIZES[settings.demo_size]
+    write_demo_cases(out, cases=cases, seed=DEMO_SEED, shape=shape, spacing=spacing,
+                     overwrite=True, progress=True)
     return out
 
 

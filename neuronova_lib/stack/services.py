@@ -70,26 +70,26 @@ def orthanc_service(settings: Settings) -> Service:
     )
 
 
-def proxy_service(settings: Settings) -> Service:
+def _uvicorn_service(settings: Settings, name: str, factory: str, port: int,
+                     health_path: str, variable: str) -> Service:
     return Service(
-        name="proxy",
-        argv=uvicorn_argv("services.proxy.app:create_app", settings.proxy_port),
+        name=name,
+        argv=uvicorn_argv(factory, port),
         env=settings_env(settings),
         cwd=REPO_ROOT,
-        health=lambda: _ok(f"http://127.0.0.1:{settings.proxy_port}/api/pacs/health"),
-        ports=[("127.0.0.1", settings.proxy_port, "NEURONOVA_PROXY_PORT")],
+        health=lambda: _ok(f"http://127.0.0.1:{port}{health_path}"),
+        ports=[("127.0.0.1", port, variable)],
     )
+
+
+def proxy_service(settings: Settings) -> Service:
+    return _uvicorn_service(settings, "proxy", "services.proxy.app:create_app",
+                            settings.proxy_port, "/api/pacs/health", "NEURONOVA_PROXY_PORT")
 
 
 def api_service(settings: Settings) -> Service:
-    return Service(
-        name="api",
-        argv=uvicorn_argv("services.api.app:create_app", settings.api_port),
-        env=settings_env(settings),
-        cwd=REPO_ROOT,
-        health=lambda: _ok(f"http://127.0.0.1:{settings.api_port}/api/health"),
-        ports=[("127.0.0.1", settings.api_port, "NEURONOVA_API_PORT")],
-    )
+    return _uvicorn_service(settings, "api", "services.api.app:create_app",
+                            settings.api_port, "/api/health", "NEURONOVA_API_PORT")
 
 
 def nginx_service(settings: Settings) -> Service:

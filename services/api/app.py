@@ -1,0 +1,78 @@
+"""The platform API application.
+
+Started by uvicorn as a factory, so that settings are read when the process
+starts, not when the module is imported::
+
+    uvicorn --factory services.api.app:create_app --host 127.0.0.1 --port 8101
+
+Every route lives under ``/api`` (nginx forwards ``/api/...`` unchanged); the
+interactive docs are at ``/api/docs`` and the schema at ``/api/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from neuronova_lib import __version__
+from neuronova_lib.config import Settings, get_settings
+from neuronova_lib.db.engine import session_factory
+from neuronova_lib.db.migrate import upgrade_database
+from neuronova_lib.security.tokens import token_service
+
+from .routes import audit, auth, health, users
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API for ``settings`` (default: the ``NEURONOVA_*`` environment).
+
+    Nothing touches the disk until the app starts: its lifespan creates or
+    migrates the database and opens the signing keys of the data dir, so
+    building an app (for its OpenAPI schema, say) has no side effects.
+
+    Parameters
+    ----------
+    settings
+        Configuration; tests pass their own with a temporary data dir.
+
+    Returns
+    -------
+    fastapi.FastAPI
+        Settings on ``app.state.settings``; once started also
+        ``app.state.sessions`` (a session factory) and ``app.state.tokens``
+        (the :class:`~neuronova_lib.security.tokens.TokenService`).
+    """
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        upgrade_database(settings.sqlalchemy_url)
+        app.state.sessions = session_factory(settings.sqlalchemy_url)
+        app.state.tokens = token_service(settings)
+        log.info("API ready; data dir %s", settings.home)
+        yield
+
+    app = FastAPI(
+        title="NeuroNova platform API",
+        version=__version__,
+        summary="Sign-in and tokens, users and roles, audit log.",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=f"{API_PREFIX}/redoc",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        swagger_ui_oauth2_redirect_url=f"{API_PREFIX}/docs/oauth2-redirect",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+
+    api = APIRouter(prefix=API_PREFIX)
+    for module in (health, auth, users, audit):
+        api.include_router(module.router)
+    app.include_router(api)
+    return app
