@@ -39,6 +39,11 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='Known modalities, as JSON: {"CT1": ["AET", "10.0.0.5", 104]}.',
     )
+    orthanc_wado_plugin: bool = Field(
+        default=True,
+        description="Serve frames and rendered images through NeuroNova's Orthanc plugin "
+        "(orthanc-python), which handles HTJ2K; off: Orthanc's DICOMweb plugin alone.",
+    )
     orthanc_postgres_uri: str | None = Field(
         default=None,
         description="PostgreSQL URI for Orthanc's index (postgresql://user:pw@host:port/db).",

@@ -13,6 +13,7 @@ import io
 import os
 import pwd
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -202,7 +203,8 @@ def postgres_url() -> Iterator[str]:
         yield url
     finally:
         get_engine(url).dispose()
-        server.terminate()
+        # SIGINT is PostgreSQL's fast shutdown: it does not wait for pooled clients to leave.
+        server.send_signal(signal.SIGINT)
         server.wait(timeout=30)
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -43,11 +43,12 @@ def bearer(tokens: TokenService, role: str = "clinician", **kw: object) -> str:
     (f"{P}/studies/{S}/instances", "qido"),
     (f"{P}/studies/{S}/series/{SE}", "wado"),
     (f"{P}/studies/{S}/series/{SE}/metadata", "metadata"),
-    (f"{P}/studies/{S}/series/{SE}/rendered", "rendered"),
+    (f"{P}/studies/{S}/series/{SE}/rendered", "series_rendered"),
     (f"{P}/studies/{S}/series/{SE}/instances", "qido"),
     (f"{P}/studies/{S}/series/{SE}/instances/{I}", "wado"),
     (f"{P}/studies/{S}/series/{SE}/instances/{I}/metadata", "metadata"),
     (f"{P}/studies/{S}/series/{SE}/instances/{I}/rendered", "rendered"),
+    (f"{P}/studies/{S}/series/{SE}/instances/{I}/thumbnail", "rendered"),
     (f"{P}/studies/{S}/series/{SE}/instances/{I}/frames/1", "frames"),
     (f"{P}/studies/{S}/series/{SE}/instances/{I}/frames/1,2,3", "frames"),
     (f"{P}/studies/{S}/series/{SE}/instances/{I}/frames/2/rendered", "rendered"),
@@ -80,6 +81,15 @@ def test_bad_paths_are_refused_with_a_reason(path: str, reason: str) -> None:
     with pytest.raises(Refusal) as caught:
         parse(path, "")
     assert caught.value.reason == reason
+
+
+def test_pixel_requests_go_to_the_wado_plugin_when_enabled() -> None:
+    frames = parse(f"{P}/studies/{S}/series/{SE}/instances/{I}/frames/1", "")
+    assert frames.internal_uri("/internal-orthanc/", wado_plugin=True).startswith(
+        "/internal-orthanc/neuronova/dicom-web/studies/")
+    metadata = parse(f"{P}/studies/{S}/metadata", "")
+    assert metadata.internal_uri("/internal-orthanc/", wado_plugin=True) == (
+        f"/internal-orthanc/dicom-web/studies/{S}/metadata")
 
 
 def test_query_is_rebuilt_encoded_and_token_removed() -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import os
+import sys
+import sysconfig
 from pathlib import Path
 
 import jinja2
@@ -36,8 +38,30 @@ def _write_private(path: Path, text: str) -> Path:
     return path
 
 
+def orthanc_python_path() -> list[str]:
+    """Where the plugin's embedded Python finds neuronova_lib and the venv's packages.
+
+    orthanc-python embeds the system Python 3.11; the venv's compiled packages
+    (numpy, imagecodecs) load there only if the venv is a 3.11 too.
+    """
+    if sys.version_info[:2] != (3, 11):
+        raise RuntimeError(
+            f"the Orthanc WADO plugin runs in Debian's Python 3.11, but this venv is "
+            f"{sys.version_info.major}.{sys.version_info.minor}: recreate .venv with python3.11 "
+            "or set NEURONOVA_ORTHANC_WADO_PLUGIN=false"
+        )
+    paths = [str(REPO_ROOT)]
+    for key in ("purelib", "platlib"):
+        path = sysconfig.get_paths()[key]
+        if path not in paths:
+            paths.append(path)
+    return paths
+
+
 def orthanc_plugins(settings: Settings) -> list[str]:
     names = ["libOrthancDicomWeb.so"]
+    if settings.orthanc_wado_plugin:
+        names.append("libOrthancPython.so")
     if settings.orthanc_postgres_uri:
         names.append("libOrthancPostgreSQLIndex.so")
     return [str(ORTHANC_PLUGIN_DIR / name) for name in names]
@@ -55,6 +79,9 @@ def render_orthanc(settings: Settings) -> Path:
         modalities=settings.orthanc_modalities,
         plugins=orthanc_plugins(settings),
         postgres=settings.orthanc_postgres_uri,
+        wado_plugin=str(REPO_ROOT / "orthanc" / "plugins" / "neuronova_wado.py")
+        if settings.orthanc_wado_plugin else None,
+        python_path=orthanc_python_path() if settings.orthanc_wado_plugin else [],
     )
     return _write_private(settings.run_dir / "orthanc.json", text)
 

@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the guard for one data dir (tests pass their own settings)."""
     settings = settings or get_settings()
     tokens = token_service(settings)
-    guard = Guard(tokens)
+    guard = Guard(tokens, wado_plugin=settings.orthanc_wado_plugin)
     state: dict[str, AuditWriter] = {}
 
     @asynccontextmanager

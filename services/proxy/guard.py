@@ -72,8 +72,9 @@ class VerifiedTokenCache:
 class Guard:
     """Decides DICOMweb requests for one data dir's keys."""
 
-    def __init__(self, tokens: TokenService) -> None:
+    def __init__(self, tokens: TokenService, wado_plugin: bool = False) -> None:
         self.tokens = tokens
+        self.wado_plugin = wado_plugin
         self._verified = VerifiedTokenCache(tokens)
 
     def authenticate(self, authorization: str | None, query_token: str | None) -> Claims:
@@ -135,5 +136,5 @@ class Guard:
             return Decision(False, refusal.status, refusal.reason, refusal.detail, claims, target)
         return Decision(
             True, 200, "allowed", claims=claims, target=target,
-            redirect=target.internal_uri(INTERNAL_LOCATION),
+            redirect=target.internal_uri(INTERNAL_LOCATION, self.wado_plugin),
         )

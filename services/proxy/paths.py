@@ -38,7 +38,7 @@ class Refusal(Exception):
 class DicomWebTarget:
     """A checked DICOMweb request: its resource kind, UIDs and query."""
 
-    kind: str  # "qido" | "wado" | "metadata" | "frames" | "rendered" | "bulk"
+    kind: str  # "qido" | "wado" | "metadata" | "frames" | "rendered" | "series_rendered" | "bulk"
     segments: list[str]
     study: str | None
     query: list[tuple[str, str]] = field(default_factory=list)
@@ -57,8 +57,14 @@ class DicomWebTarget:
         """Limit a QIDO query without a study filter to the token's studies."""
         self.query.append(("StudyInstanceUID", ",".join(studies)))
 
-    def internal_uri(self, location: str) -> str:
-        path = location.rstrip("/") + "/dicom-web/" + "/".join(self.segments)
+    @property
+    def pixel_data(self) -> bool:
+        """Frames and rendered images: served by the NeuroNova WADO plugin when enabled."""
+        return self.kind in ("frames", "rendered")
+
+    def internal_uri(self, location: str, wado_plugin: bool = False) -> str:
+        root = "/neuronova/dicom-web/" if wado_plugin and self.pixel_data else "/dicom-web/"
+        path = location.rstrip("/") + root + "/".join(self.segments)
         if not self.query:
             return path
         encoded = "&".join(f"{quote(k, safe='')}={quote(v, safe=',')}" for k, v in self.query)
@@ -120,7 +126,7 @@ def _parse_segments(path: str) -> tuple[str, list[str], str | None]:
     if tail == ["metadata"]:
         return "metadata", segs, study
     if tail == ["rendered"]:
-        return "rendered", segs, study
+        return "series_rendered", segs, study
     if tail == ["instances"]:
         return "qido", segs, study
     if tail[0] != "instances" or len(tail) < 2:
@@ -129,8 +135,8 @@ def _parse_segments(path: str) -> tuple[str, list[str], str | None]:
     tail = tail[2:]
     if not tail:
         return "wado", segs, study
-    if tail in (["metadata"], ["rendered"]):
-        return tail[0], segs, study
+    if tail in (["metadata"], ["rendered"], ["thumbnail"]):
+        return ("rendered" if tail[0] == "thumbnail" else tail[0]), segs, study
     if tail[0] == "frames" and len(tail) in (2, 3):
         if not _FRAMES.fullmatch(tail[1]):
             raise Refusal(400, "bad_frames", "frame list must be numbers from 1, comma-separated")

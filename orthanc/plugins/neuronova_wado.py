@@ -1,0 +1,245 @@
+"""Orthanc plugin (orthanc-python): WADO-RS frames and rendered images that are right for HTJ2K.
+
+Debian's Orthanc 1.10 stores HTJ2K instances byte for byte but its DICOMweb
+plugin cannot serve their frames (500 for ``transfer-syntax=*``, a wrong
+label otherwise) and cannot render them (415). This plugin answers, under
+``/neuronova/dicom-web/``, the three resources that touch pixel data:
+
+* ``.../instances/{sop}/frames/{list}`` — frames as stored (``transfer-syntax=*``
+  or the stored syntax) with the correct label, byte for byte; or explicit VR
+  little endian, decoded here for HTJ2K and by Orthanc's DICOMweb plugin for
+  the classic syntaxes it knows.
+* ``.../instances/{sop}/rendered``, ``.../frames/{n}/rendered`` and
+  ``.../instances/{sop}/thumbnail`` — 8-bit PNG or JPEG with windowing and
+  viewport, decoding HTJ2K at a reduced resolution level when that is enough.
+
+The guard sends these requests here through nginx's internal location; every
+other DICOMweb request goes to the DICOMweb plugin. Nothing here assumes the
+Orthanc version: raw frames are correct on any Orthanc, and native
+transcoding is asked of the DICOMweb plugin first and checked (a newer
+Orthanc that knows HTJ2K answers correctly and is used as is).
+"""
+
+import json
+import sys
+import threading
+from collections import OrderedDict
+
+import orthanc
+
+_CONFIG = json.loads(orthanc.GetConfiguration()).get("NeuroNova", {})
+for _path in reversed(_CONFIG.get("PythonPath", [])):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+import numpy as np  # noqa: E402
+
+from neuronova_lib import rendering, wado  # noqa: E402
+
+PREFIX = "/neuronova/dicom-web"
+_UID = r"([0-9]+(?:\.[0-9]+)*)"
+_INSTANCE = f"{PREFIX}/studies/{_UID}/series/{_UID}/instances/{_UID}"
+
+
+class InstanceInfo:
+    """What a frame answer needs to know about one instance (cached per SOP UID)."""
+
+    def __init__(self, orthanc_id, study, series, syntax, tags):
+        self.orthanc_id = orthanc_id
+        self.study = study
+        self.series = series
+        self.syntax = syntax
+        self.tags = tags
+        self.frames = int(tags.get("NumberOfFrames") or 1)
+        self.rows = int(tags["Rows"])
+        self.columns = int(tags["Columns"])
+        self.samples = int(tags.get("SamplesPerPixel") or 1)
+        self.bits_allocated = int(tags["BitsAllocated"])
+        self.signed = int(tags.get("PixelRepresentation") or 0) == 1
+
+    @property
+    def dtype(self):
+        kind = "i" if self.signed else "u"
+        return np.dtype(f"<{kind}{max(1, self.bits_allocated // 8)}")
+
+    @property
+    def frame_bytes(self):
+        return self.rows * self.columns * self.samples * self.dtype.itemsize
+
+
+class _Cache:
+    def __init__(self, size=50000):
+        self._size = size
+        self._items = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key, value):
+        with self._lock:
+            self._items[key] = value
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def drop(self, key):
+        with self._lock:
+            self._items.pop(key, None)
+
+
+_instances = _Cache()
+
+
+class _NotFound(Exception):
+    pass
+
+
+def _get_json(uri):
+    return json.loads(orthanc.RestApiGet(uri))
+
+
+def _lookup(study, series, sop):
+    info = _instances.get(sop)
+    if info is None:
+        try:
+            oid = orthanc.LookupInstance(sop)
+        except Exception:
+            raise _NotFound(f"no instance {sop}") from None
+        parent = _get_json(f"/instances/{oid}")["ParentSeries"]
+        series_json = _get_json(f"/series/{parent}")
+        study_json = _get_json(f"/studies/{series_json['ParentStudy']}")
+        header = _get_json(f"/instances/{oid}/header?simplify")
+        tags = _get_json(f"/instances/{oid}/tags?simplify")
+        info = InstanceInfo(
+            oid,
+            study_json["MainDicomTags"]["StudyInstanceUID"],
+            series_json["MainDicomTags"]["SeriesInstanceUID"],
+            header.get("TransferSyntaxUID", wado.EXPLICIT_VR_LITTLE_ENDIAN),
+            tags,
+        )
+        _instances.put(sop, info)
+    if info.study != study or info.series != series:
+        raise _NotFound(f"no instance {sop} in series {series} of study {study}")
+    return info
+
+
+def _raw_frame(info, number):
+    try:
+        return orthanc.RestApiGet(f"/instances/{info.orthanc_id}/frames/{number - 1}/raw")
+    except Exception:
+        _instances.drop(info.tags.get("SOPInstanceUID"))
+        raise
+
+
+def _native_frames_from_dicomweb(info, sop, numbers):
+    """Ask the DICOMweb plugin for explicit VR little endian, and check what it says."""
+    uri = (f"/dicom-web/studies/{info.study}/series/{info.series}/instances/{sop}"
+           f"/frames/{','.join(map(str, numbers))}")
+    try:
+        body = orthanc.RestApiGetAfterPlugins(uri)
+    except Exception:
+        return None
+    parts = wado.split_multipart(body)
+    if parts is None or len(parts) != len(numbers):
+        return None
+    if any(label != wado.EXPLICIT_VR_LITTLE_ENDIAN or len(data) != info.frame_bytes
+           for label, data in parts):
+        return None
+    return [data for _, data in parts]
+
+
+def _decoded_frame(info, number, reduce=0):
+    """One frame as a numpy array (rows, columns[, samples])."""
+    raw = _raw_frame(info, number)
+    if info.syntax in wado.NATIVE_LITTLE_ENDIAN:
+        shape = (info.rows, info.columns) + ((info.samples,) if info.samples > 1 else ())
+        return np.frombuffer(raw, dtype=info.dtype, count=int(np.prod(shape))).reshape(shape)
+    if info.syntax in wado.HTJ2K_SYNTAXES:
+        from neuronova_lib import htj2k
+
+        return htj2k.decode(raw, reduce=reduce)
+    # Classic compressed syntaxes: pydicom decodes the whole instance.
+    import io
+
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(orthanc.RestApiGet(f"/instances/{info.orthanc_id}/file")))
+    array = ds.pixel_array
+    return array[number - 1] if info.frames > 1 else array
+
+
+def _send_error(output, status, message):
+    # orthanc-python 4.0 takes the body as str here (bytes are refused).
+    output.SendHttpStatus(status, message, len(message.encode()))
+
+
+def frames(output, uri, **request):
+    if request["method"] != "GET":
+        output.SendMethodNotAllowed("GET")
+        return
+    study, series, sop, frame_list = request["groups"]
+    try:
+        info = _lookup(study, series, sop)
+        numbers = wado.parse_frame_list(frame_list, info.frames)
+        syntax = wado.choose_frame_syntax(request["headers"].get("accept"), info.syntax)
+    except _NotFound as exc:
+        _send_error(output, 404, str(exc))
+        return
+    except LookupError as exc:
+        _send_error(output, 404, str(exc))
+        return
+    except wado.NotAcceptable as exc:
+        _send_error(output, 406, str(exc))
+        return
+    if syntax == info.syntax or (syntax in wado.NATIVE_LITTLE_ENDIAN
+                                 and info.syntax in wado.NATIVE_LITTLE_ENDIAN):
+        data = [_raw_frame(info, n) for n in numbers]
+    else:
+        data = _native_frames_from_dicomweb(info, sop, numbers)
+        if data is None:
+            data = [np.ascontiguousarray(_decoded_frame(info, n), dtype=info.dtype).tobytes()
+                    for n in numbers]
+    body, content_type = wado.multipart_frames(data, syntax)
+    output.AnswerBuffer(body, content_type)
+
+
+def rendered(output, uri, **request):
+    if request["method"] != "GET":
+        output.SendMethodNotAllowed("GET")
+        return
+    groups = request["groups"]
+    study, series, sop = groups[:3]
+    frame_text = groups[3] if len(groups) > 3 and groups[3] else "1"
+    thumbnail = uri.endswith("/thumbnail")
+    try:
+        info = _lookup(study, series, sop)
+        number = wado.parse_frame_list(frame_text, info.frames)[0]
+        params = rendering.RenderParams.from_query(request.get("get", {}), thumbnail=thumbnail)
+        media = rendering.choose_image_type(request["headers"].get("accept"))
+    except _NotFound as exc:
+        _send_error(output, 404, str(exc))
+        return
+    except LookupError as exc:
+        _send_error(output, 404, str(exc))
+        return
+    except ValueError as exc:
+        _send_error(output, 400 if not isinstance(exc, wado.NotAcceptable) else 406, str(exc))
+        return
+    reduce = 0
+    if info.syntax in wado.HTJ2K_SYNTAXES:
+        reduce = rendering.reduce_level(info.rows, info.columns, params.viewport)
+    array = _decoded_frame(info, number, reduce=reduce)
+    image = rendering.render(array, info.tags, params)
+    body = rendering.encode(image, media, params.quality)
+    output.AnswerBuffer(body, media)
+
+
+orthanc.RegisterRestCallback(f"{_INSTANCE}/frames/([0-9,]+)", frames)
+orthanc.RegisterRestCallback(f"{_INSTANCE}/frames/([0-9]+)/rendered", rendered)
+orthanc.RegisterRestCallback(f"{_INSTANCE}/rendered", rendered)
+orthanc.RegisterRestCallback(f"{_INSTANCE}/thumbnail", rendered)
+orthanc.LogWarning("NeuroNova WADO plugin: HTJ2K-correct frames and rendering under " + PREFIX)
