@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import pwd
 import shutil
+import signal
+import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -130,3 +136,53 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatfo
             study_a=StudyRef.of(files[0]),
             study_b=StudyRef.of(files[1]),
         )
+
+
+@pytest.fixture(scope="session")
+def postgres_socket() -> Iterator[Path]:
+    """A throwaway PostgreSQL cluster; yields the folder of its Unix socket (user postgres, trust)."""
+    pytest.importorskip("psycopg", reason="psycopg not installed (pip install '.[postgres]')")
+    # Debian keeps the server binaries off PATH, under /usr/lib/postgresql/<version>/bin.
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    search = os.pathsep.join([os.environ.get("PATH", ""), *map(str, debian)])
+    initdb, postgres = shutil.which("initdb", path=search), shutil.which("postgres", path=search)
+    if not (initdb and postgres):
+        pytest.skip("PostgreSQL server binaries (initdb, postgres) not on PATH")
+    run_as: dict[str, int] = {}
+    workdir = Path(tempfile.mkdtemp(prefix="neuronova-pg-"))
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        for name in ("postgres", "nobody"):
+            with contextlib.suppress(KeyError):
+                entry = pwd.getpwnam(name)
+                run_as = {"user": entry.pw_uid, "group": entry.pw_gid}
+                break
+        else:
+            pytest.skip("running as root and no 'postgres' or 'nobody' user to run PostgreSQL")
+        os.chown(workdir, run_as["user"], run_as["group"])
+    data, sock = workdir / "data", workdir
+    subprocess.run(
+        [initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        check=True, capture_output=True, **run_as,  # type: ignore[call-overload]
+    )
+    server = subprocess.Popen(
+        [postgres, "-D", str(data), "-k", str(sock), "-c", "listen_addresses="],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **run_as,  # type: ignore[call-overload]
+    )
+    try:
+        import psycopg
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                psycopg.connect(f"host={sock} user=postgres dbname=postgres").close()
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    pytest.skip("throwaway PostgreSQL did not start")
+                time.sleep(0.2)
+        yield sock
+    finally:
+        # SIGINT is PostgreSQL's fast shutdown: it does not wait for pooled clients to leave.
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -157,56 +157,11 @@ def test_migrations_render_for_postgresql() -> None:
     assert "CREATE INDEX ix_audit_decision_time ON audit (decision, time)" in sql
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster on a Unix socket, or a skip saying what is missing."""
-    pytest.importorskip("psycopg", reason="psycopg not installed (pip install '.[postgres]')")
-    # Debian keeps the server binaries off PATH, under /usr/lib/postgresql/<version>/bin.
-    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
-    search = os.pathsep.join([os.environ.get("PATH", ""), *map(str, debian)])
-    initdb, postgres = shutil.which("initdb", path=search), shutil.which("postgres", path=search)
-    if not (initdb and postgres):
-        pytest.skip("PostgreSQL server binaries (initdb, postgres) not on PATH")
-    run_as: dict[str, int] = {}
-    workdir = Path(tempfile.mkdtemp(prefix="neuronova-pg-"))
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        for name in ("postgres", "nobody"):
-            with contextlib.suppress(KeyError):
-                entry = pwd.getpwnam(name)
-                run_as = {"user": entry.pw_uid, "group": entry.pw_gid}
-                break
-        else:
-            pytest.skip("running as root and no 'postgres' or 'nobody' user to run PostgreSQL")
-        os.chown(workdir, run_as["user"], run_as["group"])
-    data, sock = workdir / "data", workdir
-    subprocess.run(
-        [initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-        check=True, capture_output=True, **run_as,  # type: ignore[call-overload]
-    )
-    server = subprocess.Popen(
-        [postgres, "-D", str(data), "-k", str(sock), "-c", "listen_addresses="],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **run_as,  # type: ignore[call-overload]
-    )
-    url = f"postgresql+psycopg://postgres@/postgres?host={sock}"
-    try:
-        import psycopg
-
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                psycopg.connect(f"host={sock} user=postgres dbname=postgres").close()
-                break
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.skip("throwaway PostgreSQL did not start")
-                time.sleep(0.2)
-        yield url
-    finally:
-        get_engine(url).dispose()
-        # SIGINT is PostgreSQL's fast shutdown: it does not wait for pooled clients to leave.
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=30)
-        shutil.rmtree(workdir, ignore_errors=True)
+@pytest.fixture()
+def postgres_url(postgres_socket: Path) -> Iterator[str]:
+    url = f"postgresql+psycopg://postgres@/postgres?host={postgres_socket}"
+    yield url
+    get_engine(url).dispose()
 
 
 @pytest.mark.e2e
