@@ -20,6 +20,7 @@ transcoding is asked of the DICOMweb plugin first and checked (a newer
 Orthanc that knows HTJ2K answers correctly and is used as is).
 """
 
+import io
 import json
 import sys
 import threading
@@ -32,9 +33,13 @@ for _path in reversed(_CONFIG.get("PythonPath", [])):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+# Import everything here, in Orthanc's main thread: its HTTP worker threads have small
+# stacks, and importing these modules there overflows them (a segfault in a compiled
+# module of charset_normalizer, pulled in by pydicom, was seen).
 import numpy as np  # noqa: E402
+import pydicom  # noqa: E402
 
-from neuronova_lib import rendering, wado  # noqa: E402
+from neuronova_lib import htj2k, rendering, wado  # noqa: E402
 
 PREFIX = "/neuronova/dicom-web"
 _UID = r"([0-9]+(?:\.[0-9]+)*)"
@@ -159,14 +164,8 @@ def _decoded_frame(info, number, reduce=0):
         shape = (info.rows, info.columns) + ((info.samples,) if info.samples > 1 else ())
         return np.frombuffer(raw, dtype=info.dtype, count=int(np.prod(shape))).reshape(shape)
     if info.syntax in wado.HTJ2K_SYNTAXES:
-        from neuronova_lib import htj2k
-
         return htj2k.decode(raw, reduce=reduce)
     # Classic compressed syntaxes: pydicom decodes the whole instance.
-    import io
-
-    import pydicom
-
     ds = pydicom.dcmread(io.BytesIO(orthanc.RestApiGet(f"/instances/{info.orthanc_id}/file")))
     array = ds.pixel_array
     return array[number - 1] if info.frames > 1 else array
