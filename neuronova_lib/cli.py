@@ -74,8 +74,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         if cases and not args.no_demo:
             print(f"Loading {cases} demo studies into Orthanc…", flush=True)
             folder = ensure_demo_files(settings, cases)
-            result = load_folder(OrthancStore.from_settings(settings), folder)
-            loaded = f"{cases} studies, {result['files']} instances ({folder})"
+            result = load_folder(OrthancStore.from_settings(settings), folder,
+                                 htj2k=settings.demo_htj2k)
+            loaded = (f"{cases} studies, {result['files']} instances, "
+                      f"{result['transfer_syntax']} ({folder})")
         _print_welcome(settings, credentials, loaded)
         supervisor.run_forever()
     finally:

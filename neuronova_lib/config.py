@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     api_burst: int = Field(default=40, description="nginx limit_req burst on /api/.")
     max_body_size: str = Field(default="512m", description="Largest upload nginx accepts.")
     demo_cases: int = Field(default=2, ge=0, description="Demo studies `up` loads.")
+    demo_htj2k: bool = Field(
+        default=True, description="Store the demo studies as HTJ2K lossless (verified)."
+    )
     demo_size: Literal["brats", "small"] = Field(
         default="brats", description="Demo grid: brats (240×240×155, 1 mm) or small (fast)."
     )

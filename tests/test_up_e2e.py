@@ -10,10 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 import requests
 
+from neuronova_lib import htj2k, wado
 from neuronova_lib.stack.local import free_port
 from neuronova_lib.stack.supervisor import port_free
 
@@ -78,6 +80,13 @@ def test_up_serves_demo_data_and_stops_cleanly(tmp_path: Path) -> None:
         frame = requests.get(url + frame_path, headers={**auth, **accept}, timeout=10)
         assert frame.status_code == 200
         assert _multipart_body(frame) == ds.PixelData
+
+        # Stored as HTJ2K lossless: as-stored frames are labelled so and decode bit-exact.
+        stored = requests.get(url + frame_path, timeout=10,
+                              headers={**auth, "Accept": accept["Accept"] + "; transfer-syntax=*"})
+        [(label, codestream)] = wado.split_multipart(stored.content)
+        assert label == htj2k.HTJ2K_LOSSLESS
+        assert np.array_equal(htj2k.decode(codestream), ds.pixel_array)
 
         signed = requests.post(f"{url}/api/pacs/sign", headers=auth,
                                json={"study_uid": ds.StudyInstanceUID}, timeout=10).json()

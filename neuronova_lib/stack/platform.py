@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -56,12 +57,34 @@ def ensure_demo_files(settings: Settings, cases: int) -> Path:
     return out
 
 
-def load_folder(store: OrthancStore, folder: Path, workers: int = 4) -> dict[str, Any]:
-    """Store every ``*.dcm`` under ``folder`` in Orthanc (already stored ones are no-ops)."""
+def _htj2k_bytes(path: Path) -> bytes:
+    """The file re-encoded to HTJ2K lossless, verified pixel for pixel by the transcoder."""
+    import pydicom
+
+    from ..transcode import transcode_to_htj2k
+
+    ds = transcode_to_htj2k(pydicom.dcmread(path))
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def load_folder(store: OrthancStore, folder: Path, *, htj2k: bool = True,
+                workers: int = 2) -> dict[str, Any]:
+    """Store every ``*.dcm`` under ``folder`` in Orthanc, as HTJ2K lossless by default.
+
+    Storing is idempotent (Orthanc answers ``AlreadyStored``). This is the demo
+    loader; bulk imports go through ``neuronova transcode`` on Dask.
+    """
     files = sorted(folder.rglob("*.dcm"))
+
+    def store_one(path: Path) -> dict[str, Any]:
+        return store.store(_htj2k_bytes(path) if htj2k else path.read_bytes())
+
     counts: dict[str, int] = {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for answer in pool.map(store.store_file, files):
+        for answer in pool.map(store_one, files):
             status = str(answer.get("Status", "?"))
             counts[status] = counts.get(status, 0) + 1
-    return {"files": len(files), "status": counts}
+    return {"files": len(files), "status": counts,
+            "transfer_syntax": "HTJ2K lossless" if htj2k else "as written"}
