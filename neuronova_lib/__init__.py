@@ -6,3 +6,12 @@ imported by the submodules that need them, never here.
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # `neuronova_lib.connect()` without importing requests and dicomweb-client up front.
+    if name in ("connect", "connect_signed"):
+        from .dicomweb import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -96,8 +96,13 @@ def test_query_is_rebuilt_encoded_and_token_removed() -> None:
     target = parse(f"{P}/studies", "PatientName=Doe%5EJohn*&limit=10&token=abc&includefield=00081030")
     assert target.token == "abc"
     uri = target.internal_uri("/internal-orthanc/")
-    assert uri == "/internal-orthanc/dicom-web/studies?PatientName=Doe%5EJohn%2A&limit=10&includefield=00081030"
+    assert uri == "/internal-orthanc/dicom-web/studies?PatientName=Doe^John*&limit=10&includefield=00081030"
     assert "token" not in uri
+
+
+def test_query_values_cannot_break_out_of_the_query() -> None:
+    target = parse(f"{P}/studies", "PatientName=a%26limit%3D1%23x%20y%22")
+    assert target.internal_uri("/internal-orthanc/").endswith("?PatientName=a%26limit%3D1%23x%20y%22")
 
 
 @pytest.mark.parametrize("query", ["PatientName=a%0d%0ab", "PatientName=%2500", "x%0a=1",

@@ -142,3 +142,30 @@ def test_hierarchy_is_checked_by_the_plugin(platform: Any, htj2k_instance: dict)
     wrong = (f"{platform.url}/api/pacs/dicom-web/studies/{ds.StudyInstanceUID}/series/"
              f"{platform.study_a.series}/instances/{ds.SOPInstanceUID}/frames/1")
     assert _get(platform, wrong, OCTETS).status_code == 404
+
+
+def test_large_answers_pass_intact(platform: Any) -> None:
+    """Answers larger than nginx's buffers are spooled to its temp dir and arrive whole."""
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    frames = 8
+    ds.Rows = ds.Columns = 512
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 4096, size=(frames, 512, 512), dtype=np.uint16)
+    ds.PixelRepresentation, ds.BitsStored, ds.HighBit = 0, 12, 11
+    ds.NumberOfFrames = frames
+    ds.PixelData = pixels.tobytes()
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.SeriesInstanceUID = generate_uid()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    platform.store.store(buffer.getvalue())
+    base = (f"{platform.url}/api/pacs/dicom-web/studies/{ds.StudyInstanceUID}"
+            f"/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}")
+    answer = _get(platform, base, 'multipart/related; type="application/dicom"')
+    assert answer.status_code == 200
+    assert len(answer.content) > 4 * 1024 * 1024
+    assert pixels.tobytes() in answer.content
+    frames_answer = _get(platform, base + "/frames/" + ",".join(map(str, range(1, frames + 1))), OCTETS)
+    parts = wado.split_multipart(frames_answer.content)
+    assert [data for _, data in parts] == [f.tobytes() for f in pixels]

@@ -86,6 +86,16 @@ def render_orthanc(settings: Settings) -> Path:
     return _write_private(settings.run_dir / "orthanc.json", text)
 
 
+def _nginx_user() -> str | None:
+    """``user NAME GROUP`` for nginx when started as root, else nothing (nginx ignores it)."""
+    if os.geteuid() != 0:
+        return None
+    import grp
+    import pwd
+
+    return f"{pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name}"
+
+
 def render_nginx(settings: Settings) -> Path:
     account = orthanc_service_account(settings.secrets_dir)
     basic = base64.b64encode(f"{account['username']}:{account['password']}".encode()).decode()
@@ -94,6 +104,7 @@ def render_nginx(settings: Settings) -> Path:
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     text = _environment(REPO_ROOT / "nginx").get_template("nginx.conf.j2").render(
         workers=2,
+        user=_nginx_user(),
         run_dir=str(settings.run_dir),
         log_dir=str(settings.log_dir),
         html_root=str(REPO_ROOT / "nginx" / "html"),

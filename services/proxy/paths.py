@@ -21,6 +21,8 @@ _QUERY_KEY = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}(\.[A-Za-z][A-Za-z0-9]{0,63})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _STUDY_KEYS = {"studyinstanceuid", "0020000d"}
 MAX_URI = 8192
+#: Characters left literal in query values sent to Orthanc (QIDO wildcards, PN '^', lists).
+QUERY_SAFE = ",*?^.-_:"
 MAX_QUERY_ITEMS = 64
 
 
@@ -67,7 +69,10 @@ class DicomWebTarget:
         path = location.rstrip("/") + root + "/".join(self.segments)
         if not self.query:
             return path
-        encoded = "&".join(f"{quote(k, safe='')}={quote(v, safe=',')}" for k, v in self.query)
+        # Orthanc 1.10 does not percent-decode query values, so QIDO's wildcards and the
+        # PN component separator stay literal; anything else that is not a plain URI
+        # character is encoded (control characters were refused earlier).
+        encoded = "&".join(f"{quote(k, safe='')}={quote(v, safe=QUERY_SAFE)}" for k, v in self.query)
         return f"{path}?{encoded}"
 
 

@@ -1,0 +1,931 @@
+"""The platform's DICOMweb client: sign in, find studies, load series as volumes.
+
+``neuronova_lib.connect()`` builds a :class:`requests.Session` that carries
+the platform's authentication (:mod:`.auth`), hands it to
+:class:`dicomweb_client.DICOMwebClient` (exposed as :attr:`Client.dicomweb`
+for everything DICOMweb can do), and adds what the platform needs on top:
+token refresh, signed URLs, and series → :class:`~neuronova_lib.volume.Volume`
+with frames fetched and decoded concurrently.
+
+Server errors surface as :class:`requests.HTTPError` carrying the status and
+the server's reason — a 403 is an error, never an empty result.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+from urllib.parse import parse_qsl, urlsplit
+
+import numpy as np
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from .. import __version__
+from ..volume import (
+    GeometryError,
+    Volume,
+    dicom_json_value,
+    dicom_json_values,
+    instances_json,
+    series_geometry,
+    volume_from_datasets,
+)
+from .auth import (
+    DEFAULT_REFRESH_MARGIN_S,
+    BearerAuth,
+    SignedUrlAuth,
+    http_error,
+    jwt_claims,
+    redact,
+)
+from .cache import FrameCache
+from .frames import (
+    DEFAULT_FRAME_SYNTAX,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    HTJ2K_SYNTAXES,
+    FrameDecodeError,
+    common_pixel_format,
+    decode_frame,
+    response_transfer_syntax,
+    split_multipart,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Environment variables JupyterHub sets in every kernel.
+ENV_URL = "NEURONOVA_URL"
+ENV_TOKEN = "NEURONOVA_TOKEN"
+#: Optional: a refresh token beside the access token, so a long-lived kernel can renew.
+ENV_REFRESH_TOKEN = "NEURONOVA_REFRESH_TOKEN"
+
+DICOMWEB_PATH = "/api/pacs/dicom-web"
+_OCTETS = 'multipart/related; type="application/octet-stream"'
+#: Frames request: HTJ2K as stored (decoded here), anything else as uncompressed
+#: (transcoded by the server), so the client needs no JPEG/JPEG-LS codecs. Not
+#: ``transfer-syntax=*``: it would bring classic compressed frames as stored, and
+#: Debian's Orthanc answers 500 to it for HTJ2K instances without the platform's plugin.
+FRAME_ACCEPT = ", ".join(
+    [f"{_OCTETS}; transfer-syntax={uid}" for uid in HTJ2K_SYNTAXES]
+    + [f"{_OCTETS}; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}; q=0.9"]
+)
+#: Fallback for a server that refuses the list above (406/415/500/501): its default, uncompressed.
+FRAME_ACCEPT_PLAIN = _OCTETS
+#: Default size of a batched frames answer (``frames/1,2,…``) for multi-frame instances.
+BATCH_BYTES = 1 << 20
+#: The four BraTS channels, in the order of :meth:`Client.load_study`'s first axis.
+BRATS_CHANNELS: tuple[str, ...] = ("t1", "t1c", "t2", "flair")
+
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+_CONTRAST_WORDS = {"post", "contrast", "postcontrast", "gd", "gad", "gado", "gadolinium",
+                   "ce", "c", "t1c", "t1ce", "t1gd", "t1post", "enhanced"}
+
+
+# -- small results ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StudySummary:
+    """One QIDO-RS study match."""
+
+    study_uid: str
+    patient_id: str
+    patient_name: str
+    study_date: str
+    description: str
+    accession_number: str
+    modalities: tuple[str, ...]
+    series_count: int | None
+    instance_count: int | None
+
+    @classmethod
+    def from_json(cls, item: Mapping[str, Any]) -> StudySummary:
+        def count(keyword: str) -> int | None:
+            value = dicom_json_value(item, keyword)
+            return int(value) if value not in (None, "") else None
+
+        return cls(
+            study_uid=str(dicom_json_value(item, "StudyInstanceUID", "")),
+            patient_id=str(dicom_json_value(item, "PatientID", "")),
+            patient_name=str(dicom_json_value(item, "PatientName", "")),
+            study_date=str(dicom_json_value(item, "StudyDate", "")),
+            description=str(dicom_json_value(item, "StudyDescription", "")),
+            accession_number=str(dicom_json_value(item, "AccessionNumber", "")),
+            modalities=tuple(str(m) for m in dicom_json_values(item, "ModalitiesInStudy")),
+            series_count=count("NumberOfStudyRelatedSeries"),
+            instance_count=count("NumberOfStudyRelatedInstances"),
+        )
+
+
+@dataclass(frozen=True)
+class SeriesSummary:
+    """One QIDO-RS series match."""
+
+    study_uid: str
+    series_uid: str
+    modality: str
+    description: str
+    number: int | None
+    instance_count: int | None
+
+    @classmethod
+    def from_json(cls, item: Mapping[str, Any], study_uid: str) -> SeriesSummary:
+        number = dicom_json_value(item, "SeriesNumber")
+        count = dicom_json_value(item, "NumberOfSeriesRelatedInstances")
+        return cls(
+            study_uid=str(dicom_json_value(item, "StudyInstanceUID", study_uid)),
+            series_uid=str(dicom_json_value(item, "SeriesInstanceUID", "")),
+            modality=str(dicom_json_value(item, "Modality", "")),
+            description=str(dicom_json_value(item, "SeriesDescription", "")),
+            number=int(number) if number not in (None, "") else None,
+            instance_count=int(count) if count not in (None, "") else None,
+        )
+
+
+@dataclass(frozen=True)
+class SignedStudy:
+    """A signed URL minted by :meth:`Client.sign`.
+
+    Attributes
+    ----------
+    url : str
+        The study's DICOMweb URL with ``?token=…`` (for a viewer or a colleague).
+    token : str
+        The study-scoped token itself.
+    query : str
+        ``token=…``, to append to any DICOMweb URL of the study.
+    studies : tuple of str
+        The studies it covers.
+    expires_at : float
+        Epoch seconds.
+    base_url : str
+        The platform the client that minted it talks to.
+    """
+
+    url: str
+    token: str
+    query: str
+    studies: tuple[str, ...]
+    expires_at: float
+    base_url: str
+
+    def __repr__(self) -> str:  # the token is a credential: keep it out of notebook output
+        return f"SignedStudy(studies={self.studies}, expires_at={self.expires_at:.0f})"
+
+    def connect(self, **kwargs: Any) -> Client:
+        """A client that uses only this signed URL (see :func:`connect_signed`)."""
+        return _signed_client(self.base_url, self.token, **kwargs)
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+def _uid(value: Any, what: str) -> str:
+    uid = getattr(value, "series_uid", None) if what == "SeriesInstanceUID" else None
+    uid = uid or getattr(value, "study_uid", None) or value
+    if not isinstance(uid, str) or len(uid) > 64 or not _UID.fullmatch(uid):
+        raise ValueError(f"{what} {str(uid)[:80]!r} is not a DICOM UID")
+    return uid
+
+
+def _base_url(url: str) -> str:
+    """``http://host:port`` from a platform URL, with or without the DICOMweb path."""
+    url = url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"platform URL must start with http:// or https://, got {url!r}")
+    if DICOMWEB_PATH in url:
+        url = url[: url.index(DICOMWEB_PATH)]
+    return url.split("?", 1)[0].rstrip("/")
+
+
+def _wildcard(text: str) -> str:
+    """QIDO matching: wildcards as given, else a substring match."""
+    return text if any(c in text for c in "*?") else f"*{text}*"
+
+
+def _session(max_workers: int) -> requests.Session:
+    """Keep-alive session with a pool as large as the frame workers and retries on 429/503."""
+    session = requests.Session()
+    retry = Retry(
+        total=4, connect=3, read=0, status=3, backoff_factor=0.25,
+        status_forcelist=(429, 502, 503, 504), allowed_methods=frozenset({"GET", "HEAD"}),
+        respect_retry_after_header=True, raise_on_status=False,
+    )
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(10, max_workers), max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = f"neuronova/{__version__} {requests.utils.default_user_agent()}"
+
+    def redact_error_url(response: requests.Response, **_: Any) -> requests.Response:
+        # raise_for_status() prints response.url: keep a signed token out of tracebacks.
+        if response.status_code >= 400 and response.url:
+            response.url = redact(response.url)
+        return response
+
+    session.hooks["response"].append(redact_error_url)
+    return session
+
+
+def classify_brats_series(description: str) -> str | None:
+    """BraTS channel of a series from its SeriesDescription, or ``None``.
+
+    Rules, in order (case-insensitive, on words): ``flair`` → ``flair``;
+    ``t1`` (or MPRAGE/SPGR) with a contrast word (post, contrast, gd, gad,
+    ce, c, …) → ``t1c``; ``t1``/MPRAGE/SPGR → ``t1``; ``t2`` → ``t2``. The
+    demo data's descriptions: "T1 MPRAGE 3D", "T1 MPRAGE 3D post-contrast",
+    "T2 TSE 3D", "T2 FLAIR 3D".
+    """
+    text = description.lower()
+    words = set(re.split(r"[^a-z0-9+]+", text)) - {""}
+    if "flair" in words or "flair" in text:
+        return "flair"
+    t1 = bool(words & {"t1", "t1w", "mprage", "spgr", "t1c", "t1ce", "t1gd", "t1post"}) \
+        or text.startswith("t1")
+    if t1 and (words & _CONTRAST_WORDS or "+c" in text or "post" in text):
+        return "t1c"
+    if t1:
+        return "t1"
+    if words & {"t2", "t2w"} or text.startswith("t2"):
+        return "t2"
+    return None
+
+
+def match_brats_series(series: Sequence[SeriesSummary]) -> dict[str, SeriesSummary]:
+    """Channel → series for the series :func:`classify_brats_series` recognises.
+
+    Raises
+    ------
+    LookupError
+        When two series claim one channel (pass ``series=`` to choose).
+    """
+    found: dict[str, SeriesSummary] = {}
+    for item in series:
+        channel = classify_brats_series(item.description)
+        if channel is None:
+            continue
+        if channel in found:
+            raise LookupError(
+                f"two series look like {channel}: {found[channel].description!r} "
+                f"({found[channel].series_uid}) and {item.description!r} ({item.series_uid}); "
+                f"pass series={{'{channel}': <SeriesInstanceUID>, ...}} to choose"
+            )
+        found[channel] = item
+    return found
+
+
+class _Progress:
+    """tqdm.auto (a widget in notebooks, text elsewhere) when installed and wanted; else silent."""
+
+    def __init__(self, total: int | None, description: str, enabled: bool) -> None:
+        self._bar: Any = None
+        if enabled and total != 0:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                return
+            self._bar = tqdm(total=total, desc=description, unit="frame", leave=False)
+
+    def update(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+# -- the client --------------------------------------------------------------------------
+
+class Client:
+    """The platform's DICOMweb for one user (bearer token) or one signed URL.
+
+    Build it with :func:`connect` or :func:`connect_signed`.
+
+    Parameters
+    ----------
+    base_url : str
+        The platform, ``http://host:port`` (nginx).
+    session : requests.Session
+        Carries the authentication (``session.auth``); shared with :attr:`dicomweb`.
+    max_workers : int
+        Concurrent frame requests in :meth:`load_series`.
+    cache_dir : str or Path, optional
+        Keep frames (and series metadata) on disk: see :class:`~.cache.FrameCache`.
+    timeout : float
+        Seconds per request.
+
+    Attributes
+    ----------
+    dicomweb : dicomweb_client.DICOMwebClient
+        The full DICOMweb API on the same session (QIDO, WADO, rendered, bulk data).
+    session : requests.Session
+    cache : FrameCache or None
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        session: requests.Session,
+        *,
+        max_workers: int = 8,
+        cache_dir: str | Path | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        from dicomweb_client import DICOMwebClient
+
+        if max_workers < 1:
+            raise ValueError(f"max_workers must be at least 1, got {max_workers}")
+        self.base_url = _base_url(base_url)
+        self.dicomweb_url = f"{self.base_url}{DICOMWEB_PATH}"
+        self.session = session
+        self.max_workers = int(max_workers)
+        self.timeout = timeout
+        self.cache = FrameCache(cache_dir) if cache_dir is not None else None
+        self._frame_accept = FRAME_ACCEPT
+        self.dicomweb = DICOMwebClient(url=self.dicomweb_url, session=session, timeout=timeout)
+        # dicomweb-client retries *any* exception 5 times with 2-16 s waits (retrying's
+        # default); the session's urllib3 Retry handles 429/503 instead, so an expired
+        # token or a refused connection fails at once.
+        self.dicomweb.set_http_retry_params(retry=False)
+
+    def __repr__(self) -> str:
+        return f"Client({self.base_url!r}, auth={self.session.auth!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.session.close()
+
+    @property
+    def auth(self) -> Any:
+        """The session's :class:`~.auth.BearerAuth` or :class:`~.auth.SignedUrlAuth`."""
+        return self.session.auth
+
+    @property
+    def is_signed(self) -> bool:
+        """True for a client that holds only a signed URL."""
+        return isinstance(self.session.auth, SignedUrlAuth)
+
+    @contextmanager
+    def _server_errors(self, what: str) -> Iterator[None]:
+        """Re-raise dicomweb-client's bare HTTPError with the server's reason (and no token)."""
+        try:
+            yield
+        except requests.HTTPError as exc:
+            if exc.response is None:
+                raise
+            raise http_error(exc.response, what) from None
+
+    def _get(self, url: str, what: str, **kwargs: Any) -> requests.Response:
+        response = self.session.get(url, timeout=self.timeout, **kwargs)
+        if response.status_code != 200:
+            raise http_error(response, what)
+        return response
+
+    # -- who and what ------------------------------------------------------------------
+    def whoami(self) -> dict[str, Any]:
+        """``GET /api/users/me``: the signed-in user (not available to a signed-URL client)."""
+        if self.is_signed:
+            raise RuntimeError("a signed-URL client has no user; whoami needs a bearer token")
+        return dict(self._get(f"{self.base_url}/api/users/me", "who am I").json())
+
+    def find_studies(
+        self,
+        patient_id: str | None = None,
+        patient_name: str | None = None,
+        description: str | None = None,
+        *,
+        study_uid: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[StudySummary]:
+        """Studies matching every filter given (QIDO-RS ``/studies``).
+
+        Parameters
+        ----------
+        patient_id : str, optional
+            Exact PatientID.
+        patient_name, description : str, optional
+            PatientName, StudyDescription: wildcards ``*``/``?`` as given, plain
+            text matches as a substring (``"glioma"`` → ``*glioma*``).
+        study_uid : str, optional
+        limit, offset : int
+            Paging.
+
+        Returns
+        -------
+        list of StudySummary
+
+        Raises
+        ------
+        requests.HTTPError
+            Any refusal (401 expired, 403 out of scope) with the server's reason.
+        """
+        filters: dict[str, Any] = {}
+        if patient_id:
+            filters["PatientID"] = patient_id
+        if patient_name:
+            filters["PatientName"] = _wildcard(patient_name)
+        if description:
+            filters["StudyDescription"] = _wildcard(description)
+        if study_uid:
+            filters["StudyInstanceUID"] = _uid(study_uid, "StudyInstanceUID")
+        fields = ["StudyDescription", "ModalitiesInStudy", "NumberOfStudyRelatedSeries",
+                  "NumberOfStudyRelatedInstances", "AccessionNumber"]
+        with self._server_errors("study search refused"):
+            found = self.dicomweb.search_for_studies(
+                search_filters=filters, fields=fields, limit=limit, offset=offset)
+        return [StudySummary.from_json(item) for item in found]
+
+    def series(self, study: str | StudySummary) -> list[SeriesSummary]:
+        """The series of one study (QIDO-RS), by SeriesNumber."""
+        study_uid = _uid(study, "StudyInstanceUID")
+        fields = ["SeriesDescription", "SeriesNumber", "Modality", "NumberOfSeriesRelatedInstances"]
+        with self._server_errors("series search refused"):
+            found = self.dicomweb.search_for_series(study_uid, fields=fields)
+        result = [SeriesSummary.from_json(item, study_uid) for item in found]
+        return sorted(result, key=lambda s: (s.number is None, s.number or 0, s.series_uid))
+
+    def series_metadata(
+        self, study: str | StudySummary, series: str | SeriesSummary, *, offline: bool = False
+    ) -> list[dict[str, Any]]:
+        """WADO-RS metadata of every instance of a series (one request).
+
+        With a cache it is stored; ``offline=True`` reads it from the cache and
+        sends nothing (:class:`LookupError` when it is not there).
+        """
+        study_uid = _uid(study, "StudyInstanceUID")
+        series_uid = _uid(series, "SeriesInstanceUID")
+        if offline:
+            cached = self.cache.get_metadata(study_uid, series_uid) if self.cache else None
+            if cached is None:
+                raise LookupError(
+                    f"series {series_uid} is not in the cache"
+                    f"{'' if self.cache else ' (this client has no cache_dir)'}; load it once online"
+                )
+            return cached
+        with self._server_errors("series metadata refused"):
+            instances = self.dicomweb.retrieve_series_metadata(study_uid, series_uid)
+        if not instances:
+            raise LookupError(f"series {series_uid} of study {study_uid} has no instances")
+        if self.cache is not None:
+            self.cache.put_metadata(study_uid, series_uid, instances)
+        return instances
+
+    # -- signed URLs -------------------------------------------------------------------
+    def sign(self, study: str | StudySummary | Sequence[str], ttl: float | None = None) -> SignedStudy:
+        """Mint a signed URL for one study (or up to 16), ``POST /api/pacs/sign``.
+
+        Parameters
+        ----------
+        study : str, StudySummary or list of str
+        ttl : float, optional
+            Seconds; the server caps it (``NEURONOVA_SIGNED_URL_TTL_MAX``).
+
+        Returns
+        -------
+        SignedStudy
+            ``.url`` for a viewer or a colleague, ``.connect()`` for a client.
+        """
+        if self.is_signed:
+            raise RuntimeError("a signed-URL client cannot mint signed URLs; sign in first")
+        if isinstance(study, (list, tuple)):
+            body: dict[str, Any] = {"studies": [_uid(s, "StudyInstanceUID") for s in study]}
+        else:
+            body = {"study_uid": _uid(study, "StudyInstanceUID")}
+        if ttl is not None:
+            body["ttl_seconds"] = max(1, int(ttl))
+        response = self.session.post(f"{self.base_url}/api/pacs/sign", json=body, timeout=self.timeout)
+        if response.status_code != 200:
+            raise http_error(response, "signing refused")
+        data = response.json()
+        return SignedStudy(
+            url=str(data["url"]), token=str(data["token"]), query=str(data["query"]),
+            studies=tuple(data["studies"]), expires_at=float(data["expires_at"]),
+            base_url=self.base_url,
+        )
+
+    @classmethod
+    def from_signed_url(cls, url: str, **kwargs: Any) -> Client:
+        """Same as :func:`connect_signed`."""
+        return connect_signed(url, **kwargs)
+
+    # -- volumes -------------------------------------------------------------------------
+    def _fetch_frames(
+        self, study_uid: str, series_uid: str, sop_uid: str, frames: Sequence[int]
+    ) -> list[tuple[str, bytes]]:
+        """``(transfer syntax, bytes)`` per frame, from one WADO-RS frames request."""
+        url = (f"{self.dicomweb_url}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+               f"/frames/{','.join(str(f) for f in frames)}")
+        response = self.session.get(url, timeout=self.timeout,
+                                    headers={"Accept": self._frame_accept})
+        if response.status_code in (406, 415, 500, 501) and self._frame_accept != FRAME_ACCEPT_PLAIN:
+            logger.warning("%s refused the frame Accept list (HTTP %d); asking for its default "
+                           "(uncompressed) from now on", self.base_url, response.status_code)
+            self._frame_accept = FRAME_ACCEPT_PLAIN
+            response = self.session.get(url, timeout=self.timeout,
+                                        headers={"Accept": self._frame_accept})
+        if response.status_code != 200:
+            raise http_error(response, "frame request refused")
+        content_type = response.headers.get("Content-Type", "")
+        parts = split_multipart(content_type, response.content)
+        if len(parts) != len(frames):
+            raise FrameDecodeError(
+                f"asked instance {sop_uid} for {len(frames)} frame(s), got {len(parts)} part(s)")
+        default = response_transfer_syntax(content_type) or DEFAULT_FRAME_SYNTAX
+        return [(part.transfer_syntax or default, part.content) for part in parts]
+
+    def load_series(
+        self,
+        study: str | StudySummary,
+        series: str | SeriesSummary,
+        *,
+        progress: bool = True,
+        use_cache: bool = True,
+        offline: bool = False,
+        frames_per_request: int | None = None,
+        spacing_tolerance: float = 0.01,
+        transport: str = "frames",
+    ) -> Volume:
+        """One series as a :class:`~neuronova_lib.volume.Volume`.
+
+        One WADO-RS metadata request, then the frames, ``max_workers`` requests
+        at a time (one per single-frame instance; a multi-frame instance's
+        frames in batches, ``frames/1,2,3``), each decoded by the table in
+        :mod:`.frames` as it arrives and written straight into the volume.
+
+        Parameters
+        ----------
+        study, series : str or summary
+        progress : bool
+            A tqdm bar (a widget in notebooks) when tqdm is installed.
+        use_cache : bool
+            Read and write frames in the client's cache (if it has one).
+        offline : bool
+            Metadata and frames from the cache only: no request at all.
+        frames_per_request : int, optional
+            Most frames asked of a multi-frame instance in one request. Default:
+            as many uncompressed frames as fit in 1 MiB (1 to 64), so answers
+            stay within nginx's proxy buffers and requests still run in parallel
+            (measured: 155 frames of 240×240 in batches of 16 load 3.5× faster
+            than one frame per request).
+        spacing_tolerance : float
+            See :func:`~neuronova_lib.volume.series_geometry`.
+        transport : {"frames", "series"}
+            ``"frames"``: metadata, then concurrent frame requests (the cache
+            is read first). ``"series"``: one WADO-RS request for the whole
+            series as stored (``application/dicom``, streamed, parsed by
+            dicomweb-client), frames decoded on ``max_workers`` threads; the
+            cache is written, not read. See ``benchmarks/load_series.py`` for
+            which is faster where.
+
+        Returns
+        -------
+        Volume
+            ``array[i, j, k]`` (columns, rows, slices sorted along the normal),
+            stored values, RAS and LPS affines, source UIDs, selected metadata.
+
+        Raises
+        ------
+        requests.HTTPError
+            The server refused a request (status and reason in the message).
+        GeometryError
+            The instances do not form one regular volume.
+        FrameDecodeError
+            A frame does not match its label or metadata (e.g. a mislabelled HTJ2K frame).
+        """
+        study_uid = _uid(study, "StudyInstanceUID")
+        series_uid = _uid(series, "SeriesInstanceUID")
+        if transport not in ("frames", "series"):
+            raise ValueError(f"transport must be 'frames' or 'series', got {transport!r}")
+        if offline and self.cache is None:
+            raise LookupError("offline=True needs a client with cache_dir")
+        if transport == "series" and not offline:
+            return self._load_whole_series(study_uid, series_uid, progress=progress,
+                                           use_cache=use_cache, spacing_tolerance=spacing_tolerance)
+        instances = self.series_metadata(study_uid, series_uid, offline=offline)
+        geometry = series_geometry(instances, spacing_tolerance=spacing_tolerance)
+        fmt = common_pixel_format(instances)
+        stack = np.empty((len(geometry.slices), fmt.rows, fmt.columns), dtype=fmt.dtype)
+        cache = self.cache if use_cache else None
+        syntaxes: set[str] = set()
+        syntaxes_lock = threading.Lock()
+
+        # Group the slices into requests: one per instance, frames batched.
+        by_instance: dict[str, list[tuple[int, int]]] = {}
+        for k, ref in enumerate(geometry.slices):
+            by_instance.setdefault(ref.sop_uid, []).append((ref.frame_number, k))
+        if frames_per_request is None:
+            frames_per_request = min(64, max(1, BATCH_BYTES // fmt.frame_bytes))
+        batch = max(1, int(frames_per_request))
+        tasks = [(sop, sorted(items)[i:i + batch])
+                 for sop, items in by_instance.items() for i in range(0, len(items), batch)]
+
+        def put(k: int, syntax: str, data: bytes) -> None:
+            stack[k] = decode_frame(data, syntax, fmt)
+            with syntaxes_lock:
+                syntaxes.add(syntax)
+
+        def run(task: tuple[str, list[tuple[int, int]]]) -> int:
+            sop, items = task
+            missing = []
+            for frame, k in items:
+                cached = cache.get_frame(sop, frame) if cache is not None else None
+                if cached is not None:
+                    try:
+                        put(k, *cached)
+                        continue
+                    except FrameDecodeError as exc:
+                        logger.warning("discarding cached frame %s/%d: %s", sop, frame, exc)
+                        cache.discard_frame(sop, frame, cached[0])  # type: ignore[union-attr]
+                missing.append((frame, k))
+            if missing and offline:
+                raise LookupError(f"frame(s) {[f for f, _ in missing]} of {sop} are not in the cache")
+            if missing:
+                fetched = self._fetch_frames(study_uid, series_uid, sop, [f for f, _ in missing])
+                for (frame, k), (syntax, data) in zip(missing, fetched, strict=True):
+                    put(k, syntax, data)
+                    if cache is not None:
+                        cache.put_frame(sop, frame, syntax, data)
+            return len(items)
+
+        bar = _Progress(len(geometry.slices), f"series {series_uid[-12:]}", progress)
+        try:
+            self._run_all(run, tasks, bar.update)
+        finally:
+            bar.close()
+        return Volume.from_slice_stack(stack, geometry, instances, study_uid=study_uid,
+                                       series_uid=series_uid, transfer_syntaxes=syntaxes)
+
+    def _load_whole_series(self, study_uid: str, series_uid: str, *, progress: bool,
+                           use_cache: bool, spacing_tolerance: float) -> Volume:
+        """``transport="series"``: one streamed WADO-RS request, instances as stored."""
+        datasets = []
+        bar = _Progress(None, f"series {series_uid[-12:]}", progress)
+        try:
+            with self._server_errors("series retrieval refused"):
+                for ds in self.dicomweb.iter_series(
+                        study_uid, series_uid, media_types=(("application/dicom", "*"),)):
+                    if ds.get("SeriesInstanceUID") != series_uid:
+                        raise FrameDecodeError(
+                            f"asked for series {series_uid}, got an instance of {ds.get('SeriesInstanceUID')}")
+                    datasets.append(ds)
+                    bar.update(int(ds.get("NumberOfFrames", 1) or 1))
+        finally:
+            bar.close()
+        if not datasets:
+            raise LookupError(f"series {series_uid} of study {study_uid} has no instances")
+        cache = self.cache if use_cache else None
+        volume = volume_from_datasets(
+            datasets, spacing_tolerance=spacing_tolerance, max_workers=self.max_workers,
+            on_frame=cache.put_frame if cache is not None else None)
+        if cache is not None:
+            cache.put_metadata(study_uid, series_uid, instances_json(datasets))
+        volume.study_uid, volume.series_uid = study_uid, series_uid
+        return volume
+
+    def _run_all(self, run: Callable[[Any], int], tasks: Sequence[Any],
+                 done: Callable[[int], None]) -> None:
+        """``run`` every task on ``max_workers`` threads; the first error cancels the rest."""
+        if self.max_workers == 1 or len(tasks) <= 1:
+            for task in tasks:
+                done(run(task))
+            return
+        with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="neuronova-frames") as pool:
+            pending: set[Future[int]] = {pool.submit(run, task) for task in tasks}
+            try:
+                while pending:
+                    finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                    for future in finished:
+                        done(future.result())  # raises the task's error
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
+
+    def load_study(
+        self,
+        study: str | StudySummary,
+        *,
+        series: Mapping[str, str | SeriesSummary] | None = None,
+        channels: Sequence[str] = BRATS_CHANNELS,
+        reference: str | None = None,
+        progress: bool = True,
+        **load_kwargs: Any,
+    ) -> Volume:
+        """The four BraTS channels of a study as one ``(4, X, Y, Z)`` volume.
+
+        Series are matched to channels by SeriesDescription
+        (:func:`classify_brats_series`), unless ``series`` maps channels to
+        SeriesInstanceUIDs. Channels whose grid differs from the reference's
+        (T1 by default) are resampled onto it (:meth:`Volume.resample_to`,
+        trilinear; the result is then float32); identical grids are stacked
+        as they are (the stored dtype, bit for bit).
+
+        Parameters
+        ----------
+        study : str or StudySummary
+        series : dict, optional
+            Channel → SeriesInstanceUID, overriding (or completing) the matching.
+        channels : sequence of str
+            Order of the first axis; default ``("t1", "t1c", "t2", "flair")``.
+        reference : str, optional
+            The channel whose grid the others are put on (default: the first).
+        progress : bool
+        **load_kwargs
+            Passed to :meth:`load_series`.
+
+        Raises
+        ------
+        LookupError
+            A channel has no series, or two series claim one.
+        """
+        study_uid = _uid(study, "StudyInstanceUID")
+        channels = tuple(channels)
+        reference = reference or channels[0]
+        if reference not in channels:
+            raise ValueError(f"reference {reference!r} is not one of the channels {channels}")
+        chosen = {ch: _uid(uid, "SeriesInstanceUID") for ch, uid in (series or {}).items()}
+        if any(ch not in chosen for ch in channels):
+            found = self.series(study_uid)
+            matched = match_brats_series(found)
+            for ch in channels:
+                if ch not in chosen and ch in matched:
+                    chosen[ch] = matched[ch].series_uid
+            missing = [ch for ch in channels if ch not in chosen]
+            if missing:
+                listing = "; ".join(f"{s.description!r} ({s.series_uid})" for s in found) or "none"
+                raise LookupError(
+                    f"study {study_uid}: no series for channel(s) {missing}. Series found: "
+                    f"{listing}. Pass series={{'channel': <SeriesInstanceUID>, ...}}"
+                )
+        volumes = {ch: self.load_series(study_uid, chosen[ch], progress=progress, **load_kwargs)
+                   for ch in channels}
+        ref = volumes[reference]
+        frames_of_reference = {v.metadata.get("FrameOfReferenceUID") for v in volumes.values()}
+        if len(frames_of_reference) > 1:
+            logger.warning(
+                "study %s: the channels have different FrameOfReferenceUIDs %s; resampling "
+                "compares patient coordinates and does not register images",
+                study_uid, sorted(str(f) for f in frames_of_reference))
+        resampled = {ch: vol.resample_to(ref) for ch, vol in volumes.items()}
+        moved = [ch for ch in channels if resampled[ch] is not volumes[ch]]
+        array = np.stack([resampled[ch].array for ch in channels])
+        metadata = {k: v for k, v in ref.metadata.items()
+                    if k in ("PatientID", "PatientName", "PatientSex", "PatientAge",
+                             "StudyDate", "StudyTime", "StudyDescription", "AccessionNumber",
+                             "FrameOfReferenceUID", "Modality")}
+        metadata["channels"] = {ch: volumes[ch].metadata for ch in channels}
+        metadata["resampled_channels"] = moved
+        return Volume(
+            array=array, affine_lps=ref.affine_lps, study_uid=study_uid,
+            series_uid=ref.series_uid, sop_uids=ref.sop_uids, frame_numbers=ref.frame_numbers,
+            metadata=metadata, channels=channels,
+            channel_series={ch: volumes[ch].series_uid for ch in channels},
+        )
+
+
+# -- entry points -------------------------------------------------------------------------
+
+def connect(
+    url: str | None = None,
+    token: str | None = None,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    refresh_token: str | None = None,
+    cache_dir: str | Path | None = None,
+    max_workers: int = 8,
+    refresh_margin: float = DEFAULT_REFRESH_MARGIN_S,
+    timeout: float = 30.0,
+) -> Client:
+    """A DICOMweb client signed in to the platform.
+
+    Credentials, first match wins: ``token`` (with ``refresh_token`` and/or
+    ``password`` to renew it); ``username`` + ``password`` (signs in now);
+    the kernel's environment, ``NEURONOVA_TOKEN`` (and, if set,
+    ``NEURONOVA_REFRESH_TOKEN``) as JupyterHub injects them.
+
+    Parameters
+    ----------
+    url : str, optional
+        The platform (``http://host:port``); default ``NEURONOVA_URL``.
+    token : str, optional
+        An access token (JWT).
+    username, password : str, optional
+        Sign in with these, and again whenever the token cannot be refreshed.
+    refresh_token : str, optional
+        Renews the access token shortly before it expires.
+    cache_dir : str or Path, optional
+        On-disk frame cache (see :class:`~.cache.FrameCache`).
+    max_workers : int
+        Concurrent frame requests.
+    refresh_margin : float
+        Renew this many seconds before the token's ``exp``.
+    timeout : float
+        Seconds per request.
+
+    Returns
+    -------
+    Client
+
+    Raises
+    ------
+    ValueError
+        No URL, or no credentials.
+    requests.HTTPError
+        The sign-in was refused (wrong password: 401).
+
+    Examples
+    --------
+    >>> import neuronova_lib
+    >>> client = neuronova_lib.connect()                       # doctest: +SKIP
+    >>> study = client.find_studies(patient_id="NNDEMO-7-001")[0]  # doctest: +SKIP
+    >>> volume = client.load_study(study)                      # doctest: +SKIP
+    """
+    url = url or os.environ.get(ENV_URL)
+    if not url:
+        raise ValueError(
+            f"no platform URL: pass url=... or set {ENV_URL} (JupyterHub sets it in every kernel)")
+    if (username is None) != (password is None):
+        raise ValueError("signing in needs both username and password")
+    if token is None and password is None:
+        token = os.environ.get(ENV_TOKEN) or None
+        refresh_token = refresh_token or os.environ.get(ENV_REFRESH_TOKEN) or None
+    if token is None and password is None:
+        raise ValueError(
+            f"no credentials: pass token=..., or username=... and password=..., or set "
+            f"{ENV_TOKEN} (JupyterHub injects it into every kernel)")
+    base = _base_url(url)
+    session = _session(max_workers)
+    auth = BearerAuth(
+        base, token, refresh_token=refresh_token, username=username, password=password,
+        margin=refresh_margin, session=_session(2), timeout=timeout,
+    )
+    if token is None:
+        auth.login()
+    session.auth = auth
+    return Client(base, session, max_workers=max_workers, cache_dir=cache_dir, timeout=timeout)
+
+
+def _signed_client(base: str, token: str, *, cache_dir: str | Path | None = None,
+                   max_workers: int = 8, timeout: float = 30.0) -> Client:
+    session = _session(max_workers)
+    session.auth = SignedUrlAuth(token)
+    return Client(base, session, max_workers=max_workers, cache_dir=cache_dir, timeout=timeout)
+
+
+def connect_signed(
+    url: str,
+    *,
+    cache_dir: str | Path | None = None,
+    max_workers: int = 8,
+    timeout: float = 30.0,
+) -> Client:
+    """A client that uses only a signed URL (no sign-in, no refresh).
+
+    Parameters
+    ----------
+    url : str
+        A signed DICOMweb URL, ``http://host:port/api/pacs/dicom-web/studies/<uid>?token=…``
+        (what :meth:`Client.sign` or ``POST /api/pacs/sign`` return).
+
+    Every request the client sends, metadata and frames included, carries
+    the token in its query string; requests outside the token's studies are
+    refused by the server (:class:`requests.HTTPError` 403), and once the
+    token expires the client raises :class:`~.auth.TokenExpiredError`.
+    """
+    parts = urlsplit(url)
+    tokens = [v for k, v in parse_qsl(parts.query) if k == "token"]
+    if len(tokens) != 1:
+        raise ValueError(f"not a signed URL (it needs exactly one token= parameter): {redact(url)}")
+    claims = jwt_claims(tokens[0])
+    if claims and claims.get("typ") not in (None, "signed"):
+        raise ValueError(f"the token in this URL is a {claims.get('typ')!r} token, not a signed URL")
+    return _signed_client(_base_url(url), tokens[0], cache_dir=cache_dir,
+                          max_workers=max_workers, timeout=timeout)
+
+
+__all__ = [
+    "BRATS_CHANNELS",
+    "Client",
+    "GeometryError",
+    "SeriesSummary",
+    "SignedStudy",
+    "StudySummary",
+    "classify_brats_series",
+    "connect",
+    "connect_signed",
+    "match_brats_series",
+]
