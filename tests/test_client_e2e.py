@@ -18,6 +18,7 @@ import requests
 from pydicom.uid import generate_uid
 
 import neuronova_lib
+from neuronova_lib.stack.platform import load_folder
 from neuronova_lib.demo import SIZES, CaseInfo, write_demo_cases
 from neuronova_lib.dicomweb.auth import TokenExpiredError
 from neuronova_lib.dicomweb.client import BRATS_CHANNELS, Client
@@ -27,12 +28,12 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def case(platform: Any, tmp_path_factory: pytest.TempPathFactory) -> CaseInfo:
-    """One small demo case (64×64×40, four series) stored in the platform's Orthanc."""
+    """One small demo case (64×64×40, four series) stored in the platform's Orthanc as HTJ2K."""
     shape, spacing = SIZES["small"]
     [info] = write_demo_cases(tmp_path_factory.mktemp("demo"), cases=1, seed=7,
                               shape=shape, spacing=spacing)
-    for path in sorted(info.directory.rglob("*.dcm")):
-        platform.store.store_file(path)
+    # Stored as `make up` stores the demo: transcoded to HTJ2K lossless, verified.
+    load_folder(platform.store, info.directory, htj2k=True)
     return info
 
 
@@ -120,7 +121,7 @@ def test_load_series_equals_the_nifti_bit_for_bit(client: Client, case: CaseInfo
     assert volume.sop_uids == tuple(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID
                                     for f in files)
     assert volume.metadata["SeriesDescription"] == "T1 MPRAGE 3D"
-    assert volume.metadata["TransferSyntaxUIDs"] == ["1.2.840.10008.1.2.1"]
+    assert volume.metadata["TransferSyntaxUIDs"] == ["1.2.840.10008.1.2.4.201"]  # as `make up` stores
     assert (volume.study_uid, volume.series_uid) == (case.study_instance_uid,
                                                      case.series_instance_uids["t1"])
 

@@ -2,12 +2,17 @@
 
 OpenJPH implements only the HT block coder (ISO/IEC 15444-15), so it cannot
 decode classic JPEG 2000 (Part 1) codestreams; the OpenJPEG backends can.
-imagecodecs runs the codec with the GIL released, so threads scale.
+Calls are serialised within a process: imagecodecs' OpenJPH wrapper is not
+safe to run from several threads at once. Seen here: under concurrent decodes
+an "ojph error" raised inside its read callback is swallowed as "exception
+ignored" and the call returns a frame of zeros, silently. Processes (Dask
+workers) still decode in parallel.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import threading
 from functools import cache
 
 import numpy as np
@@ -20,6 +25,8 @@ CAN_REDUCE = True
 DECODES_PART1 = False
 #: OpenJPH writes one guard bit (QCD); the encoder relies on it when it lowers precision.
 GUARD_BITS = 1
+
+_lock = threading.Lock()
 
 
 @cache
@@ -55,8 +62,8 @@ def encode(
     """
     import imagecodecs
 
-    return bytes(
-        imagecodecs.htj2k_encode(
+    with _lock:
+        encoded = imagecodecs.htj2k_encode(
             frame,
             level=None if reversible else qstep,
             reversible=reversible,
@@ -64,7 +71,7 @@ def encode(
             tlm=rpcl_options,
             tilepart=imagecodecs.HTJ2K.TILEPART.RESOLUTIONS if rpcl_options else None,
         )
-    )
+    return bytes(encoded)
 
 
 def decode(codestream: bytes, reduce: int = 0) -> np.ndarray:
@@ -72,4 +79,6 @@ def decode(codestream: bytes, reduce: int = 0) -> np.ndarray:
     import imagecodecs
 
     skip = (reduce, reduce) if reduce else None
-    return np.asarray(imagecodecs.htj2k_decode(codestream, skipres=skip, planar=False))
+    with _lock:
+        decoded = imagecodecs.htj2k_decode(codestream, skipres=skip, planar=False)
+    return np.asarray(decoded)
