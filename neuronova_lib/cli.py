@@ -75,7 +75,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"Loading {cases} demo studies into Orthanc…", flush=True)
             folder = ensure_demo_files(settings, cases)
             result = load_folder(OrthancStore.from_settings(settings), folder,
-                                 htj2k=settings.demo_htj2k)
+                                 htj2k=settings.demo_htj2k, progress=True)
             loaded = (f"{cases} studies, {result['files']} instances, "
                       f"{result['transfer_syntax']} ({folder})")
         _print_welcome(settings, credentials, loaded)
@@ -175,6 +175,42 @@ def cmd_db(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_transcode(args: argparse.Namespace) -> int:
+    """Bulk HTJ2K transcoding on Dask (neuronova_lib.bulk); Ctrl-C once stops cleanly."""
+    import threading
+
+    from .bulk import BulkSetupError, ManifestBusyError, SourceError, transcode_sources
+
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        # Dask logs every worker start and stop at INFO; it reads this when imported, and
+        # the worker processes it spawns inherit it.
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping: finishing the batches in flight (Ctrl-C again to abort now)",
+              file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, request_stop)
+    try:
+        summary = transcode_sources(
+            args.sources, scheduler=args.scheduler, workers=args.workers,
+            batch_size=args.batch, report_path=args.report, backup_dir=args.backup_dir,
+            worker_orthanc_url=args.orthanc_url, dry_run=args.dry_run,
+            progress=not args.quiet, stop=stop,
+        )
+    except (SourceError, BulkSetupError, ManifestBusyError) as exc:
+        print(f"neuronova transcode: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print(summary.line())
+    return summary.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neuronova", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="verbose logs")
@@ -202,6 +238,27 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=["clinician", "scientist", "model_owner", "admin"])
     users.add_argument("--password-stdin", action="store_true")
     users.set_defaults(func=cmd_users)
+
+    tc = sub.add_parser(
+        "transcode", help="transcode DICOM to HTJ2K lossless on Dask and store it in Orthanc",
+        description="SOURCE: a folder (recursive), a file, @LIST (one path a line), "
+        "orthanc:StudyInstanceUID[,...] or orthanc:all (replaced in place). Resumable: "
+        "a re-run skips what is done. Exit 0 all good, 1 some failed, 2 usage, 130 stopped.")
+    tc.add_argument("sources", nargs="+", metavar="SOURCE")
+    tc.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                    help="an existing Dask scheduler (default: a LocalCluster)")
+    tc.add_argument("--workers", type=int, metavar="N",
+                    help="local worker processes (default: one per core)")
+    tc.add_argument("--batch", type=int, default=32, metavar="N", help="instances per task")
+    tc.add_argument("--report", type=Path, metavar="PATH",
+                    help="JSON report (default: $NEURONOVA_HOME/bulk/reports/RUN.json)")
+    tc.add_argument("--backup-dir", type=Path, metavar="DIR",
+                    help="originals during in-place replacement; shared by all workers")
+    tc.add_argument("--orthanc-url", metavar="URL",
+                    help="Orthanc as the workers reach it (remote clusters)")
+    tc.add_argument("--dry-run", action="store_true", help="list and count only; change nothing")
+    tc.add_argument("--quiet", action="store_true", help="no progress bar")
+    tc.set_defaults(func=cmd_transcode)
 
     db = sub.add_parser("db", help="migrate the platform database to the newest schema")
     db.add_argument("action", choices=["upgrade"])

@@ -26,14 +26,15 @@ class Progress:
     """
 
     def __init__(
-        self, total: int, description: str, enabled: bool = True, stream: TextIO | None = None
+        self, total: int, description: str, enabled: bool = True, stream: TextIO | None = None,
+        unit: str = "case",
     ) -> None:
         self.total = total
         self.description = description
         self.done = 0
         self._stream = stream if stream is not None else sys.stderr
         self._enabled = enabled
-        self._bar = _tqdm(total, description, self._stream) if enabled else None
+        self._bar = _tqdm(total, description, self._stream, unit) if enabled else None
 
     def step(self, note: str = "") -> None:
         """Mark one more step done; ``note`` says what it was."""
@@ -59,9 +60,9 @@ class Progress:
             self._bar.close()
 
 
-def _tqdm(total: int, description: str, stream: TextIO) -> Any:
+def _tqdm(total: int, description: str, stream: TextIO, unit: str) -> Any:
     try:
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, desc=description, file=stream, unit="case")
+    return tqdm(total=total, desc=description, file=stream, unit=unit)

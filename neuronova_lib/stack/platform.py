@@ -70,7 +70,7 @@ def _htj2k_bytes(path: Path) -> bytes:
 
 
 def load_folder(store: OrthancStore, folder: Path, *, htj2k: bool = True,
-                workers: int = 2) -> dict[str, Any]:
+                workers: int = 2, progress: bool = False) -> dict[str, Any]:
     """Store every ``*.dcm`` under ``folder`` in Orthanc, as HTJ2K lossless by default.
 
     Storing is idempotent (Orthanc answers ``AlreadyStored``). This is the demo
@@ -81,10 +81,17 @@ def load_folder(store: OrthancStore, folder: Path, *, htj2k: bool = True,
     def store_one(path: Path) -> dict[str, Any]:
         return store.store(_htj2k_bytes(path) if htj2k else path.read_bytes())
 
+    from ..demo.progress import Progress
+
     counts: dict[str, int] = {}
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for answer in pool.map(store_one, files):
-            status = str(answer.get("Status", "?"))
-            counts[status] = counts.get(status, 0) + 1
+    meter = Progress(len(files), "storing in Orthanc", enabled=progress, unit="instance")
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for answer in pool.map(store_one, files):
+                status = str(answer.get("Status", "?"))
+                counts[status] = counts.get(status, 0) + 1
+                meter.step()
+    finally:
+        meter.close()
     return {"files": len(files), "status": counts,
             "transfer_syntax": "HTJ2K lossless" if htj2k else "as written"}
