@@ -42,7 +42,7 @@ def parse_accept(header: str | None) -> list[MediaRange]:
     if not header or not header.strip():
         return [MediaRange("*/*", None, None, 1.0)]
     ranges: list[MediaRange] = []
-    for item in _split_outside_quotes(header):
+    for item in split_outside_quotes(header, ","):
         media, _, rest = item.partition(";")
         params = {m.group(1).lower(): (m.group(3) if m.group(3) is not None else m.group(2))
                   for m in _PARAM.finditer(";" + rest)}
@@ -55,12 +55,13 @@ def parse_accept(header: str | None) -> list[MediaRange]:
     return sorted(ranges, key=lambda r: -r.q)
 
 
-def _split_outside_quotes(header: str) -> list[str]:
+def split_outside_quotes(header: str, separator: str) -> list[str]:
+    """Split a header value at ``separator`` where it is not inside double quotes."""
     items, current, quoted = [], [], False
     for char in header:
         if char == '"':
             quoted = not quoted
-        if char == "," and not quoted:
+        if char == separator and not quoted:
             items.append("".join(current))
             current = []
         else:

@@ -37,6 +37,8 @@ from neuronova_lib.volume import (
 
 AXIAL = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
 
+HTJ2K_LOSSLESS_UID = "1.2.840.10008.1.2.4.201"
+
 
 def _element(vr: str, *values: Any) -> dict[str, Any]:
     return {"vr": vr, "Value": list(values)}
@@ -300,16 +302,16 @@ def test_a_codestream_labelled_uncompressed_is_refused_with_the_likely_cause() -
 def test_htj2k_without_the_codec_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "neuronova_lib.htj2k", None)  # as if not installed
     with pytest.raises(CodecUnavailableError, match="neuronova_lib.htj2k"):
-        decode_frame(b"\xff\x4f\xff\x51" + bytes(40), HTJ2K_SYNTAXES[0], FMT)
+        decode_frame(b"\xff\x4f\xff\x51" + bytes(40), HTJ2K_LOSSLESS_UID, FMT)
 
 
 def test_htj2k_frames_are_decoded_by_the_platform_codec() -> None:
     htj2k = pytest.importorskip("neuronova_lib.htj2k", reason="no HTJ2K codec in this checkout")
     pixels = (np.arange(12, dtype=np.uint16).reshape(3, 4) * 341) & 0x0FFF
     codestream = htj2k.encode(pixels, bits_stored=12)
-    assert np.array_equal(decode_frame(codestream, HTJ2K_SYNTAXES[0], FMT), pixels)
+    assert np.array_equal(decode_frame(codestream, HTJ2K_LOSSLESS_UID, FMT), pixels)
     with pytest.raises(FrameDecodeError, match="does not start with a JPEG 2000 codestream"):
-        decode_frame(pixels.tobytes(), HTJ2K_SYNTAXES[0], FMT)
+        decode_frame(pixels.tobytes(), HTJ2K_LOSSLESS_UID, FMT)
 
 
 def test_other_syntaxes_go_through_pydicom() -> None:

@@ -32,18 +32,19 @@ from typing import Any
 
 import numpy as np
 
+# Transfer syntax constants live in ``wado`` (light to import); HTJ2K ones are decoded
+# by ``neuronova_lib.htj2k``, imported only when such a frame arrives.
+from ..wado import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    HTJ2K_SYNTAXES,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    split_outside_quotes,
+)
+
 logger = logging.getLogger(__name__)
 
-IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
-EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
 EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
-#: HTJ2K lossless, lossless RPCL, and lossy (PS3.5 Table A-1); decoded by ``neuronova_lib.htj2k``.
-HTJ2K_SYNTAXES: tuple[str, ...] = (
-    "1.2.840.10008.1.2.4.201",
-    "1.2.840.10008.1.2.4.202",
-    "1.2.840.10008.1.2.4.203",
-)
 #: What a part of ``application/octet-stream`` is when it names no transfer syntax
 #: (PS3.18 8.7.3.5.2: the default for uncompressed bulk data).
 DEFAULT_FRAME_SYNTAX = EXPLICIT_VR_LITTLE_ENDIAN
@@ -318,7 +319,7 @@ FrameDecoder = Callable[[bytes | memoryview, PixelFormat, str], np.ndarray]
 DECODERS: dict[str, FrameDecoder] = {
     **{uid: decode_native for uid in _LITTLE_ENDIAN_NATIVE},
     EXPLICIT_VR_BIG_ENDIAN: decode_native,
-    **{uid: decode_htj2k for uid in HTJ2K_SYNTAXES},
+    **{uid: decode_htj2k for uid in sorted(HTJ2K_SYNTAXES)},
 }
 
 
@@ -358,18 +359,7 @@ def parse_media_type(value: str) -> tuple[str, dict[str, str]]:
     Quotes are honoured, so Orthanc's ``type="application/octet-stream;
     transfer-syntax=…"`` stays one parameter.
     """
-    items: list[str] = []
-    current: list[str] = []
-    quoted = False
-    for char in value:
-        if char == '"':
-            quoted = not quoted
-        if char == ";" and not quoted:
-            items.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    items.append("".join(current))
+    items = split_outside_quotes(value, ";") or [""]
     media_type = items[0].strip().lower()
     params: dict[str, str] = {}
     for item in items[1:]:

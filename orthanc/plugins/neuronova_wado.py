@@ -99,8 +99,8 @@ class _Cache:
 _instances = _Cache()
 
 
-class _NotFound(Exception):
-    pass
+class _NotFound(LookupError):
+    """No such instance in that series and study (HTTP 404)."""
 
 
 def _get_json(uri):
@@ -185,10 +185,7 @@ def frames(output, uri, **request):
         info = _lookup(study, series, sop)
         numbers = wado.parse_frame_list(frame_list, info.frames)
         syntax = wado.choose_frame_syntax(request["headers"].get("accept"), info.syntax)
-    except _NotFound as exc:
-        _send_error(output, 404, str(exc))
-        return
-    except LookupError as exc:
+    except LookupError as exc:  # unknown instance, or frames it does not have
         _send_error(output, 404, str(exc))
         return
     except wado.NotAcceptable as exc:
@@ -219,9 +216,6 @@ def rendered(output, uri, **request):
         number = wado.parse_frame_list(frame_text, info.frames)[0]
         params = rendering.RenderParams.from_query(request.get("get", {}), thumbnail=thumbnail)
         media = rendering.choose_image_type(request["headers"].get("accept"))
-    except _NotFound as exc:
-        _send_error(output, 404, str(exc))
-        return
     except LookupError as exc:
         _send_error(output, 404, str(exc))
         return
