@@ -19,7 +19,6 @@ from neuronova_lib.dicomweb.cache import FrameCache
 from neuronova_lib.dicomweb.frames import (
     EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
-    HTJ2K_SYNTAXES,
     CodecUnavailableError,
     FrameDecodeError,
     PixelFormat,
