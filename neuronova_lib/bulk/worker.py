@@ -1,0 +1,450 @@
+"""What runs on a Dask worker: read, transcode (verified), store, re-read; replace in place.
+
+A task is a batch of :class:`~neuronova_lib.bulk.sources.Item`. The worker
+reads each instance itself (a file, or Orthanc's copy), so no image bytes go
+through the client or the scheduler, and returns one small result per
+instance (:class:`~neuronova_lib.bulk.results.InstanceResult` as a dict).
+A failure of one instance is reported and the batch goes on; the task
+itself only fails if its worker does, and then the client submits the batch
+again — which is safe, because every step below is idempotent.
+
+Importing this module imports :mod:`neuronova_lib.transcode`, which
+registers the HTJ2K codec with pydicom inside the worker process.
+
+**Files** (``kind == "file"``): read → transcode → ``POST /instances`` →
+re-read ``/instances/{id}/file`` → ``done`` only if the stored bytes are the
+bytes sent. Orthanc keeps the first copy of a SOP Instance UID
+(``"OverwriteInstances": false``): if it already holds the instance in
+another form, the instance is reported (``orthanc_has_other_copy``), not
+forced.
+
+**Orthanc instances** (``kind == "orthanc"``), replaced in place. With
+``OverwriteInstances`` off, Orthanc 1.10 cannot hold two files with one SOP
+Instance UID, so "store the new one, then remove the original" cannot be done
+in that order. The order used instead, and where the original is at each step:
+
+1. fetch the original from Orthanc; transcode and verify it; decode the new
+   bytes once more and compare every pixel with the original's
+   (Orthanc: original);
+2. write the original to ``<backup_dir>/<instance id>.dcm`` (fsync, read back
+   and compared) — nothing is deleted unless this worked;
+3. ``DELETE /instances/{id}`` (original: backup file and memory);
+4. ``POST`` the HTJ2K file, re-read it, require byte equality;
+5. on success remove the backup; on any failure in 3-4 delete what was
+   stored, ``POST`` the original back and re-read it; the backup is removed
+   only when the original is back byte for byte, otherwise it stays and the
+   report names it.
+
+If the worker dies between 3 and 5, the backup file is the original: the
+retry (or the next run) finds it, compares it with what Orthanc now holds,
+and finishes or restores. The backup folder must therefore be one that
+every worker can write and the retry can read — on one machine the data
+dir, on a cluster a shared file system.
+
+What is not kept across the replacement: Orthanc's own metadata of the
+instance (reception date, remote AET, attachments other than the DICOM file).
+The DICOM content and UIDs, and so Orthanc's identifiers, are unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import requests
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from neuronova_lib.htj2k import HTJ2K_LOSSLESS, HTJ2K_SYNTAXES
+from neuronova_lib.transcode import Reason, TranscodeError, transcode_to_htj2k
+
+from .orthanc_source import OrthancAccess
+from .results import SKIP_REASONS, BulkReason, InstanceResult, State
+from .sources import Item
+
+logger = logging.getLogger(__name__)
+
+#: Sequences nested deeper than this are refused before they reach Orthanc:
+#: about 48 levels crash Orthanc 1.10 (shared/FINDINGS.md). Real images stay
+#: far below. The ingest gate, once written, should own this check.
+MAX_SEQUENCE_DEPTH = 24
+
+_local = threading.local()
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What a worker needs to do a batch; sent with every task.
+
+    Attributes
+    ----------
+    orthanc_url : str
+        Orthanc's REST root as the *workers* reach it.
+    username, password : str
+        The platform's Orthanc service account. The password is left out of
+        ``repr`` so that it appears in no log or dashboard.
+    backup_dir : str
+        Where originals of Orthanc instances wait while they are replaced
+        (see the module docstring); every worker must reach the same folder.
+    syntax : str
+        Target transfer syntax (HTJ2K lossless by default).
+    timeout : float
+        Seconds for each Orthanc request.
+    """
+
+    orthanc_url: str
+    username: str
+    password: str = field(repr=False)
+    backup_dir: str
+    syntax: str = HTJ2K_LOSSLESS
+    timeout: float = 120.0
+
+
+class _Stop(Exception):
+    """Ends one instance early with its result."""
+
+    def __init__(self, result: InstanceResult) -> None:
+        super().__init__(result.message)
+        self.result = result
+
+
+def process_batch(items: Sequence[Item], config: WorkerConfig) -> list[dict[str, Any]]:
+    """Transcode and store a batch of instances; the Dask task.
+
+    Parameters
+    ----------
+    items : sequence of Item
+        The batch, files and Orthanc instances alike.
+    config : WorkerConfig
+
+    Returns
+    -------
+    list of dict
+        One :meth:`InstanceResult.as_dict` per item, in order. An instance
+        that fails is a ``failed`` result, never an exception: only a dead
+        worker fails the task.
+    """
+    orthanc = _orthanc(config)
+    return [process_item(item, config, orthanc).as_dict() for item in items]
+
+
+def process_item(item: Item, config: WorkerConfig, orthanc: OrthancAccess) -> InstanceResult:
+    """One instance, start to end (see the module docstring for the steps)."""
+    started = time.perf_counter()
+    try:
+        if item.kind == "file":
+            result = _file_instance(item, config, orthanc)
+        elif item.kind == "orthanc":
+            result = _orthanc_instance(item, config, orthanc)
+        else:
+            raise ValueError(f"unknown item kind {item.kind!r}")
+    except _Stop as stop:
+        result = stop.result
+    except Exception as exc:  # one instance must not sink its batch; the report names it
+        logger.exception("unexpected error on %s", item.key)
+        result = InstanceResult(
+            item.key, State.FAILED, BulkReason.ERROR, f"{type(exc).__name__}: {exc}"
+        )
+    result.seconds = time.perf_counter() - started
+    result.worker = f"{socket.gethostname()}:{os.getpid()}"
+    return result
+
+
+# ---------------------------------------------------------------- files
+
+
+def _file_instance(item: Item, config: WorkerConfig, orthanc: OrthancAccess) -> InstanceResult:
+    path = Path(item.locator)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return InstanceResult(
+            item.key, State.FAILED, BulkReason.READ_FAILED,
+            f"cannot read {path}: {exc.strerror or exc}; workers read files themselves, so on "
+            "a remote cluster the path must exist on every worker (a shared file system)",
+        )
+    ds = _parse(item.key, data)
+    new = _transcode(item.key, ds, data, config.syntax)
+    base: dict[str, Any] = {"key": item.key, "bytes_in": len(data), "sop_instance_uid": _sop(ds)}
+    try:
+        answer = orthanc.store(new)
+        stored = orthanc.instance_file(str(answer["ID"]))
+    except requests.RequestException as exc:
+        return InstanceResult(
+            state=State.FAILED, reason=BulkReason.STORE_FAILED,
+            message=f"Orthanc did not store it: {exc}; a re-run retries it", **base,
+        )
+    if stored == new:
+        return InstanceResult(
+            state=State.DONE, bytes_out=len(new), sha256=_sha(new),
+            orthanc_id=str(answer["ID"]), **base,
+        )
+    if stored is None:
+        return InstanceResult(
+            state=State.FAILED, reason=BulkReason.REREAD_MISMATCH,
+            message=f"Orthanc answered {answer.get('Status')} but has no file for "
+            f"{answer['ID']}; a re-run retries it", **base,
+        )
+    if _is_htj2k_of(stored, ds):
+        return InstanceResult(
+            state=State.DONE, bytes_out=len(stored), sha256=_sha(stored),
+            orthanc_id=str(answer["ID"]),
+            message="Orthanc already held an HTJ2K copy with the same pixels; kept it", **base,
+        )
+    return InstanceResult(
+        state=State.FAILED, reason=BulkReason.ORTHANC_HAS_OTHER_COPY,
+        orthanc_id=str(answer["ID"]),
+        message=f"Orthanc already holds this SOP Instance UID as {_syntax_of(stored)} and keeps "
+        "the first copy (OverwriteInstances is off); convert it in place with "
+        f"`neuronova transcode orthanc:{ds.get('StudyInstanceUID', '<StudyInstanceUID>')}`",
+        **base,
+    )
+
+
+# ---------------------------------------------------------------- Orthanc, in place
+
+
+def _orthanc_instance(item: Item, config: WorkerConfig, orthanc: OrthancAccess) -> InstanceResult:
+    iid = item.locator
+    backup = Path(config.backup_dir) / f"{iid}.dcm"
+    try:
+        current = orthanc.instance_file(iid)
+    except requests.RequestException as exc:
+        return InstanceResult(item.key, State.FAILED, BulkReason.READ_FAILED,
+                              f"cannot fetch instance {iid} from Orthanc: {exc}", orthanc_id=iid)
+    held = backup.read_bytes() if backup.exists() else None
+    if held is None and current is None:
+        return InstanceResult(
+            item.key, State.FAILED, BulkReason.ORTHANC_INSTANCE_MISSING,
+            f"instance {iid} is no longer in Orthanc (deleted since it was listed) and no "
+            f"backup of it exists in {config.backup_dir}; nothing to do", orthanc_id=iid,
+        )
+    if held is not None and current is not None and current != held:
+        # An earlier attempt died after deleting the original: what Orthanc holds now
+        # must be the HTJ2K copy of the backup, or someone else changed the instance.
+        if _is_htj2k_of(current, _parse(item.key, held)):
+            backup.unlink()
+            return InstanceResult(
+                item.key, State.DONE, bytes_in=len(held), bytes_out=len(current),
+                sha256=_sha(current), orthanc_id=iid,
+                message="finished an interrupted replacement (HTJ2K copy was stored)",
+            )
+        return InstanceResult(
+            item.key, State.FAILED, BulkReason.BACKUP_CONFLICT,
+            f"Orthanc holds a different file for {iid} than the backup {backup} left by an "
+            "interrupted run; compare the two, keep the right one, then delete the backup",
+            bytes_in=len(held), orthanc_id=iid, backup=str(backup),
+        )
+    original = held if held is not None else current
+    assert original is not None
+    try:
+        ds = _parse(item.key, original)
+        new = _transcode(item.key, ds, original, config.syntax)
+        _require_same_pixels(item.key, new, ds, len(original))
+    except _Stop as stop:
+        stop.result.orthanc_id = iid
+        if current is None:  # only the backup holds the original: put it back first
+            stop.result.backup = _restore(orthanc, iid, original, backup)
+        raise
+    base: dict[str, Any] = {"key": item.key, "bytes_in": len(original),
+                            "sop_instance_uid": _sop(ds), "orthanc_id": iid}
+    if held is None:
+        try:
+            _write_backup(item.key, backup, original)
+        except _Stop as stop:
+            stop.result.orthanc_id, stop.result.bytes_in = iid, len(original)
+            raise
+    if current is not None:
+        try:
+            orthanc.delete_instance(iid)
+        except requests.RequestException as exc:
+            kept = _restore(orthanc, iid, original, backup)
+            return InstanceResult(
+                state=State.FAILED, reason=BulkReason.STORE_FAILED, backup=kept,
+                message=f"Orthanc refused to delete the original: {exc}; nothing replaced",
+                **base,
+            )
+    # From here until the end the original exists only in `backup` (and in memory).
+    try:
+        answer = orthanc.store(new)
+        stored = orthanc.instance_file(str(answer["ID"]))
+        if str(answer["ID"]) != iid or stored != new:
+            raise _Mismatch(f"re-read of {answer['ID']} differs from the file sent")
+    except Exception as exc:  # noqa: BLE001 - whatever went wrong, the original goes back
+        kept = _restore(orthanc, iid, original, backup)
+        where = (f"the original is kept in {kept}: restore it with POST /instances"
+                 if kept else "the original was stored again, unchanged")
+        reason = (BulkReason.REREAD_MISMATCH if isinstance(exc, _Mismatch)
+                  else BulkReason.STORE_FAILED)
+        return InstanceResult(
+            state=State.FAILED, reason=reason, backup=kept,
+            message=f"storing the HTJ2K copy failed ({exc}); {where}", **base,
+        )
+    backup.unlink(missing_ok=True)
+    return InstanceResult(state=State.DONE, bytes_out=len(new), sha256=_sha(new), **base)
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _write_backup(key: str, backup: Path, original: bytes) -> None:
+    """Write the original durably, read it back, and refuse to go on unless it is identical."""
+    try:
+        backup.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = backup.with_name(f".{backup.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(original)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, backup)
+        dir_fd = os.open(backup.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        if backup.read_bytes() != original:
+            raise OSError(f"{backup} does not read back as written")
+    except OSError as exc:
+        raise _Stop(InstanceResult(
+            key, State.FAILED, BulkReason.BACKUP_FAILED,
+            f"cannot keep a backup of the original in {backup.parent} ({exc}); nothing was "
+            "deleted. Give the workers a writable backup folder (--backup-dir)",
+        )) from exc
+
+
+def _restore(orthanc: OrthancAccess, iid: str, original: bytes, backup: Path) -> str | None:
+    """Put the original back in Orthanc; ``None`` if it is back, else the backup's path."""
+    try:
+        existing = orthanc.instance_file(iid)
+        if existing is not None and existing != original:
+            orthanc.delete_instance(iid)
+        if existing != original:
+            orthanc.store(original)
+        if orthanc.instance_file(iid) == original:
+            backup.unlink(missing_ok=True)
+            return None
+    except requests.RequestException:
+        logger.exception("restoring instance %s failed; its original is in %s", iid, backup)
+    if not backup.exists():  # it must not be lost: the bytes are still in memory
+        try:
+            _write_backup(iid, backup, original)
+        except _Stop:
+            logger.critical("instance %s: Orthanc lost its original and no backup could be "
+                            "written to %s", iid, backup)
+    return str(backup)
+
+
+# ---------------------------------------------------------------- shared steps
+
+
+def _parse(key: str, data: bytes) -> Dataset:
+    try:
+        return pydicom.dcmread(io.BytesIO(data))
+    except InvalidDicomError as exc:
+        raise _Stop(InstanceResult(
+            key, State.SKIPPED, BulkReason.NOT_DICOM,
+            "not a DICOM Part 10 file (no 'DICM' prefix after the 128-byte preamble); "
+            "left alone", bytes_in=len(data),
+        )) from exc
+    except Exception as exc:  # pydicom raises many types on damaged headers
+        raise _Stop(InstanceResult(
+            key, State.FAILED, BulkReason.READ_FAILED,
+            f"pydicom cannot parse it: {type(exc).__name__}: {exc}", bytes_in=len(data),
+        )) from exc
+
+
+def _transcode(key: str, ds: Dataset, data: bytes, syntax: str) -> bytes:
+    """The dataset as an HTJ2K Part 10 file, verified by the transcoder."""
+    try:
+        out = transcode_to_htj2k(ds, syntax=syntax)
+    except TranscodeError as exc:
+        state = State.SKIPPED if exc.reason.value in SKIP_REASONS else State.FAILED
+        raise _Stop(InstanceResult(
+            key, state, exc.reason.value, str(exc), bytes_in=len(data),
+            sop_instance_uid=_sop(ds),
+        )) from exc
+    depth = _sequence_depth(out)
+    if depth > MAX_SEQUENCE_DEPTH:
+        raise _Stop(InstanceResult(
+            key, State.FAILED, BulkReason.SEQUENCE_NESTING_TOO_DEEP,
+            f"sequences nest {depth} deep (limit {MAX_SEQUENCE_DEPTH}); such files can crash "
+            "Orthanc, so it is not stored", bytes_in=len(data), sop_instance_uid=_sop(ds),
+        ))
+    buffer = io.BytesIO()
+    out.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _require_same_pixels(key: str, new: bytes, ds: Dataset, bytes_in: int) -> None:
+    """Decode the bytes about to replace an original and compare every pixel with it."""
+    if not _is_htj2k_of(new, ds):
+        raise _Stop(InstanceResult(
+            key, State.FAILED, Reason.VERIFICATION_MISMATCH,
+            "the serialised HTJ2K file does not decode to the original's pixels; original kept",
+            bytes_in=bytes_in, sop_instance_uid=_sop(ds),
+        ))
+
+
+def _is_htj2k_of(data: bytes, source: Dataset) -> bool:
+    """Whether ``data`` is an HTJ2K file of the same instance with the same pixels."""
+    try:
+        other = pydicom.dcmread(io.BytesIO(data))
+        if other.file_meta.TransferSyntaxUID not in HTJ2K_SYNTAXES:
+            return False
+        if other.get("SOPInstanceUID") != source.get("SOPInstanceUID"):
+            return False
+        return bool(np.array_equal(other.pixel_array, source.pixel_array))
+    except Exception:  # noqa: BLE001 - anything unreadable is simply "not the same image"
+        return False
+
+
+def _sequence_depth(ds: Dataset, depth: int = 0) -> int:
+    deepest = depth
+    for elem in ds:
+        if elem.VR == "SQ":
+            for inner in elem.value:
+                deepest = max(deepest, _sequence_depth(inner, depth + 1))
+    return deepest
+
+
+def _syntax_of(data: bytes) -> str:
+    try:
+        uid = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).file_meta.TransferSyntaxUID
+        return f"{uid.name} ({uid})"
+    except Exception:  # noqa: BLE001 - only used to word a message
+        return "an unreadable file"
+
+
+def _sop(ds: Dataset) -> str | None:
+    uid = ds.get("SOPInstanceUID")
+    return str(uid) if uid else None
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _orthanc(config: WorkerConfig) -> OrthancAccess:
+    """One keep-alive session per worker thread (requests sessions are not thread-safe)."""
+    cache: dict[tuple[str, str, str], OrthancAccess] = getattr(_local, "sessions", None) or {}
+    _local.sessions = cache
+    secret = hashlib.sha256(config.password.encode()).hexdigest()
+    key = (config.orthanc_url, config.username, secret)
+    if key not in cache:
+        cache[key] = OrthancAccess(
+            config.orthanc_url, config.username, config.password, timeout=config.timeout
+        )
+    return cache[key]
