@@ -42,8 +42,7 @@ def _print_welcome(settings: Settings, credentials: dict[str, Any] | None, loade
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from .orthanc_store import OrthancStore
-    from .stack.platform import ensure_demo_files, load_folder, prepare_home
+    from .stack.platform import ensure_demo_files, load_demo, prepare_home
     from .stack.services import platform_services
     from .stack.supervisor import StartError, Supervisor
 
@@ -74,10 +73,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if cases and not args.no_demo:
             print(f"Loading {cases} demo studies into Orthanc…", flush=True)
             folder = ensure_demo_files(settings, cases)
-            result = load_folder(OrthancStore.from_settings(settings), folder,
-                                 htj2k=settings.demo_htj2k, progress=True)
-            loaded = (f"{cases} studies, {result['files']} instances, "
-                      f"{result['transfer_syntax']} ({folder})")
+            loaded = f"{cases} studies, " + load_demo(settings, folder)
         _print_welcome(settings, credentials, loaded)
         supervisor.run_forever()
     finally:

@@ -95,3 +95,22 @@ def load_folder(store: OrthancStore, folder: Path, *, htj2k: bool = True,
         meter.close()
     return {"files": len(files), "status": counts,
             "transfer_syntax": "HTJ2K lossless" if htj2k else "as written"}
+
+
+def load_demo(settings: Settings, folder: Path) -> str:
+    """Store the demo studies; as HTJ2K through the bulk pipeline (Dask) unless turned off.
+
+    Returns one line for the welcome message. Running it again stores nothing
+    new: the bulk manifest remembers what is done.
+    """
+    dicom_dirs = sorted(str(d) for d in folder.glob("case-*/dicom"))
+    if not settings.demo_htj2k:
+        result = load_folder(OrthancStore.from_settings(settings), folder, htj2k=False,
+                             progress=True)
+        return f"{result['files']} instances, uncompressed ({folder})"
+    from ..bulk import transcode_sources
+
+    summary = transcode_sources(dicom_dirs, settings=settings, progress=True)
+    if summary.exit_code != 0:
+        log.warning("demo transcoding: %s (report: %s)", summary.line(), summary.report)
+    return f"HTJ2K lossless via Dask: {summary.line()} ({folder})"
