@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from external_tools import tool
 from pydicom.uid import UID, ExplicitVRLittleEndian, MRImageStorage
 from scipy import ndimage as ndi
 
@@ -412,14 +413,11 @@ def test_cli_writes_cases_and_prints_a_summary(
     assert "overwrite" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(
-    shutil.which("dciodvfy") is None,
-    reason="dciodvfy (Debian package dicom3tools) is not installed",
-)
 def test_dciodvfy_reports_no_errors(small_set: Path) -> None:
+    dciodvfy = tool("dciodvfy", "dicom3tools")
     for key in CHANNEL_KEYS:
         path = small_set / "case-001" / "dicom" / key / "0020.dcm"
-        result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+        result = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=60)
         report = (result.stdout + result.stderr).splitlines()
         assert report and "MRImage" in report[0], report
         errors = [line for line in report if line.lstrip().lower().startswith("error")]
