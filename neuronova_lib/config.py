@@ -71,6 +71,20 @@ class Settings(BaseSettings):
         default="brats", description="Demo grid: brats (240×240×155, 1 mm) or small (fast)."
     )
 
+    upload_max_files: int = Field(
+        default=10000, ge=1,
+        description="Most files one upload (POST /api/studies) may hold, zip members included.",
+    )
+    upload_max_bytes: int = Field(
+        default=8 * 1024**3, ge=1,
+        description="Most bytes one upload may hold once zips are expanded (zip-bomb guard).",
+    )
+    dask_scheduler: str | None = Field(
+        default=None,
+        description="tcp://host:port of a Dask scheduler for upload jobs; unset: a local "
+        "cluster (one worker process) is started for each job.",
+    )
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:

@@ -23,7 +23,8 @@ from neuronova_lib.db.engine import session_factory
 from neuronova_lib.db.migrate import upgrade_database
 from neuronova_lib.security.tokens import token_service
 
-from .routes import audit, auth, health, users
+from .jobs import JobRunner
+from .routes import audit, auth, health, jobs, studies, users
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +57,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         upgrade_database(settings.sqlalchemy_url)
         app.state.sessions = session_factory(settings.sqlalchemy_url)
         app.state.tokens = token_service(settings)
+        # Uploads are transcoded by one background thread; it resumes unfinished jobs.
+        app.state.jobs = JobRunner(settings, app.state.sessions)
+        app.state.jobs.start()
         log.info("API ready; data dir %s", settings.home)
-        yield
+        try:
+            yield
+        finally:
+            app.state.jobs.stop()
 
     app = FastAPI(
         title="NeuroNova platform API",
         version=__version__,
-        summary="Sign-in and tokens, users and roles, audit log.",
+        summary="Sign-in and tokens, users and roles, audit log, study uploads and their jobs.",
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=f"{API_PREFIX}/redoc",
         openapi_url=f"{API_PREFIX}/openapi.json",
@@ -72,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
 
     api = APIRouter(prefix=API_PREFIX)
-    for module in (health, auth, users, audit):
+    for module in (health, auth, users, audit, studies, jobs):
         api.include_router(module.router)
     app.include_router(api)
     return app

@@ -1,0 +1,245 @@
+"""Uploading studies through the API (``POST /api/studies``), end to end through nginx.
+
+An admin uploads DICOM files and a zip; the API answers 202 with a job id at
+once and transcodes in the background (a LocalCluster started for the job);
+the job ends ``done`` with every good instance in Orthanc as HTJ2K, bit-exact,
+and the broken file reported with its reason. Others get 403; a zip that
+tries to leave the upload folder is refused and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+import requests
+from fastapi.testclient import TestClient
+from pydicom.uid import generate_uid
+
+from neuronova_lib.bulk import OrthancAccess
+from neuronova_lib.config import Settings
+from neuronova_lib.db.engine import get_engine, session_factory
+from neuronova_lib.db.models import Job
+from neuronova_lib.demo import write_demo_cases
+from neuronova_lib.demo.phantom import SIZES
+from neuronova_lib.htj2k import HTJ2K_SYNTAXES
+from neuronova_lib.stack.local import local_settings
+from neuronova_lib.stack.platform import prepare_home
+from services.api.app import create_app
+
+pytestmark = pytest.mark.e2e
+
+SHAPE, SPACING = SIZES["small"]
+JOB_TIMEOUT = 90.0
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _lookup(orthanc: OrthancAccess, sop_uid: str) -> str | None:
+    answer = orthanc.session.post(f"{orthanc.base_url}/tools/lookup", data=sop_uid, timeout=30)
+    answer.raise_for_status()
+    return next((i["ID"] for i in answer.json() if i["Type"] == "Instance"), None)
+
+
+def _wait_for_job(url: str, headers: dict[str, str]) -> dict[str, Any]:
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while True:
+        answer = requests.get(url, headers=headers, timeout=10)
+        assert answer.status_code == 200, answer.text
+        job = answer.json()
+        if job["state"] in ("done", "failed"):
+            return job
+        assert time.monotonic() < deadline, f"job still {job['state']} after {JOB_TIMEOUT} s"
+        time.sleep(0.5)
+
+
+def _truncated_copy(model: Path) -> bytes:
+    """``model`` with a new SOP Instance UID, cut in the pixel data."""
+    ds = pydicom.dcmread(model)
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    whole = io.BytesIO()
+    ds.save_as(whole, enforce_file_format=True)
+    return whole.getvalue()[:-2000]
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The files of one series of a small demo study (unique UIDs: its own seed)."""
+    [info] = write_demo_cases(tmp_path_factory.mktemp("upload-demo"), cases=1, seed=8807,
+                              shape=SHAPE, spacing=SPACING)
+    files = sorted((info.directory / "dicom").rglob("*.dcm"))
+    first_series = files[0].parent
+    return [f for f in files if f.parent == first_series]
+
+
+def test_admin_uploads_files_and_a_zip_then_the_job_stores_them_as_htj2k(
+    platform: Any, series: list[Path]
+) -> None:
+    admin = _bearer(platform.login("admin"))
+    loose, zipped = series[:2], series[2:]
+    broken_name = "broken/truncated.dcm"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in zipped:
+            zf.write(path, f"series/{path.name}")
+        zf.writestr(broken_name, _truncated_copy(zipped[0]))
+        zf.writestr("notes.txt", "not an image\n")
+    files = [("files", (p.name, p.read_bytes(), "application/dicom")) for p in loose]
+    files.append(("files", ("rest-of-series.zip", buffer.getvalue(), "application/zip")))
+
+    started = time.monotonic()
+    answer = requests.post(f"{platform.url}/api/studies", files=files, headers=admin, timeout=60)
+    assert answer.status_code == 202, answer.text
+    accepted = answer.json()
+    assert accepted["state"] == "queued" and len(accepted["job_id"]) == 32
+    assert accepted["files"] == len(series) + 2
+    assert answer.headers["Location"] == accepted["status_url"] == f"/api/jobs/{accepted['job_id']}"
+    assert time.monotonic() - started < 10, "the upload must not wait for the transcoding"
+
+    job = _wait_for_job(f"{platform.url}{accepted['status_url']}", admin)
+    assert job["state"] == "done", job
+    assert job["counts"]["done"] == len(series), job
+    assert job["counts"]["failed"] == 1 and job["counts"]["pending"] == 0, job
+    assert job["counts"]["skipped"] == 1, job
+    assert job["created_by"] == "admin" and job["finished_at"] and job["started_at"]
+    # Files are reported relative to the upload: '<nnn>-<zip name>/<member>'.
+    [failed] = job["failures"]
+    assert failed["file"].endswith(f"rest-of-series/{broken_name}"), failed
+    assert failed["reason"] and failed["message"], failed
+    [skipped] = job["skipped"]
+    assert skipped["file"].endswith("rest-of-series/notes.txt") and skipped["reason"] == "not_dicom"
+
+    listed = requests.get(f"{platform.url}/api/jobs", headers=admin, timeout=10).json()
+    assert listed[0]["job_id"] == accepted["job_id"]
+
+    orthanc = OrthancAccess.from_settings(platform.settings)
+    for source in series:
+        original = pydicom.dcmread(source)
+        instance_id = _lookup(orthanc, original.SOPInstanceUID)
+        assert instance_id, f"{source.name} is not in Orthanc"
+        stored = orthanc.instance_file(instance_id)
+        assert stored is not None
+        ds = pydicom.dcmread(io.BytesIO(stored))
+        assert ds.file_meta.TransferSyntaxUID in HTJ2K_SYNTAXES, source.name
+        assert np.array_equal(ds.pixel_array, original.pixel_array), source.name
+
+
+def test_clinician_cannot_upload_or_read_jobs(platform: Any, series: list[Path]) -> None:
+    clinician = _bearer(platform.login("clinician"))
+    files = [("files", (series[0].name, series[0].read_bytes(), "application/dicom"))]
+    answer = requests.post(f"{platform.url}/api/studies", files=files, headers=clinician,
+                           timeout=30)
+    assert answer.status_code == 403, answer.text
+    assert requests.get(f"{platform.url}/api/jobs", headers=clinician,
+                        timeout=10).status_code == 403
+
+
+def test_zip_with_a_traversal_member_is_refused_and_nothing_is_stored(
+    platform: Any, series: list[Path]
+) -> None:
+    admin = _bearer(platform.login("admin"))
+    uploads = platform.settings.home / "uploads"
+    before = set(uploads.iterdir()) if uploads.exists() else set()
+    jobs_before = requests.get(f"{platform.url}/api/jobs", headers=admin, timeout=10).json()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("fine/one.dcm", series[0].read_bytes())
+        zf.writestr("../evil", "escape")
+    files = [("files", ("evil.zip", buffer.getvalue(), "application/zip"))]
+    answer = requests.post(f"{platform.url}/api/studies", files=files, headers=admin, timeout=30)
+    assert answer.status_code == 400, answer.text
+    assert "'../evil'" in answer.json()["detail"]
+    after = set(uploads.iterdir()) if uploads.exists() else set()
+    assert after == before
+    assert not (uploads.parent / "evil").exists() and not (uploads / "evil").exists()
+    jobs_after = requests.get(f"{platform.url}/api/jobs", headers=admin, timeout=10).json()
+    assert [j["job_id"] for j in jobs_after] == [j["job_id"] for j in jobs_before]
+
+
+# -- the API alone (no Orthanc): limits, unsafe zips, resuming after a restart ----------
+
+
+@pytest.fixture
+def offline(tmp_path: Path) -> Iterator[tuple[TestClient, Settings]]:
+    """The API in-process on its own data dir, with small upload limits and no Orthanc."""
+    settings = local_settings(tmp_path / "home", upload_max_files=3, upload_max_bytes=10_000)
+    prepare_home(settings)
+    with TestClient(create_app(settings)) as client:
+        yield client, settings
+    get_engine(settings.sqlalchemy_url).dispose()
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _symlink_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        link = zipfile.ZipInfo("link.dcm")
+        link.create_system = 3
+        link.external_attr = (0o120777 << 16)
+        zf.writestr(link, "/etc/passwd")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("payload", "code", "words"), [
+    (_zip({"/abs/one.dcm": b"x"}), 400, "absolute path"),
+    (_zip({"a/../../evil": b"x"}), 400, "'..'"),
+    (_symlink_zip(), 400, "symbolic link"),
+    (b"PK\x03\x04 not really a zip", 400, "not a readable zip"),
+    (_zip({f"{i}.dcm": b"x" for i in range(4)}), 413, "upload_max_files"),
+    (_zip({"big.dcm": b"\0" * 20_000}), 413, "upload_max_bytes"),  # 20 kB from ~100 bytes
+    (_zip({"empty/": b""}), 400, "no files"),
+])
+def test_unsafe_or_oversized_uploads_are_refused_and_nothing_is_kept(
+    offline: tuple[TestClient, Settings], payload: bytes, code: int, words: str
+) -> None:
+    client, settings = offline
+    headers = _bearer(client.post("/api/auth/token", data={
+        "username": "admin", "password": settings.demo_password}).json()["access_token"])
+    answer = client.post("/api/studies", headers=headers,
+                         files=[("files", ("upload.zip", payload, "application/zip"))])
+    assert answer.status_code == code, answer.text
+    assert words in answer.json()["detail"]
+    uploads = settings.home / "uploads"
+    assert not uploads.exists() or not any(uploads.iterdir())
+    assert client.get("/api/jobs", headers=headers).json() == []
+
+
+def test_a_job_left_running_is_resumed_and_a_run_that_cannot_start_fails_with_its_error(
+    tmp_path: Path,
+) -> None:
+    settings = local_settings(tmp_path / "home")
+    prepare_home(settings)
+    (settings.home / "uploads" / ("a" * 32)).mkdir(parents=True)
+    with session_factory(settings.sqlalchemy_url)() as db:
+        db.add(Job(id="a" * 32, kind="upload", state="running", created_by="admin",
+                   file_count=1, bytes=1))
+        db.commit()
+    with TestClient(create_app(settings)):  # no Orthanc on settings.orthanc_port
+        deadline = time.monotonic() + 30
+        while True:
+            with session_factory(settings.sqlalchemy_url)() as db:
+                job = db.get(Job, "a" * 32)
+                assert job is not None
+            if job.state == "failed" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert job.state == "failed" and job.started_at is not None
+    assert job.error and "does not answer" in job.error, job.error
+    get_engine(settings.sqlalchemy_url).dispose()
