@@ -70,19 +70,22 @@ def split_outside_quotes(header: str, separator: str) -> list[str]:
     return [i.strip() for i in items if i.strip()]
 
 
-def choose_frame_syntax(accept: str | None, stored: str) -> str:
-    """The transfer syntax to send frames in, per PS3.18 (default: explicit VR little endian).
+def choose_syntax(accept: str | None, stored: str,
+                  part_type: str = "application/octet-stream") -> str:
+    """The transfer syntax to answer in, per PS3.18 (default: explicit VR little endian).
 
-    ``transfer-syntax=*`` means "as stored": the server's choice, no transcoding.
+    ``part_type`` is ``application/octet-stream`` for frames and
+    ``application/dicom`` for instances. ``transfer-syntax=*`` means "as stored":
+    the server's choice, no transcoding.
     """
     for media in parse_accept(accept):
         if media.q <= 0:
             continue
-        wants_octets = media.media_type in ("multipart/related", "*/*", "multipart/*") and (
-            media.type_param in (None, "application/octet-stream"))
-        if media.media_type == "application/octet-stream":
-            wants_octets = True
-        if not wants_octets:
+        wanted = media.media_type in ("multipart/related", "*/*", "multipart/*") and (
+            media.type_param in (None, part_type))
+        if media.media_type == part_type:
+            wanted = True
+        if not wanted:
             continue
         syntax = media.transfer_syntax
         if syntax == "*" or syntax == stored:
@@ -90,28 +93,38 @@ def choose_frame_syntax(accept: str | None, stored: str) -> str:
         if syntax in (None, EXPLICIT_VR_LITTLE_ENDIAN):
             return EXPLICIT_VR_LITTLE_ENDIAN
     raise NotAcceptable(
-        f"frames are stored as {stored}; ask for transfer-syntax=* or "
-        f"{EXPLICIT_VR_LITTLE_ENDIAN} with type application/octet-stream"
+        f"stored as {stored}; ask for transfer-syntax=* or "
+        f"{EXPLICIT_VR_LITTLE_ENDIAN} with type {part_type}"
     )
 
 
+def choose_frame_syntax(accept: str | None, stored: str) -> str:
+    """:func:`choose_syntax` for frames (``application/octet-stream`` parts)."""
+    return choose_syntax(accept, stored)
+
+
 def multipart_frames(frames: list[bytes], transfer_syntax: str) -> tuple[bytes, str]:
-    """A ``multipart/related`` body of frames and its Content-Type header value.
+    """A ``multipart/related`` body of frames and its Content-Type header value."""
+    return multipart_body([(f, transfer_syntax) for f in frames], "application/octet-stream")
+
+
+def multipart_body(parts: list[tuple[bytes, str]], part_type: str) -> tuple[bytes, str]:
+    """A ``multipart/related`` body and its Content-Type header value.
 
     Each part says its transfer syntax (the only place OHIF looks), the body
     ends with the closing delimiter, and every part's data is followed by CRLF.
     """
     boundary = "neuronova-" + secrets.token_hex(16)
-    part_type = f"application/octet-stream; transfer-syntax={transfer_syntax}"
     chunks: list[bytes] = []
-    for data in frames:
-        chunks.append(f"--{boundary}\r\nContent-Type: {part_type}\r\n"
+    for data, syntax in parts:
+        chunks.append(f"--{boundary}\r\nContent-Type: {part_type}; transfer-syntax={syntax}\r\n"
                       f"Content-Length: {len(data)}\r\n\r\n".encode())
         chunks.append(data)
         chunks.append(b"\r\n")
     chunks.append(f"--{boundary}--\r\n".encode())
-    content_type = (f'multipart/related; type="application/octet-stream"; '
-                    f"transfer-syntax={transfer_syntax}; boundary={boundary}")
+    syntaxes = {syntax for _, syntax in parts}
+    label = f"; transfer-syntax={syntaxes.pop()}" if len(syntaxes) == 1 else ""
+    content_type = f'multipart/related; type="{part_type}"{label}; boundary={boundary}'
     return b"".join(chunks), content_type
 
 

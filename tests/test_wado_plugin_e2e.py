@@ -169,3 +169,38 @@ def test_large_answers_pass_intact(platform: Any) -> None:
     frames_answer = _get(platform, base + "/frames/" + ",".join(map(str, range(1, frames + 1))), OCTETS)
     parts = wado.split_multipart(frames_answer.content)
     assert [data for _, data in parts] == [f.tobytes() for f in pixels]
+
+
+DICOM_PARTS = 'multipart/related; type="application/dicom"'
+
+
+def test_instance_retrieval_as_stored_and_as_native(platform: Any, htj2k_instance: dict) -> None:
+    stored = _get(platform, htj2k_instance["base"], f"{DICOM_PARTS}; transfer-syntax=*")
+    assert stored.status_code == 200
+    [(label, data)] = wado.split_multipart(stored.content)
+    assert label == HTJ2K
+    ds = pydicom.dcmread(io.BytesIO(data))
+    assert ds.file_meta.TransferSyntaxUID == HTJ2K
+    assert ds.SOPInstanceUID == htj2k_instance["ds"].SOPInstanceUID
+    native = _get(platform, htj2k_instance["base"], DICOM_PARTS)
+    assert native.status_code == 200  # Orthanc's DICOMweb plugin answers 500 here
+    [(label, data)] = wado.split_multipart(native.content)
+    assert label == wado.EXPLICIT_VR_LITTLE_ENDIAN
+    ds = pydicom.dcmread(io.BytesIO(data))
+    assert ds.file_meta.TransferSyntaxUID == wado.EXPLICIT_VR_LITTLE_ENDIAN
+    assert np.array_equal(ds.pixel_array, htj2k_instance["stack"])
+
+
+def test_series_and_study_retrieval_label_every_part(platform: Any, htj2k_instance: dict) -> None:
+    ds = htj2k_instance["ds"]
+    series_url = htj2k_instance["base"].rsplit("/instances/", 1)[0]
+    series = _get(platform, series_url, f"{DICOM_PARTS}; transfer-syntax=*")
+    assert [label for label, _ in wado.split_multipart(series.content)] == [HTJ2K]
+    study_url = series_url.rsplit("/series/", 1)[0]
+    study = _get(platform, study_url, f"{DICOM_PARTS}; transfer-syntax=*")
+    assert study.status_code == 200
+    labels = {label for label, _ in wado.split_multipart(study.content)}
+    assert {HTJ2K, wado.EXPLICIT_VR_LITTLE_ENDIAN} <= labels  # MR_small's study holds both
+    assert ds.StudyInstanceUID == platform.study_a.study
+    elsewhere = f"{platform.url}/api/pacs/dicom-web/studies/{platform.study_b.study}/series/{ds.SeriesInstanceUID}"
+    assert _get(platform, elsewhere, DICOM_PARTS).status_code == 404

@@ -3,12 +3,15 @@
 Debian's Orthanc 1.10 stores HTJ2K instances byte for byte but its DICOMweb
 plugin cannot serve their frames (500 for ``transfer-syntax=*``, a wrong
 label otherwise) and cannot render them (415). This plugin answers, under
-``/neuronova/dicom-web/``, the three resources that touch pixel data:
+``/neuronova/dicom-web/``, the resources that carry pixel data:
 
 * ``.../instances/{sop}/frames/{list}`` — frames as stored (``transfer-syntax=*``
   or the stored syntax) with the correct label, byte for byte; or explicit VR
   little endian, decoded here for HTJ2K and by Orthanc's DICOMweb plugin for
   the classic syntaxes it knows.
+* ``/studies/{study}[/series/{series}[/instances/{sop}]]`` — retrieval, each
+  ``application/dicom`` part labelled with its transfer syntax: as stored for
+  ``transfer-syntax=*``, else re-written in explicit VR little endian.
 * ``.../instances/{sop}/rendered``, ``.../frames/{n}/rendered`` and
   ``.../instances/{sop}/thumbnail`` — 8-bit PNG or JPEG with windowing and
   viewport, decoding HTJ2K at a reduced resolution level when that is enough.
@@ -108,6 +111,7 @@ def _get_json(uri):
 
 
 def _lookup(study, series, sop):
+    """The instance's info, checked to belong to ``study`` (and ``series`` unless None)."""
     info = _instances.get(sop)
     if info is None:
         try:
@@ -127,7 +131,7 @@ def _lookup(study, series, sop):
             tags,
         )
         _instances.put(sop, info)
-    if info.study != study or info.series != series:
+    if info.study != study or (series is not None and info.series != series):
         raise _NotFound(f"no instance {sop} in series {series} of study {study}")
     return info
 
@@ -231,6 +235,66 @@ def rendered(output, uri, **request):
     output.AnswerBuffer(body, media)
 
 
+def _sop_uids(study, series):
+    """SOP Instance UIDs of a study or one of its series, in Orthanc's order."""
+    try:
+        if series is None:
+            parent = f"/studies/{orthanc.LookupStudy(study)}"
+        else:
+            series_id = orthanc.LookupSeries(series)
+            owner = _get_json(f"/studies/{_get_json(f'/series/{series_id}')['ParentStudy']}")
+            if owner["MainDicomTags"]["StudyInstanceUID"] != study:
+                raise _NotFound(f"no series {series} in study {study}")
+            parent = f"/series/{series_id}"
+    except _NotFound:
+        raise
+    except Exception:
+        raise _NotFound(f"no study {study}" if series is None else f"no series {series}") from None
+    return [item["MainDicomTags"]["SOPInstanceUID"] for item in _get_json(f"{parent}/instances")]
+
+
+def _as_explicit_little_endian(data):
+    """The file re-written in explicit VR little endian, pixel data decoded if compressed."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        ds.decompress()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def retrieve(output, uri, **request):
+    """WADO-RS study, series or instance retrieval, each part labelled with its syntax."""
+    if request["method"] != "GET":
+        output.SendMethodNotAllowed("GET")
+        return
+    groups = list(request["groups"]) + [None, None]
+    study, series, sop = groups[0], groups[1], groups[2]
+    accept = request["headers"].get("accept")
+    try:
+        sops = [sop] if sop else _sop_uids(study, series)
+        infos = [_lookup(study, series, uid) for uid in sops]
+        chosen = [wado.choose_syntax(accept, info.syntax, "application/dicom") for info in infos]
+    except LookupError as exc:
+        _send_error(output, 404, str(exc))
+        return
+    except wado.NotAcceptable as exc:
+        _send_error(output, 406, str(exc))
+        return
+    parts = []
+    for info, syntax in zip(infos, chosen):
+        data = orthanc.RestApiGet(f"/instances/{info.orthanc_id}/file")
+        if syntax != info.syntax:
+            data = _as_explicit_little_endian(data)
+        parts.append((data, syntax))
+    body, content_type = wado.multipart_body(parts, "application/dicom")
+    output.AnswerBuffer(body, content_type)
+
+
+orthanc.RegisterRestCallback(f"{PREFIX}/studies/{_UID}", retrieve)
+orthanc.RegisterRestCallback(f"{PREFIX}/studies/{_UID}/series/{_UID}", retrieve)
+orthanc.RegisterRestCallback(_INSTANCE, retrieve)
 orthanc.RegisterRestCallback(f"{_INSTANCE}/frames/([0-9,]+)", frames)
 orthanc.RegisterRestCallback(f"{_INSTANCE}/frames/([0-9]+)/rendered", rendered)
 orthanc.RegisterRestCallback(f"{_INSTANCE}/rendered", rendered)

@@ -61,8 +61,8 @@ class DicomWebTarget:
 
     @property
     def pixel_data(self) -> bool:
-        """Frames and rendered images: served by the NeuroNova WADO plugin when enabled."""
-        return self.kind in ("frames", "rendered")
+        """Retrieval, frames, rendered images: served by the NeuroNova WADO plugin when enabled."""
+        return self.kind in ("wado", "frames", "rendered")
 
     def internal_uri(self, location: str, wado_plugin: bool = False) -> str:
         root = "/neuronova/dicom-web/" if wado_plugin and self.pixel_data else "/dicom-web/"
