@@ -269,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not debug:  # Dask's scheduler and nannies narrate every start and stop at INFO
+        for noisy in ("distributed", "bokeh", "tornado"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     rest = [a for a in argv if a != "--debug"]
     if rest[:1] == ["demo-data"]:
         from .demo.cli import main as demo_main
