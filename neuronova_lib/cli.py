@@ -269,8 +269,12 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if not debug:  # Dask's scheduler and nannies narrate every start and stop at INFO
-        for noisy in ("distributed", "bokeh", "tornado"):
+    if not debug:
+        # Dask's scheduler and nannies narrate every start and stop at INFO, and
+        # distributed sets its loggers up from its config when imported (workers too):
+        # the environment variable reaches every process.
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+        for noisy in ("distributed", "bokeh", "tornado", "alembic"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     rest = [a for a in argv if a != "--debug"]
     if rest[:1] == ["demo-data"]:
