@@ -412,6 +412,23 @@ def test_client_cannot_send_its_own_redirect_header(platform: Any) -> None:
     assert b"ApiVersion" not in answer.body
 
 
+def test_two_authorization_headers_are_ambiguous(platform: Any) -> None:
+    parts = urlsplit(platform.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.putrequest("GET", "/api/pacs/dicom-web/studies")
+        conn.putheader("Authorization", f"Bearer {platform.access_token('clinician')}")
+        conn.putheader("Authorization", "Bearer forged")
+        conn.endheaders()
+        response = conn.getresponse()
+        answer = Answer(response.status, dict(response.getheaders()), response.read())
+    finally:
+        conn.close()
+    # nginx refuses a duplicate Authorization itself; the guard would too ("duplicate_header").
+    record = assert_refused(platform, answer, 400)
+    assert record["reason"] in ("bad_request", "duplicate_header")
+
+
 def test_two_tokens_are_ambiguous(platform: Any) -> None:
     answer = send(platform, "GET", f"/api/pacs/dicom-web/studies?token={_signed_for_a(platform)}",
                   bearer(platform.access_token()))
@@ -479,3 +496,20 @@ def test_oversized_uri(platform: Any) -> None:
                   bearer(platform.access_token()))
     assert answer.status in (400, 414)
     assert_refused(platform, answer, answer.status)
+
+
+def test_guard_itself_refuses_duplicate_authorization(platform: Any) -> None:
+    """Defence in depth: a local process reaching the guard's port directly gets the same answer."""
+    conn = http.client.HTTPConnection("127.0.0.1", platform.settings.proxy_port, timeout=30)
+    try:
+        conn.putrequest("GET", "/api/pacs/dicom-web/studies")
+        conn.putheader("Authorization", f"Bearer {platform.access_token('clinician')}")
+        conn.putheader("Authorization", "Bearer forged")
+        conn.endheaders()
+        response = conn.getresponse()
+        status, body = response.status, response.read()
+        redirect = response.getheader("X-Accel-Redirect")
+    finally:
+        conn.close()
+    assert status == 400 and redirect is None
+    assert json.loads(body)["reason"] == "duplicate_header"

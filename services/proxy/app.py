@@ -30,6 +30,8 @@ from .paths import PREFIX, Refusal, check_uid
 log = logging.getLogger(__name__)
 
 _HEADER_LIMIT = 256
+#: The request headers the hot path reads (ASGI gives names lower-cased, as bytes).
+_HOT_HEADERS = frozenset({b"authorization", b"x-real-ip", b"x-request-id"})
 
 
 def _client(request: Request) -> str | None:
@@ -80,7 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state["audit"] = AuditWriter(get_engine(settings.sqlalchemy_url))
         yield
 
-    async def audit(request: Request, decision: Decision, method: str, path: str) -> None:
+    async def record(decision: Decision, method: str, path: str, client: str | None,
+                     request_id: str | None) -> None:
         claims = decision.claims
         await state["audit"].record(
             service="proxy",
@@ -93,26 +96,50 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             status=decision.status,
             reason=decision.reason,
             detail=decision.detail or None,
-            client=_client(request),
+            client=client,
             token_id=claims.jti if claims else None,
-            request_id=request.headers.get("x-request-id", "")[:64] or None,
+            request_id=(request_id or "")[:64] or None,
         )
 
-    async def dicomweb(request: Request) -> Response:
-        """The hot path: one decision, one audit row, no image bytes."""
-        scope = request.scope
-        raw_path = scope.get("raw_path", b"").decode("latin-1")
-        raw_query = scope.get("query_string", b"").decode("latin-1")
-        method = request.method
-        decision = guard.decide(method, raw_path, raw_query, request.headers.get("authorization"))
-        await audit(request, decision, method, raw_path)
-        if not decision.allow:
-            return _deny_response(decision)
-        assert decision.redirect is not None
-        return Response(
-            status_code=200,
-            headers={"X-Accel-Redirect": decision.redirect, "Cache-Control": "private, no-store"},
-        )
+    async def audit(request: Request, decision: Decision, method: str, path: str) -> None:
+        await record(decision, method, path, _client(request), request.headers.get("x-request-id"))
+
+    class DicomWebEndpoint:
+        """The hot path as a bare ASGI app: one decision, one audit row, no image bytes.
+
+        Starlette's Request/Response objects cost about 20 µs a request here; this
+        reads the three headers it needs straight from the ASGI scope.
+        """
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            found = [(name, value) for name, value in scope["headers"] if name in _HOT_HEADERS]
+            headers = dict(found)
+            raw_path = scope.get("raw_path", b"").decode("latin-1")
+            raw_query = scope.get("query_string", b"").decode("latin-1")
+            method = scope["method"]
+            authorization = headers.get(b"authorization")
+            if len(headers) != len(found):  # which of two Authorization headers counts? neither
+                decision = Decision(False, 400, "duplicate_header",
+                                    "Authorization, X-Real-IP or X-Request-ID sent twice")
+            else:
+                decision = guard.decide(method, raw_path, raw_query,
+                                        authorization.decode("latin-1") if authorization else None)
+            client = headers.get(b"x-real-ip")
+            peer = scope.get("client")
+            request_id = headers.get(b"x-request-id")
+            await record(decision, method, raw_path,
+                         client.decode("latin-1") if client else (peer[0] if peer else None),
+                         request_id.decode("latin-1") if request_id else None)
+            if not decision.allow:
+                await _deny_response(decision)(scope, receive, send)
+                return
+            assert decision.redirect is not None
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"x-accel-redirect", decision.redirect.encode("latin-1")),
+                (b"cache-control", b"private, no-store"),
+                (b"content-length", b"0"),
+            ]})
+            await send({"type": "http.response.body", "body": b""})
 
     async def refused_by_nginx(request: Request) -> Response:
         """nginx's own refusals (internal location, oversized request) are audited here."""
@@ -135,7 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/api/pacs/openapi.json",
     )
     methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
-    app.router.routes.append(Route(PREFIX + "/{path:path}", dicomweb, methods=methods))
+    app.router.routes.append(Route(PREFIX + "/{path:path}", DicomWebEndpoint(), methods=methods))
     app.router.routes.append(Route("/api/pacs/_refused", refused_by_nginx, methods=methods))
 
     def current_claims(request: Request) -> Claims:
