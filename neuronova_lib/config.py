@@ -85,6 +85,44 @@ class Settings(BaseSettings):
         "cluster (one worker process) is started for each job.",
     )
 
+    # Ingest gate (neuronova_lib.ingest): every file a user sends is checked in a sandboxed
+    # worker before it may reach Orthanc; refused files are kept in quarantine.
+    ingest_max_bytes: int = Field(
+        default=2 * 1024**3, ge=1024, description="Largest single DICOM file the gate accepts."
+    )
+    ingest_max_depth: int = Field(
+        default=16, ge=1, le=40,
+        description="Deepest sequence nesting accepted (Orthanc's DCMTK dies near 48).",
+    )
+    ingest_max_elements: int = Field(
+        default=200_000, ge=100, description="Most data elements (all levels) in one file."
+    )
+    ingest_max_samples: int = Field(
+        default=2**29, ge=1,
+        description="Cap on Rows x Columns x Frames x SamplesPerPixel (decompression bombs).",
+    )
+    ingest_decode_all_frames: bool = Field(
+        default=False, description="Decode every frame of compressed images (else the first)."
+    )
+    ingest_sop_classes: list[str] | None = Field(
+        default=None,
+        description="SOP Class UIDs the gate accepts, as JSON; unset: common image classes.",
+    )
+    ingest_workers: int = Field(default=2, ge=1, le=64, description="Gate worker processes.")
+    ingest_timeout: float = Field(
+        default=60.0, gt=0, description="Wall-clock seconds one file may take to check."
+    )
+    ingest_cpu_seconds: int = Field(
+        default=60, ge=1, description="CPU seconds one file may take to check (RLIMIT_CPU)."
+    )
+    ingest_memory_bytes: int = Field(
+        default=6 * 1024**3, ge=256 * 1024**2,
+        description="Address-space limit of a gate worker (RLIMIT_AS).",
+    )
+    quarantine_retention_days: float = Field(
+        default=30.0, gt=0, description="Days refused files stay in quarantine before purge."
+    )
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
@@ -102,6 +140,10 @@ class Settings(BaseSettings):
     @property
     def run_dir(self) -> Path:
         return self.home / "run"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.home / "quarantine"
 
     @property
     def orthanc_storage(self) -> Path:

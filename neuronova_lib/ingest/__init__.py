@@ -1,0 +1,31 @@
+"""The ingest gate: check untrusted DICOM bytes in sandboxed workers, quarantine refusals.
+
+Front doors::
+
+    from neuronova_lib.ingest import Gate, Quarantine
+    with Gate(settings) as gate:
+        verdict = gate.check(data)            # Verdict(accepted, reason, message, ...)
+    if not verdict.accepted:
+        Quarantine(settings).put(data, verdict, sender="alice", route="stow")
+
+Modules: :mod:`.checks` (pure checks, reason codes), :mod:`.sandbox` (worker
+processes with resource limits), :mod:`.quarantine` (refused files on disk).
+"""
+
+from __future__ import annotations
+
+from .checks import REASONS, Accepted, Limits, Refusal, check_bytes
+from .quarantine import Quarantine, QuarantineEntry
+from .sandbox import Gate, Verdict
+
+__all__ = [
+    "REASONS",
+    "Accepted",
+    "Gate",
+    "Limits",
+    "Quarantine",
+    "QuarantineEntry",
+    "Refusal",
+    "Verdict",
+    "check_bytes",
+]

@@ -1,0 +1,330 @@
+"""Run :mod:`.checks` on untrusted bytes in resource-limited worker processes.
+
+A file built to crash or hang a parser must not take the caller down, so the
+checks run in a small pool of long-lived worker processes (``spawn``: no
+state, locks or threads inherited from the caller), each with
+
+* ``RLIMIT_AS`` (address space) and ``RLIMIT_CORE`` 0, set once at start;
+* ``RLIMIT_CPU`` re-armed before each file at *CPU used so far + the per-file
+  budget*, so a busy loop is killed by the kernel (``SIGXCPU``);
+* a wall-clock timeout enforced by the caller, which kills the worker.
+
+A worker that died or was killed is replaced, and the file becomes a refusal:
+``checker_crashed``, ``checker_timeout`` or ``checker_out_of_memory``.
+
+:class:`Gate` is the public face::
+
+    with Gate(settings) as gate:
+        verdict = gate.check(data)
+        verdicts = gate.check_many([a, b, c])   # in parallel, one per worker
+
+Workers are started with ``spawn``, which re-imports the caller's ``__main__``
+module in each worker: a script that builds a :class:`Gate` at import time
+needs the usual ``if __name__ == "__main__":`` guard (services under uvicorn
+and pytest are fine). Extra checks are pickled by name, so they must be
+importable module-level functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import queue
+import resource
+import signal
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .checks import Limits, Refusal, check_preamble, parse, check_dataset, scan_raw
+
+logger = logging.getLogger(__name__)
+
+#: An extra check run in the worker after the built-in ones: ``fn(dataset, data)``; it
+#: refuses by raising :class:`~.checks.Refusal`. Must be importable (pickled by name).
+ExtraCheck = Callable[[Any, bytes], None]
+
+_STARTUP_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The gate's answer for one file."""
+
+    accepted: bool
+    reason: str | None
+    message: str
+    sha256: str
+    size: int
+    sop_instance_uid: str | None = None
+    study_uid: str | None = None
+    series_uid: str | None = None
+    sop_class_uid: str | None = None
+    transfer_syntax: str | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def _set_limits(memory_bytes: int) -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = memory_bytes if hard == resource.RLIM_INFINITY else min(memory_bytes, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _arm_cpu(cpu_seconds: int) -> None:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    used = usage.ru_utime + usage.ru_stime
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = int(used) + cpu_seconds + 1
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
+def _check_in_worker(data: bytes, limits: Limits, extra: Sequence[ExtraCheck]) -> tuple:
+    try:
+        scan = scan_raw(data, limits)
+        ds = parse(data)
+        accepted = check_dataset(ds, scan, limits)
+        for fn in extra:
+            fn(ds, data)
+    except Refusal as refusal:
+        return ("refused", refusal.reason, refusal.message)
+    except MemoryError:
+        return ("refused", "checker_out_of_memory", "the checker ran out of memory")
+    except RecursionError:
+        return ("refused", "nesting_too_deep", "structure too deep for the parser")
+    except Exception as exc:  # noqa: BLE001 - a checker bug must still answer
+        return ("refused", "checker_crashed",
+                f"checker error {type(exc).__name__}: {str(exc)[:300]}")
+    return ("accepted", accepted.sop_class_uid, accepted.sop_instance_uid, accepted.study_uid,
+            accepted.series_uid, accepted.transfer_syntax)
+
+
+def _worker_main(conn: Any, limits: Limits, memory_bytes: int, cpu_seconds: int,
+                 extra: Sequence[ExtraCheck]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller decides when we stop
+    _set_limits(memory_bytes)
+    # Malformed input is the normal case here: pydicom's warnings would only flood stderr.
+    warnings.simplefilter("ignore")
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    import pydicom  # noqa: F401 - warm imports before the first file
+
+    import neuronova_lib.htj2k  # noqa: F401 - registers the HTJ2K decoder with pydicom
+
+    conn.send(("ready",))
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        if not data:
+            return
+        _arm_cpu(cpu_seconds)
+        result = _check_in_worker(data, limits, extra)
+        del data
+        try:
+            conn.send(result)
+        except MemoryError:
+            conn.send(("refused", "checker_out_of_memory", "the checker ran out of memory"))
+
+
+# --------------------------------------------------------------------------- caller side
+
+
+class _Worker:
+    def __init__(self, ctx: Any, args: tuple) -> None:
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, *args), daemon=True,
+                                name="neuronova-ingest-worker")
+        self.proc.start()
+        child.close()
+        if not self.conn.poll(_STARTUP_TIMEOUT):
+            self.kill()
+            raise RuntimeError("ingest worker did not start")
+        try:
+            self.conn.recv()
+        except EOFError:
+            self.kill()
+            raise RuntimeError(f"ingest worker died at start (exit {self.proc.exitcode})") \
+                from None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.is_alive()
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send_bytes(b"")
+        except OSError:
+            pass
+        self.proc.join(2)
+        self.kill()
+
+    def run(self, data: bytes, timeout: float) -> tuple:
+        """Return the worker's answer, or a refusal tuple when it died or timed out."""
+        deadline = time.monotonic() + timeout
+        try:
+            self.conn.send_bytes(data)
+            ready = self.conn.poll(max(0.0, deadline - time.monotonic()))
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            ready = True  # the recv below finds out
+        if not ready:
+            self.kill()
+            return ("refused", "checker_timeout",
+                    f"checking took longer than {timeout:g} s; the worker was killed")
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError):
+            pass
+        self.proc.join(5)
+        code = self.proc.exitcode
+        self.kill()
+        if code == -signal.SIGXCPU:
+            return ("refused", "checker_timeout", "the checker ran past its CPU time limit")
+        if code == -signal.SIGKILL:
+            return ("refused", "checker_out_of_memory",
+                    "the checker was killed (out of memory)")
+        name = signal.Signals(-code).name if code is not None and code < 0 else code
+        return ("refused", "checker_crashed", f"the checker process died ({name})")
+
+
+class Gate:
+    """Checks untrusted DICOM bytes in a pool of sandboxed worker processes.
+
+    Parameters
+    ----------
+    settings : Settings, optional
+        Limits, worker count and timeouts (``NEURONOVA_INGEST_*``); default
+        :func:`~neuronova_lib.config.get_settings`.
+    extra_checks : sequence of callables, optional
+        ``fn(dataset, data)`` run in the worker after the built-in checks;
+        importable functions (they are pickled by name).
+    """
+
+    def __init__(self, settings: Any = None, *, extra_checks: Iterable[ExtraCheck] = ()) -> None:
+        if settings is None:
+            from neuronova_lib.config import get_settings
+
+            settings = get_settings()
+        self.limits = Limits.from_settings(settings)
+        self.timeout = float(settings.ingest_timeout)
+        self.size = int(settings.ingest_workers)
+        self._args = (self.limits, int(settings.ingest_memory_bytes),
+                      int(settings.ingest_cpu_seconds), tuple(extra_checks))
+        self._ctx = multiprocessing.get_context("spawn")
+        self._idle: queue.Queue[_Worker] = queue.Queue()
+        self._all: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._started = 0
+        self._finalizer = weakref.finalize(self, Gate._shutdown, self._all)
+
+    # Workers are started lazily, one at a time, up to ``size``.
+    def _acquire(self) -> _Worker:
+        while True:
+            if self._closed:
+                raise RuntimeError("the gate is closed")
+            with self._lock:
+                try:
+                    return self._idle.get_nowait()
+                except queue.Empty:
+                    pass
+                grow = self._started < self.size
+                if grow:
+                    self._started += 1
+            if grow:
+                try:
+                    worker = _Worker(self._ctx, self._args)
+                except BaseException:
+                    with self._lock:
+                        self._started -= 1
+                    raise
+                with self._lock:
+                    self._all.append(worker)
+                return worker
+            # All workers busy: wait for one, re-checking in case a busy one died.
+            try:
+                return self._idle.get(timeout=0.05)
+            except queue.Empty:
+                continue
+
+    def _release(self, worker: _Worker) -> None:
+        if worker.alive:
+            self._idle.put(worker)
+            return
+        with self._lock:
+            if worker in self._all:
+                self._all.remove(worker)
+            self._started -= 1
+        logger.warning("ingest worker died; a new one starts on demand")
+
+    def check(self, data: bytes | bytearray | memoryview) -> Verdict:
+        """Check one file; never raises for anything the bytes contain."""
+        started = time.monotonic()
+        data = bytes(data)
+        sha = hashlib.sha256(data).hexdigest()
+        try:
+            check_preamble(data, self.limits)
+        except Refusal as refusal:
+            return Verdict(False, refusal.reason, refusal.message, sha, len(data),
+                           seconds=time.monotonic() - started)
+        worker = self._acquire()
+        try:
+            answer = worker.run(data, self.timeout)
+        finally:
+            self._release(worker)
+        elapsed = time.monotonic() - started
+        if answer[0] == "accepted":
+            _, sop_class, sop, study, series, syntax = answer
+            return Verdict(True, None, "accepted", sha, len(data), sop, study, series,
+                           sop_class, syntax, elapsed)
+        _, reason, message = answer
+        return Verdict(False, reason, message, sha, len(data), seconds=elapsed)
+
+    def check_many(self, items: Sequence[bytes]) -> list[Verdict]:
+        """Check files in parallel (one per worker); verdicts in input order."""
+        if not items:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.size, len(items))) as pool:
+            return list(pool.map(self.check, items))
+
+    @property
+    def workers(self) -> list[int]:
+        """PIDs of the live workers (for tests and monitoring)."""
+        with self._lock:
+            return [w.proc.pid for w in self._all if w.alive]
+
+    @staticmethod
+    def _shutdown(workers: list[_Worker]) -> None:
+        for worker in list(workers):
+            worker.stop()
+        workers.clear()
+
+    def close(self) -> None:
+        self._closed = True
+        self._finalizer()
+
+    def __enter__(self) -> "Gate":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
