@@ -513,3 +513,13 @@ def test_guard_itself_refuses_duplicate_authorization(platform: Any) -> None:
         conn.close()
     assert status == 400 and redirect is None
     assert json.loads(body)["reason"] == "duplicate_header"
+
+
+def test_api_docs_work_offline(platform: Any) -> None:
+    """The docs page loads Swagger UI from the platform, not from a CDN."""
+    page = requests.get(f"{platform.url}/api/docs", timeout=10)
+    assert page.status_code == 200
+    assert "cdn." not in page.text and "/api/docs-static/swagger-ui-bundle.js" in page.text
+    script = requests.get(f"{platform.url}/api/docs-static/swagger-ui-bundle.js", timeout=10)
+    assert script.status_code == 200 and len(script.content) > 100_000
+    assert requests.get(f"{platform.url}/api/openapi.json", timeout=10).json()["paths"]

@@ -23,6 +23,7 @@ from neuronova_lib.db.engine import session_factory
 from neuronova_lib.db.migrate import upgrade_database
 from neuronova_lib.security.tokens import token_service
 
+from .docs import mount_offline_docs
 from .jobs import JobRunner
 from .routes import audit, auth, health, jobs, studies, users
 
@@ -70,13 +71,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="NeuroNova platform API",
         version=__version__,
         summary="Sign-in and tokens, users and roles, audit log, study uploads and their jobs.",
-        docs_url=f"{API_PREFIX}/docs",
-        redoc_url=f"{API_PREFIX}/redoc",
+        docs_url=None,  # served by mount_offline_docs: no CDN
+        redoc_url=None,  # ReDoc has no offline bundle here
         openapi_url=f"{API_PREFIX}/openapi.json",
-        swagger_ui_oauth2_redirect_url=f"{API_PREFIX}/docs/oauth2-redirect",
         lifespan=lifespan,
     )
     app.state.settings = settings
+    mount_offline_docs(app, API_PREFIX)
 
     api = APIRouter(prefix=API_PREFIX)
     for module in (health, auth, users, audit, studies, jobs):
