@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import make_url
 
+from ..filelock import exclusive_file_lock
 from .engine import get_engine
 
 log = logging.getLogger(__name__)
@@ -83,19 +83,8 @@ def _sqlite_file_lock(url: str) -> Iterator[None]:
     if not db_path.parent.exists():
         # The data dir holds secrets too: create it private.
         db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no concurrent starts to guard.
+    with exclusive_file_lock(db_path.with_name(db_path.name + ".migrate-lock")):
         yield
-        return
-    lock_path = db_path.with_name(db_path.name + ".migrate-lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def _adopt_unversioned(conn: Connection, cfg: Config) -> None:

@@ -15,7 +15,6 @@ whose last submission is older than the retention
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -29,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from neuronova_lib.filelock import exclusive_file_lock
 from neuronova_lib.security.secret_store import ensure_private_dir, write_private_json
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -89,14 +89,8 @@ class Quarantine:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         ensure_private_dir(self.root)
-        lock = self.root / ".lock"
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with exclusive_file_lock(self.root / ".lock"):
             yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
 
     # ------------------------------------------------------------------ API
     def put(self, data: bytes, reason: str | Any, message: str | None = None, *,
