@@ -56,12 +56,18 @@ class OrthancStore:
         """Orthanc's own identifiers of every study."""
         return list(self.get_json("/studies"))
 
-    def find_study(self, study_uid: str) -> str | None:
-        """Orthanc's identifier of the study with this StudyInstanceUID, if stored."""
-        response = self.session.post(
-            f"{self.base_url}/tools/lookup", data=study_uid, timeout=self.timeout
-        )
+    def lookup(self, uid: str, level: str) -> str | None:
+        """Orthanc's identifier of the ``level`` ("Study", "Series", "Instance") with this UID."""
+        response = self.session.post(f"{self.base_url}/tools/lookup", data=uid, timeout=self.timeout)
         for item in self._check(response, "the lookup").json():
-            if item.get("Type") == "Study":
+            if item.get("Type") == level:
                 return str(item["ID"])
         return None
+
+    def find_study(self, study_uid: str) -> str | None:
+        """Orthanc's identifier of the study with this StudyInstanceUID, if stored."""
+        return self.lookup(study_uid, "Study")
+
+    def find_instance(self, sop_uid: str) -> str | None:
+        """Orthanc's identifier of the instance with this SOPInstanceUID, if stored."""
+        return self.lookup(sop_uid, "Instance")

@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pydicom
 import pytest
+from orthanc_checks import assert_stored_as_htj2k
 import requests
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
@@ -33,7 +33,6 @@ from neuronova_lib.bulk import OrthancAccess, WorkerConfig, process_batch, trans
 from neuronova_lib.bulk.sources import orthanc_item
 from neuronova_lib.demo import write_demo_cases
 from neuronova_lib.demo.phantom import SIZES
-from neuronova_lib.htj2k import HTJ2K_SYNTAXES
 from neuronova_lib.security.secret_store import orthanc_service_account
 from neuronova_lib.transcode import transcode_to_htj2k
 
@@ -67,27 +66,6 @@ def orthanc(platform: Any) -> OrthancAccess:
 
 def _dcm(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*.dcm"))
-
-
-def _lookup(orthanc: OrthancAccess, sop_uid: str) -> str | None:
-    answer = orthanc.session.post(f"{orthanc.base_url}/tools/lookup", data=sop_uid, timeout=30)
-    answer.raise_for_status()
-    return next((i["ID"] for i in answer.json() if i["Type"] == "Instance"), None)
-
-
-def _assert_stored_as_htj2k(orthanc: OrthancAccess, source: Path) -> str:
-    """The instance of ``source`` is in Orthanc as HTJ2K with exactly its pixels; its id."""
-    original = pydicom.dcmread(source)
-    instance_id = _lookup(orthanc, original.SOPInstanceUID)
-    assert instance_id, f"{source} is not in Orthanc"
-    stored = orthanc.instance_file(instance_id)
-    assert stored is not None
-    ds = pydicom.dcmread(io.BytesIO(stored))
-    assert ds.file_meta.TransferSyntaxUID in HTJ2K_SYNTAXES, source
-    assert ds.SOPInstanceUID == original.SOPInstanceUID
-    assert ds.SeriesInstanceUID == original.SeriesInstanceUID
-    assert np.array_equal(ds.pixel_array, original.pixel_array), f"pixels differ: {source}"
-    return instance_id
 
 
 def _last_change(orthanc: OrthancAccess) -> int:
@@ -166,10 +144,10 @@ def test_folder_with_broken_files_then_a_second_run_changes_nothing(
         "notes.dcm": "not_dicom", "already-htj2k.dcm": "already_htj2k"}
 
     for path in good:
-        _assert_stored_as_htj2k(orthanc, path)
+        assert_stored_as_htj2k(orthanc, path)
     for name in ("truncated", "htj2k", "ybr"):  # nothing half-way: not stored at all
         uid = pydicom.dcmread(broken[name], force=True).SOPInstanceUID
-        assert _lookup(orthanc, uid) is None, name
+        assert orthanc.find_instance(uid) is None, name
 
     # A second run: only the failed ones are tried again; Orthanc sees no change.
     mark = _last_change(orthanc)
@@ -213,7 +191,7 @@ def test_killed_worker_and_restarted_cluster_still_end_complete(
     assert summary.this_run["batches_resubmitted"] >= 1  # the restart cancelled batches
     assert not pids_before & set(cluster_client.run(os.getpid).values())
     for path in good:
-        _assert_stored_as_htj2k(orthanc, path)
+        assert_stored_as_htj2k(orthanc, path)
 
 
 def test_orthanc_study_replaced_in_place_with_nothing_lost(
@@ -253,7 +231,7 @@ def test_orthanc_study_replaced_in_place_with_nothing_lost(
     instances = orthanc.study_instances(orthanc.find_study(study_uid) or "")
     assert {i["ID"] for i in instances} == set(ids.values())  # every instance, same ids
     for path in files:
-        assert _assert_stored_as_htj2k(orthanc, path) == ids[path]
+        assert assert_stored_as_htj2k(orthanc, path) == ids[path]
     assert orthanc.instance_file(ids[ybr_path]) == ybr_path.read_bytes()  # failed: untouched
 
     mark = _last_change(orthanc)

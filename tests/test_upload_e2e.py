@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pydicom
 import pytest
+from orthanc_checks import assert_stored_as_htj2k
 import requests
 from fastapi.testclient import TestClient
 from pydicom.uid import generate_uid
@@ -29,7 +29,6 @@ from neuronova_lib.db.engine import get_engine, session_factory
 from neuronova_lib.db.models import Job
 from neuronova_lib.demo import write_demo_cases
 from neuronova_lib.demo.phantom import SIZES
-from neuronova_lib.htj2k import HTJ2K_SYNTAXES
 from neuronova_lib.stack.local import local_settings
 from neuronova_lib.stack.platform import prepare_home
 from services.api.app import create_app
@@ -42,12 +41,6 @@ JOB_TIMEOUT = 90.0
 
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def _lookup(orthanc: OrthancAccess, sop_uid: str) -> str | None:
-    answer = orthanc.session.post(f"{orthanc.base_url}/tools/lookup", data=sop_uid, timeout=30)
-    answer.raise_for_status()
-    return next((i["ID"] for i in answer.json() if i["Type"] == "Instance"), None)
 
 
 def _wait_for_job(url: str, headers: dict[str, str]) -> dict[str, Any]:
@@ -124,14 +117,7 @@ def test_admin_uploads_files_and_a_zip_then_the_job_stores_them_as_htj2k(
 
     orthanc = OrthancAccess.from_settings(platform.settings)
     for source in series:
-        original = pydicom.dcmread(source)
-        instance_id = _lookup(orthanc, original.SOPInstanceUID)
-        assert instance_id, f"{source.name} is not in Orthanc"
-        stored = orthanc.instance_file(instance_id)
-        assert stored is not None
-        ds = pydicom.dcmread(io.BytesIO(stored))
-        assert ds.file_meta.TransferSyntaxUID in HTJ2K_SYNTAXES, source.name
-        assert np.array_equal(ds.pixel_array, original.pixel_array), source.name
+        assert_stored_as_htj2k(orthanc, source)
 
 
 def test_clinician_cannot_upload_or_read_jobs(platform: Any, series: list[Path]) -> None:
