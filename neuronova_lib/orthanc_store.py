@@ -48,6 +48,15 @@ class OrthancStore:
     def store_file(self, path: Path | str) -> dict[str, Any]:
         return self.store(Path(path).read_bytes())
 
+    def instance_file(self, instance_id: str) -> bytes | None:
+        """The stored Part 10 file, byte for byte; ``None`` if Orthanc has no such instance."""
+        response = self.session.get(
+            f"{self.base_url}/instances/{instance_id}/file", timeout=self.timeout
+        )
+        if response.status_code == 404:
+            return None
+        return self._check(response, f"the file of instance {instance_id}").content
+
     def get_json(self, path: str) -> Any:
         response = self.session.get(f"{self.base_url}{path}", timeout=self.timeout)
         return self._check(response, path).json()

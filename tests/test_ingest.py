@@ -22,120 +22,10 @@ from neuronova_lib.ingest import REASONS, Gate, Limits, Quarantine, Refusal, che
 from neuronova_lib.ingest.checks import scan_raw
 from neuronova_lib.transcode import transcode_to_htj2k
 
+from bad_inputs import (bad_inputs, dicom_bytes, mr, mr_htj2k, nested, raw_bytes,
+                        with_syntax)
+
 CORPUS = Path(__file__).parent / "ingest_corpus"
-
-
-# --------------------------------------------------------------------------- builders
-
-
-def _read(name: str) -> Dataset:
-    return pydicom.dcmread(get_testdata_file(name))
-
-
-def _bytes(ds: Dataset, *, implicit: bool = False) -> bytes:
-    buf = io.BytesIO()
-    if implicit:
-        ds = copy.deepcopy(ds)
-        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
-
-
-def _raw(ds: Dataset) -> bytes:
-    """Write as is: no checks of the pixel data against the transfer syntax."""
-    buf = io.BytesIO()
-    pydicom.dcmwrite(buf, ds, enforce_file_format=False, little_endian=True, implicit_vr=False)
-    data = buf.getvalue()
-    assert data[128:132] == b"DICM"
-    return data
-
-
-def _with_syntax(ds: Dataset, syntax: str) -> bytes:
-    """``ds`` encoded explicit VR little endian, but with ``syntax`` in its file meta."""
-    from pydicom.filewriter import write_file_meta_info
-
-    data = _raw(ds)  # explicit VR LE body, pixel data as the dataset holds them
-    meta_end = 144 + int.from_bytes(data[140:144], "little")
-    meta = copy.deepcopy(ds.file_meta)
-    meta.TransferSyntaxUID = syntax
-    buf = io.BytesIO()
-    write_file_meta_info(buf, meta, enforce_standard=True)
-    return b"\x00" * 128 + b"DICM" + buf.getvalue() + data[meta_end:]
-
-
-def mr() -> Dataset:
-    return _read("MR_small.dcm")
-
-
-def mr_htj2k() -> Dataset:
-    return transcode_to_htj2k(mr())
-
-
-def nested(depth: int, pad_to: int = 10_000) -> bytes:
-    """MR_small with ``depth`` nested sequences and padding to about ``pad_to`` bytes."""
-    ds = mr()
-    inner = Dataset()
-    inner.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
-    inner.ReferencedSOPInstanceUID = "1.2.3.4"
-    for _ in range(depth - 1):
-        outer = Dataset()
-        outer.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
-        outer.ReferencedImageSequence = Sequence([inner])
-        inner = outer
-    ds.ReferencedImageSequence = Sequence([inner])
-    size = len(_bytes(ds))
-    if size < pad_to:
-        ds.ImageComments = "x" * (pad_to - size - 8 + ((pad_to - size) & 1))
-    return _bytes(ds)
-
-
-def bad_inputs() -> dict[str, tuple[bytes, str]]:
-    """FINDINGS "Bad input" classes: name -> (bytes, reason expected)."""
-    cases: dict[str, tuple[bytes, str]] = {}
-
-    ds = mr()
-    ds.Rows = ds.Columns = 65535
-    cases["claims_65535x65535"] = (_bytes(ds), "image_too_large")
-
-    ds = mr()
-    ds.BitsAllocated = 0
-    cases["bits_allocated_0"] = (_raw(ds), "bad_bits")
-
-    ds = mr()
-    ds.PixelData = ds.PixelData + b"\x00" * 2048
-    cases["pixel_data_longer"] = (_bytes(ds), "pixel_length_mismatch")
-
-    cases["native_pixels_jpeg_syntax"] = (
-        _with_syntax(mr(), pydicom.uid.JPEGBaseline8Bit), "syntax_mismatch")
-    cases["encapsulated_pixels_native_syntax"] = (
-        _with_syntax(mr_htj2k(), pydicom.uid.ExplicitVRLittleEndian), "syntax_mismatch")
-
-    ds = mr_htj2k()
-    cases["htj2k_header_flipped"] = (_flip_codestream(ds, header=True), "codestream_invalid")
-    cases["htj2k_all_flipped"] = (_flip_codestream(ds, header=False), "codestream_invalid")
-
-    ds = mr()
-    ds.PhotometricInterpretation = "YBR_FULL"
-    cases["ybr_one_sample"] = (_bytes(ds), "photometric_mismatch")
-
-    cases["nested_48"] = (nested(48), "nesting_too_deep")
-    return cases
-
-
-def _flip_codestream(ds: Dataset, *, header: bool) -> bytes:
-    from pydicom.encaps import encapsulate, generate_frames
-
-    frame = bytearray(next(generate_frames(ds.PixelData, number_of_frames=1)))
-    if header:
-        # SIZ: Xsiz/Ysiz at bytes 8..15 of the codestream (after SOC, SIZ marker, Lsiz, Rsiz).
-        for i in range(8, 16):
-            frame[i] ^= 0x5A
-    else:
-        for i in range(len(frame)):
-            frame[i] ^= 0xFF
-    ds = copy.deepcopy(ds)
-    ds.PixelData = encapsulate([bytes(frame)], has_bot=True)
-    return _bytes(ds)
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -189,7 +79,7 @@ def test_nested_file_is_about_10kb_and_counted_from_raw_bytes() -> None:
 def test_nesting_cap_boundary(implicit: bool) -> None:
     def build(depth: int) -> bytes:
         ds = pydicom.dcmread(io.BytesIO(nested(depth, pad_to=0)))
-        return _bytes(ds, implicit=implicit)
+        return dicom_bytes(ds, implicit=implicit)
 
     assert scan_raw(build(16), Limits()).max_depth == 16
     check_bytes(build(16))
@@ -201,7 +91,7 @@ def test_nesting_cap_boundary(implicit: bool) -> None:
 
 
 def test_framing_size_and_structure() -> None:
-    good = _bytes(mr())
+    good = dicom_bytes(mr())
 
     cases = {
         b"hello, not DICOM" * 20: "not_dicom",
@@ -227,7 +117,7 @@ def test_framing_size_and_structure() -> None:
 def test_identity_checks() -> None:
     def refused(ds: Dataset, reason: str, limits: Limits | None = None) -> None:
         with pytest.raises(Refusal) as info:
-            check_bytes(_raw(ds), limits)
+            check_bytes(raw_bytes(ds), limits)
         assert info.value.reason == reason, info.value.message
 
     ds = mr()
@@ -256,7 +146,7 @@ def test_pixel_module_checks() -> None:
         for key, value in change.items():
             setattr(ds, key, value)
         with pytest.raises(Refusal) as info:
-            check_bytes(_raw(ds))
+            check_bytes(raw_bytes(ds))
         assert info.value.reason == reason, (change, info.value.message)
 
     refused({"BitsStored": 17}, "bad_bits")
@@ -272,13 +162,13 @@ def test_pixel_module_checks() -> None:
     ds = mr()
     ds.PixelData = ds.PixelData[:-64]
     with pytest.raises(Refusal) as info:
-        check_bytes(_raw(ds))
+        check_bytes(raw_bytes(ds))
     assert info.value.reason == "pixel_length_mismatch"
     # Encapsulated: fewer fragments than frames.
     ds = mr_htj2k()
     ds.NumberOfFrames = 3
     with pytest.raises(Refusal) as info:
-        check_bytes(_raw(ds))
+        check_bytes(raw_bytes(ds))
     assert info.value.reason == "pixel_length_mismatch"
 
 
@@ -302,8 +192,8 @@ def test_deflated_walked_and_parsed() -> None:
 
 
 def test_htj2k_and_implicit_accepted_all_frames() -> None:
-    check_bytes(_bytes(mr_htj2k()), Limits(decode_all_frames=True))
-    check_bytes(_bytes(mr(), implicit=True))
+    check_bytes(dicom_bytes(mr_htj2k()), Limits(decode_all_frames=True))
+    check_bytes(dicom_bytes(mr(), implicit=True))
 
 
 # --------------------------------------------------------------------------- the sandboxed gate
@@ -322,7 +212,7 @@ def test_gate_accepts_good_files(gate: Gate, demo_file: bytes) -> None:
     good = [
         Path(get_testdata_file("MR_small.dcm")).read_bytes(),
         Path(get_testdata_file("CT_small.dcm")).read_bytes(),
-        _bytes(mr_htj2k()),
+        dicom_bytes(mr_htj2k()),
         demo_file,
     ]
     verdicts = gate.check_many(good)
@@ -369,14 +259,14 @@ def allocate_on_marker(ds: Dataset, data: bytes) -> None:
 def _marked(text: str) -> bytes:
     ds = mr()
     ds.ImageComments = text
-    return _bytes(ds)
+    return dicom_bytes(ds)
 
 
 @pytest.mark.slow
 def test_crash_hang_and_memory_are_refusals_caller_alive(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, ingest_workers=1, ingest_timeout=4.0,
                         ingest_cpu_seconds=2, ingest_memory_bytes=1024**3)
-    good = _bytes(mr())
+    good = dicom_bytes(mr())
     checks = (abort_on_marker, spin_on_marker, sleep_on_marker, allocate_on_marker)
     with Gate(settings, extra_checks=checks) as g:
         assert g.check(good).accepted
@@ -394,7 +284,7 @@ def test_crash_hang_and_memory_are_refusals_caller_alive(tmp_path: Path) -> None
 
 
 def test_check_many_runs_in_parallel_workers(gate: Gate) -> None:
-    data = [_bytes(mr())] * 6
+    data = [dicom_bytes(mr())] * 6
     assert all(v.accepted for v in gate.check_many(data))
     assert len(gate.workers) == 2
 
@@ -459,7 +349,7 @@ def test_quarantine_round_trip(tmp_path: Path, gate: Gate) -> None:
 @pytest.mark.slow
 def test_check_many_survives_workers_dying_while_others_wait(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, ingest_workers=2, ingest_timeout=10.0)
-    good, crash = _bytes(mr()), _marked("CRASH")
+    good, crash = dicom_bytes(mr()), _marked("CRASH")
     with Gate(settings, extra_checks=(abort_on_marker,)) as g:
         verdicts = g.check_many([crash, crash, good, crash, good, good])
     assert [v.reason for v in verdicts] == ["checker_crashed"] * 2 + [None] + \
@@ -477,5 +367,5 @@ def test_limits_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert Quarantine(settings).retention == timedelta(days=2.5)
     assert settings.quarantine_dir == tmp_path.resolve() / "quarantine"
     with pytest.raises(Refusal) as info:
-        check_bytes(_bytes(mr()), limits)
+        check_bytes(dicom_bytes(mr()), limits)
     assert info.value.reason == "sop_class_not_allowed"

@@ -1,6 +1,6 @@
 """The few Orthanc calls a bulk run needs beyond :class:`~neuronova_lib.orthanc_store.OrthancStore`.
 
-Listing a study's instances, fetching an instance's file, deleting one:
+Listing a study's instances and deleting one (fetching a file is in the shared store):
 the in-place replacement (see :mod:`.worker`) is built from these. They are
 kept here, in a small subclass, so that the shared store stays what the rest
 of the platform uses.
@@ -20,15 +20,6 @@ class OrthancAccess(OrthancStore):
     def ping(self) -> dict[str, Any]:
         """Orthanc's ``/system`` answer; raises if Orthanc is down or refuses the account."""
         return dict(self.get_json("/system"))
-
-    def instance_file(self, instance_id: str) -> bytes | None:
-        """The stored Part 10 file, byte for byte; ``None`` if Orthanc has no such instance."""
-        response = self.session.get(
-            f"{self.base_url}/instances/{instance_id}/file", timeout=self.timeout
-        )
-        if response.status_code == 404:
-            return None
-        return self._check(response, f"the file of instance {instance_id}").content
 
     def delete_instance(self, instance_id: str) -> bool:
         """Delete one instance; ``False`` if it was already gone."""

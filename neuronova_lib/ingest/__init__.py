@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from .checks import REASONS, Accepted, Limits, Refusal, check_bytes
 from .quarantine import Quarantine, QuarantineEntry
+from .conflict import same_instance
 from .sandbox import Gate, Verdict
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "Refusal",
     "Verdict",
     "check_bytes",
+    "same_instance",
 ]

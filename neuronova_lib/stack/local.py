@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -55,13 +56,24 @@ def local_settings(home: Path, **overrides: object) -> Settings:
 
 
 @contextmanager
-def local_platform(home: Path, **overrides: object) -> Iterator[LocalPlatform]:
-    """Start the platform, yield it healthy, stop it (also on failure)."""
+def local_platform(home: Path, *, watch: bool = False,
+                   **overrides: object) -> Iterator[LocalPlatform]:
+    """Start the platform, yield it healthy, stop it (also on failure).
+
+    With ``watch`` a thread restarts services that die, as ``neuronova up`` does.
+    """
     settings = local_settings(home, **overrides)
     credentials = prepare_home(settings) or {}
     supervisor = Supervisor(platform_services(settings), settings.log_dir)
     supervisor.start()
+    watcher = None
+    if watch:
+        watcher = threading.Thread(target=supervisor.run_forever, kwargs={"poll": 0.2},
+                                   name="platform-watch", daemon=True)
+        watcher.start()
     try:
         yield LocalPlatform(settings, supervisor, credentials)
     finally:
         supervisor.stop()
+        if watcher is not None:
+            watcher.join(30)
