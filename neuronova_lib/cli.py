@@ -147,6 +147,93 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quarantine_resolve(store: Any, prefix: str) -> Any:
+    """The entry whose sha256 starts with ``prefix`` (>= 8 hex digits), or SystemExit."""
+    sha = prefix.strip().lower()
+    if not (8 <= len(sha) <= 64) or any(c not in "0123456789abcdef" for c in sha):
+        raise SystemExit(f"neuronova quarantine: {prefix!r} is not a sha256 or a prefix of "
+                         "at least 8 hex digits (see `neuronova quarantine list`)")
+    matches = [e for e in store.list() if e.sha256.startswith(sha)]
+    if not matches:
+        raise SystemExit(f"neuronova quarantine: no quarantined file matches {prefix!r} in "
+                         f"{store.root} (deleted or purged?); see `neuronova quarantine list`")
+    if len(matches) > 1:
+        names = "\n  ".join(e.sha256 for e in matches)
+        raise SystemExit(f"neuronova quarantine: {prefix!r} is ambiguous, it matches "
+                         f"{len(matches)} files; give more digits:\n  {names}")
+    return matches[0]
+
+
+def _quarantine_dict(entry: Any) -> dict[str, Any]:
+    from .ingest import REASONS
+
+    return {"sha256": entry.sha256, "size": entry.size, "reason": entry.reason,
+            "reason_description": REASONS.get(entry.reason), "message": entry.message,
+            "first_seen": entry.first_seen.isoformat(), "last_seen": entry.last_seen.isoformat(),
+            "submissions": entry.submissions, "path": str(entry.path)}
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    """Refused files kept by the ingest gate: list, show, export, delete, purge."""
+    import shutil
+    from datetime import timedelta
+
+    from .ingest import Quarantine
+
+    settings = get_settings()
+    store = Quarantine(settings)
+    days = settings.quarantine_retention_days
+    if args.action == "list":
+        entries = store.list()
+        if args.json:
+            print(json.dumps({"total": len(entries), "retention_days": days,
+                              "entries": [_quarantine_dict(e) for e in entries]}, indent=2))
+            return 0
+        print(f"{'SHA256':16s} {'SIZE':>9s} {'REASON':24s} {'ROUTE':10s} {'SENDER':16s} LAST SEEN")
+        for e in entries:
+            last = e.submissions[-1] if e.submissions else {}
+            print(f"{e.sha256[:16]:16s} {e.size:9d} {e.reason:24s} "
+                  f"{last.get('route') or '-':10s} {last.get('sender') or '-':16s} "
+                  f"{e.last_seen.strftime('%Y-%m-%d %H:%M:%S')}Z")
+        print(f"{len(entries)} file(s) in {store.root}; retention {days:g} days")
+        return 0
+    if args.action == "purge":
+        older = args.older_than_days if args.older_than_days is not None else days
+        removed = store.purge(timedelta(days=older))
+        for sha in removed:
+            print(f"removed {sha}")
+        print(f"purged {len(removed)} file(s) last refused over {older:g} days ago")
+        return 0
+    entry = _quarantine_resolve(store, args.sha)
+    if args.action == "show":
+        if args.json:
+            print(json.dumps(_quarantine_dict(entry), indent=2))
+            return 0
+        info = _quarantine_dict(entry)
+        for key in ("sha256", "size", "reason", "reason_description", "message",
+                    "first_seen", "last_seen", "path"):
+            print(f"{key + ':':20s}{info[key] if info[key] is not None else '-'}")
+        print(f"submissions ({len(entry.submissions)}):")
+        for s in entry.submissions:
+            print(f"  {s.get('at')}  {s.get('reason')}  route {s.get('route') or '-'}  "
+                  f"sender {s.get('sender') or '-'}  {s.get('message') or ''}")
+        return 0
+    if args.action == "export":
+        dest = Path(args.dest)
+        if dest.is_dir():
+            dest = dest / f"{entry.sha256}.dcm"
+        if dest.exists() and not args.force:
+            print(f"neuronova quarantine export: {dest} exists; pass --force to overwrite",
+                  file=sys.stderr)
+            return 1
+        shutil.copyfile(entry.path, dest)
+        print(f"exported {entry.sha256} ({entry.size} bytes) to {dest}")
+        return 0
+    store.delete(entry.sha256)  # delete
+    print(f"deleted {entry.sha256}")
+    return 0
+
+
 def cmd_users(args: argparse.Namespace) -> int:
     from .db.engine import session_factory
     from .db.migrate import upgrade_database
@@ -173,6 +260,7 @@ def cmd_db(_args: argparse.Namespace) -> int:
 
 def cmd_transcode(args: argparse.Namespace) -> int:
     """Bulk HTJ2K transcoding on Dask (neuronova_lib.bulk); Ctrl-C once stops cleanly."""
+    import getpass
     import threading
 
     from .bulk import BulkSetupError, ManifestBusyError, SourceError, transcode_sources
@@ -195,8 +283,8 @@ def cmd_transcode(args: argparse.Namespace) -> int:
         summary = transcode_sources(
             args.sources, scheduler=args.scheduler, workers=args.workers,
             batch_size=args.batch, report_path=args.report, backup_dir=args.backup_dir,
-            worker_orthanc_url=args.orthanc_url, dry_run=args.dry_run,
-            progress=not args.quiet, stop=stop,
+            worker_orthanc_url=args.orthanc_url, route="transcode", sender=getpass.getuser(),
+            dry_run=args.dry_run, progress=not args.quiet, stop=stop,
         )
     except (SourceError, BulkSetupError, ManifestBusyError) as exc:
         print(f"neuronova transcode: {exc}", file=sys.stderr)
@@ -259,6 +347,26 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="migrate the platform database to the newest schema")
     db.add_argument("action", choices=["upgrade"])
     db.set_defaults(func=cmd_db)
+
+    qr = sub.add_parser("quarantine", help="refused files kept by the ingest gate",
+                        description="Files the ingest gate refused, kept under "
+                        "$NEURONOVA_HOME/quarantine/. SHA: a sha256 or a unique prefix "
+                        "(8 hex digits or more).")
+    qr_sub = qr.add_subparsers(dest="action", required=True)
+    qr_list = qr_sub.add_parser("list", help="every entry, most recently refused first")
+    qr_list.add_argument("--json", action="store_true", help="JSON with every field")
+    qr_show = qr_sub.add_parser("show", help="one entry's reasons, senders, routes, times")
+    qr_show.add_argument("sha", metavar="SHA")
+    qr_show.add_argument("--json", action="store_true")
+    qr_export = qr_sub.add_parser("export", help="copy the refused bytes out")
+    qr_export.add_argument("sha", metavar="SHA")
+    qr_export.add_argument("dest", metavar="DEST", help="a file, or a folder (gets SHA.dcm)")
+    qr_export.add_argument("--force", action="store_true", help="overwrite DEST")
+    qr_sub.add_parser("delete", help="remove one entry").add_argument("sha", metavar="SHA")
+    qr_purge = qr_sub.add_parser("purge", help="remove entries older than the retention")
+    qr_purge.add_argument("--older-than-days", type=float, metavar="N",
+                          help="instead of NEURONOVA_QUARANTINE_RETENTION_DAYS")
+    qr.set_defaults(func=cmd_quarantine)
     return parser
 
 

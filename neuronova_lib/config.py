@@ -119,6 +119,14 @@ class Settings(BaseSettings):
         default=6 * 1024**3, ge=256 * 1024**2,
         description="Address-space limit of a gate worker (RLIMIT_AS).",
     )
+    ingest_orthanc_wait: float = Field(
+        default=60.0, gt=0,
+        description="Seconds an ingest waits for Orthanc to come back (restart) before it "
+        "reports an instance as not stored.",
+    )
+    stow_max_instances: int = Field(
+        default=10_000, ge=1, description="Most instances one STOW-RS request may carry."
+    )
     quarantine_retention_days: float = Field(
         default=30.0, gt=0, description="Days refused files stay in quarantine before purge."
     )

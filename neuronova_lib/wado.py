@@ -108,22 +108,25 @@ def multipart_frames(frames: list[bytes], transfer_syntax: str) -> tuple[bytes, 
     return multipart_body([(f, transfer_syntax) for f in frames], "application/octet-stream")
 
 
-def multipart_body(parts: list[tuple[bytes, str]], part_type: str) -> tuple[bytes, str]:
+def multipart_body(parts: list[tuple[bytes, str | None]], part_type: str) -> tuple[bytes, str]:
     """A ``multipart/related`` body and its Content-Type header value.
 
-    Each part says its transfer syntax (the only place OHIF looks), the body
-    ends with the closing delimiter, and every part's data is followed by CRLF.
+    Each part says its transfer syntax when given (the only place OHIF looks;
+    STOW-RS parts need none), the body ends with the closing delimiter, and
+    every part's data is followed by CRLF.
     """
     boundary = "neuronova-" + secrets.token_hex(16)
     chunks: list[bytes] = []
     for data, syntax in parts:
-        chunks.append(f"--{boundary}\r\nContent-Type: {part_type}; transfer-syntax={syntax}\r\n"
+        param = f"; transfer-syntax={syntax}" if syntax else ""
+        chunks.append(f"--{boundary}\r\nContent-Type: {part_type}{param}\r\n"
                       f"Content-Length: {len(data)}\r\n\r\n".encode())
         chunks.append(data)
         chunks.append(b"\r\n")
     chunks.append(f"--{boundary}--\r\n".encode())
     syntaxes = {syntax for _, syntax in parts}
-    label = f"; transfer-syntax={syntaxes.pop()}" if len(syntaxes) == 1 else ""
+    only = syntaxes.pop() if len(syntaxes) == 1 else None
+    label = f"; transfer-syntax={only}" if only else ""
     content_type = f'multipart/related; type="{part_type}"{label}; boundary={boundary}'
     return b"".join(chunks), content_type
 

@@ -85,24 +85,30 @@ class RunningPlatform:
                                     kwargs.pop("ttl", 300), **kwargs)
         return token
 
-    def wait_for_audit(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
-        """The audit record of one request (found by nginx's request id)."""
+    def wait_for_audit(self, request_id: str, timeout: float = 5.0,
+                       service: str | None = None) -> dict[str, Any]:
+        """The audit record of one request (found by nginx's request id).
+
+        The guard and the API share the id of a request both decide on (STOW-RS);
+        ``service`` picks one ("proxy" or "api").
+        """
         from sqlalchemy import select
 
         from neuronova_lib.db.engine import get_engine
         from neuronova_lib.db.models import AuditRecord
 
         engine = get_engine(self.settings.sqlalchemy_url)
+        query = select(AuditRecord.__table__).where(AuditRecord.request_id == request_id)
+        if service is not None:
+            query = query.where(AuditRecord.service == service)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with engine.connect() as conn:
-                row = conn.execute(
-                    select(AuditRecord.__table__).where(AuditRecord.request_id == request_id)
-                ).mappings().first()
+                row = conn.execute(query.order_by(AuditRecord.id)).mappings().first()
             if row:
                 return dict(row)
             time.sleep(0.05)
-        raise AssertionError(f"no audit record for request {request_id}")
+        raise AssertionError(f"no {service or ''} audit record for request {request_id}")
 
     def nginx_log_entry(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
         """nginx's access log line of one request (the log is flushed every second)."""

@@ -1,13 +1,16 @@
 """Bulk transcoding, the parts that need no cluster and no Orthanc.
 
 Source specs, batching, the manifest's states across runs, the report, and
-the worker's verdict on bad input (which it reaches before any Orthanc call).
+the worker's verdict on bad input (which it reaches before any Orthanc call):
+the real ingest gate (a spawned checker process) and a real quarantine folder.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -15,7 +18,6 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence
 
 from neuronova_lib.bulk import (
     BulkSetupError,
@@ -41,9 +43,12 @@ from neuronova_lib.bulk.sources import (
     OrthancSource,
     orthanc_item,
 )
-from neuronova_lib.bulk.worker import MAX_SEQUENCE_DEPTH, process_item
+from neuronova_lib.bulk.worker import close_gate, gate_for, process_batch, process_item
 from neuronova_lib.config import Settings
+from neuronova_lib.ingest import Limits, Quarantine
 from neuronova_lib.transcode import transcode_to_htj2k
+
+from bad_inputs import bad_inputs, mr
 
 
 def _testdata(name: str) -> Path:
@@ -266,8 +271,15 @@ def test_tally() -> None:
 _NOWHERE = OrthancAccess("http://127.0.0.1:9", "nobody", "secret", timeout=1)
 
 
-def _config(tmp_path: Path) -> WorkerConfig:
-    return WorkerConfig("http://127.0.0.1:9", "nobody", "secret", str(tmp_path / "backup"))
+def _config(tmp_path: Path, route: str = "transcode", sender: str = "tester") -> WorkerConfig:
+    return WorkerConfig("http://127.0.0.1:9", "nobody", "secret", str(tmp_path / "backup"),
+                        quarantine_dir=str(tmp_path / "quarantine"), route=route, sender=sender)
+
+
+def _quarantine(tmp_path: Path) -> Quarantine:
+    from datetime import timedelta
+
+    return Quarantine(root=tmp_path / "quarantine", retention=timedelta(days=1))
 
 
 def _file(tmp_path: Path, name: str, ds: Dataset) -> Item:
@@ -276,19 +288,31 @@ def _file(tmp_path: Path, name: str, ds: Dataset) -> Item:
     return next(parse_source(str(path)).items())
 
 
+def _rt_struct() -> Dataset:
+    """An allowed SOP class without pixel data (RT Structure Set)."""
+    ds = mr()
+    for keyword in ("PixelData", "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit",
+                    "PixelRepresentation", "SamplesPerPixel", "PhotometricInterpretation"):
+        delattr(ds, keyword)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.3"
+    ds.Modality = "RTSTRUCT"
+    return ds
+
+
 @pytest.mark.parametrize(
     ("make", "state", "reason"),
     [
         (lambda: None, "skipped", "not_dicom"),
         (lambda: transcode_to_htj2k(pydicom.dcmread(_testdata("MR_small.dcm"))),
          "skipped", "already_htj2k"),
-        (lambda: pydicom.dcmread(_testdata("rtplan.dcm")), "skipped", "no_pixel_data"),
+        (_rt_struct, "skipped", "no_pixel_data"),
+        (lambda: pydicom.dcmread(_testdata("rtplan.dcm")), "failed", "sop_class_not_allowed"),
         (lambda: pydicom.dcmread(_testdata("examples_palette.dcm")), "failed",
-         "unsupported_photometric_interpretation"),
+         "sop_class_not_allowed"),
         (lambda: pydicom.dcmread(_testdata("MR_truncated.dcm")), "failed",
-         "truncated_pixel_data"),
+         "pixel_length_mismatch"),
     ],
-    ids=["not-dicom", "htj2k", "no-pixels", "palette", "truncated"],
+    ids=["not-dicom", "htj2k", "no-pixels", "rtplan", "palette", "truncated"],
 )
 def test_bad_input_is_classified_before_anything_is_stored(
     tmp_path: Path, make, state: str, reason: str,  # type: ignore[no-untyped-def]
@@ -301,6 +325,42 @@ def test_bad_input_is_classified_before_anything_is_stored(
     result = process_item(item, _config(tmp_path), _NOWHERE).as_dict()
     assert (result["state"], result["reason"]) == (state, reason)
     assert result["message"] and result["bytes_in"] > 0 and result["worker"]
+    entries = _quarantine(tmp_path).list()
+    if state == "failed":  # refused by the gate: kept, named in the result
+        [entry] = entries
+        assert result["quarantine_sha256"] == entry.sha256
+        assert entry.read_bytes() == Path(item.locator).read_bytes()
+        assert entry.reason == reason
+        assert entry.submissions[-1]["route"] == "transcode"
+        assert entry.submissions[-1]["sender"] == "tester"
+    else:  # a README beside a series, an image already HTJ2K: left alone
+        assert entries == [] and result["quarantine_sha256"] is None
+
+
+def test_every_findings_bad_input_is_refused_and_quarantined(tmp_path: Path) -> None:
+    cases = bad_inputs()
+    items = {name: _file_path(tmp_path / f"{name}.dcm", data)
+             for name, (data, _) in cases.items()}
+    results = process_batch(list(items.values()), _config(tmp_path, route="upload",
+                                                          sender="admin"))
+    assert len(results) == len(cases)
+    store = _quarantine(tmp_path)
+    for (name, (data, reason)), result in zip(cases.items(), results, strict=True):
+        assert (result["state"], result["reason"]) == ("failed", reason), (name, result)
+        entry = store.get(result["quarantine_sha256"])
+        assert entry is not None and entry.read_bytes() == data, name
+        assert entry.submissions[-1]["route"] == "upload"
+        assert entry.submissions[-1]["sender"] == "admin"
+    assert len(store.list()) == len(cases)
+
+
+def test_not_dicom_from_an_upload_is_quarantined(tmp_path: Path) -> None:
+    item = _file_path(tmp_path / "notes.txt", b"a note, not an image\n")
+    result = process_item(item, _config(tmp_path, route="upload", sender="admin"), _NOWHERE)
+    assert result.state is State.FAILED and result.reason == "not_dicom"
+    entry = _quarantine(tmp_path).get(result.quarantine_sha256 or "")
+    assert entry is not None and entry.read_bytes() == b"a note, not an image\n"
+    assert entry.submissions[-1]["route"] == "upload"
 
 
 def _file_path(path: Path, data: bytes) -> Item:
@@ -316,16 +376,97 @@ def test_unreadable_file_is_a_read_failure(tmp_path: Path) -> None:
 
 
 def test_deeply_nested_sequences_never_reach_orthanc(tmp_path: Path) -> None:
-    ds = pydicom.dcmread(_testdata("MR_small.dcm"))
-    inner = Dataset()
-    inner.CodeValue = "X"
-    for _ in range(MAX_SEQUENCE_DEPTH + 2):
-        outer = Dataset()
-        outer.ContentSequence = Sequence([inner])
-        inner = outer
-    ds.ContentSequence = inner.ContentSequence
-    result = process_item(_file(tmp_path, "nested.dcm", ds), _config(tmp_path), _NOWHERE)
-    assert result.state is State.FAILED and result.reason == "sequence_nesting_too_deep"
+    data, reason = bad_inputs()["nested_48"]
+    result = process_item(_file_path(tmp_path / "nested.dcm", data), _config(tmp_path),
+                          _NOWHERE)
+    assert result.state is State.FAILED and result.reason == reason == "nesting_too_deep"
+    assert result.quarantine_sha256 and _quarantine(tmp_path).get(result.quarantine_sha256)
+
+
+def test_the_gate_follows_the_limits_in_the_config(tmp_path: Path) -> None:
+    """Workers build the gate from WorkerConfig alone; other limits, another gate."""
+    item = _file(tmp_path, "mr.dcm", mr())
+    strict = WorkerConfig("http://127.0.0.1:9", "nobody", "secret", str(tmp_path / "b"),
+                          limits=Limits(sop_classes=frozenset({"1.2.3"})),
+                          quarantine_dir=str(tmp_path / "quarantine"))
+    try:
+        result = process_item(item, strict, _NOWHERE)
+        assert (result.state, result.reason) == (State.FAILED, "sop_class_not_allowed")
+        first = gate_for(strict)
+        assert gate_for(strict) is first and len(first.workers) == 1  # one checker per process
+        # Accepted by the default limits: it gets as far as Orthanc (which is not there).
+        result = process_item(item, _config(tmp_path), _NOWHERE)
+        assert (result.state, result.reason) == (State.FAILED, "store_failed")
+        assert gate_for(_config(tmp_path)) is not first and first.workers == []
+    finally:
+        close_gate()
+
+
+def _in_a_daemonic_process(item: Item, config: WorkerConfig, out: object) -> None:
+    out.put(process_item(item, config, _NOWHERE).as_dict())  # type: ignore[attr-defined]
+
+
+def test_a_daemonic_worker_fails_the_files_with_what_to_do(tmp_path: Path) -> None:
+    """Dask's default (daemonic worker processes) cannot start the gate's checker."""
+    item = _file(tmp_path, "mr.dcm", mr())
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_in_a_daemonic_process, args=(item, _config(tmp_path), out),
+                       daemon=True)
+    proc.start()
+    result = out.get(timeout=120)
+    proc.join(30)
+    assert result["state"] == "failed" and result["reason"] == "gate_unavailable"
+    assert "DASK_DISTRIBUTED__WORKER__DAEMON=False" in result["message"]
+    assert _quarantine(tmp_path).list() == []  # not the file's fault: not quarantined
+
+
+def test_local_cluster_workers_run_the_gate_and_stop_it_on_shutdown(tmp_path: Path) -> None:
+    from neuronova_lib.bulk import local_client
+
+    data, reason = bad_inputs()["bits_allocated_0"]
+    item = _file_path(tmp_path / "bad.dcm", data)
+    started = time.monotonic()
+    config = _config(tmp_path)
+    with local_client(1, dashboard_address=":0") as client:
+        [result] = client.submit(process_batch, [item], config, pure=False).result()
+        [checkers] = client.run(lambda: gate_for(config).workers).values()
+    assert time.monotonic() - started < 60, "the cluster took too long to shut down"
+    assert (result["state"], result["reason"]) == ("failed", reason)
+    assert _quarantine(tmp_path).get(result["quarantine_sha256"]) is not None
+    assert len(checkers) == 1
+    deadline = time.monotonic() + 10
+    while _alive(checkers[0]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(checkers[0]), "the gate's checker outlived its Dask worker"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def test_an_old_manifest_gains_the_quarantine_column(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    with sqlite3.connect(path) as db:  # a manifest of the previous version
+        db.execute("CREATE TABLE instances (key TEXT PRIMARY KEY, kind TEXT NOT NULL, "
+                   "locator TEXT NOT NULL, source TEXT NOT NULL, size INTEGER NOT NULL "
+                   "DEFAULT 0, state TEXT NOT NULL DEFAULT 'pending', reason TEXT, message "
+                   "TEXT, bytes_in INTEGER, bytes_out INTEGER, sha256 TEXT, sop_instance_uid "
+                   "TEXT, orthanc_id TEXT, backup TEXT, attempts INTEGER NOT NULL DEFAULT 0, "
+                   "seen_run TEXT, run_id TEXT, created REAL NOT NULL, updated REAL NOT NULL)")
+    db.close()
+    with Manifest(path) as m:
+        m.discover([_item("a")], "r")
+        m.record([{**_result("a", State.FAILED, "bad_bits"), "quarantine_sha256": "ab" * 32}],
+                 "r")
+        assert m.get("a")["quarantine_sha256"] == "ab" * 32  # type: ignore[index]
 
 
 def test_worker_config_hides_the_password(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """Bulk transcoding end to end: a real LocalCluster (2 worker processes) and the real Orthanc.
 
 What a user would check: good instances end up in Orthanc as HTJ2K and decode
-to the source's pixels; broken files are reported, not stored; a worker
+to the source's pixels; broken files are refused by the ingest gate on the
+workers, reported and quarantined (route ``transcode``), not stored; a worker
 killed or a cluster restarted mid-run does not lose or corrupt anything; a
 second run changes nothing in Orthanc; a study is replaced in place with
 every instance still there, and an interrupted replacement is finished from
@@ -29,10 +30,17 @@ import requests
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from neuronova_lib.bulk import OrthancAccess, WorkerConfig, process_batch, transcode_sources
+from neuronova_lib.bulk import (
+    OrthancAccess,
+    WorkerConfig,
+    local_client,
+    process_batch,
+    transcode_sources,
+)
 from neuronova_lib.bulk.sources import orthanc_item
 from neuronova_lib.demo import write_demo_cases
 from neuronova_lib.demo.phantom import SIZES
+from neuronova_lib.ingest import Quarantine
 from neuronova_lib.security.secret_store import orthanc_service_account
 from neuronova_lib.transcode import transcode_to_htj2k
 
@@ -43,11 +51,8 @@ SHAPE, SPACING = SIZES["small"]
 
 @pytest.fixture(scope="module")
 def cluster_client() -> Iterator[Any]:
-    """Two single-threaded worker processes, as the issue asks, shared by the module."""
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
+    """Two single-threaded, non-daemonic worker processes (they start the gate's checker)."""
+    with local_client(2, dashboard_address=":0") as client:
         yield client
 
 
@@ -128,18 +133,28 @@ def test_folder_with_broken_files_then_a_second_run_changes_nothing(
     summary = transcode_sources([str(folder)], **run)
 
     assert summary.counts == {"pending": 0, "done": len(good), "skipped": 2, "failed": 3}
-    assert summary.failure_reasons == {"truncated_pixel_data": 1,
-                                       "unsupported_photometric_interpretation": 2}
+    assert summary.failure_reasons == {"length_exceeds_data": 1, "photometric_mismatch": 1,
+                                       "sop_class_not_allowed": 1}
     assert summary.skip_reasons == {"already_htj2k": 1, "not_dicom": 1}
     assert summary.exit_code == 1 and summary.status == "failures"
     assert summary.this_run["ratio"] > 1.0
     assert summary.dashboard and requests.get(summary.dashboard, timeout=10).status_code == 200
     report = json.loads(Path(summary.report or "").read_text())
     reasons = {Path(f["locator"]).name: f["reason"] for f in report["failures"]}
-    assert reasons == {"truncated.dcm": "truncated_pixel_data",
-                       "ybr-one-sample.dcm": "unsupported_photometric_interpretation",
-                       "palette.dcm": "unsupported_photometric_interpretation"}
+    assert reasons == {"truncated.dcm": "length_exceeds_data",
+                       "ybr-one-sample.dcm": "photometric_mismatch",
+                       "palette.dcm": "sop_class_not_allowed"}
     assert all(f["message"] for f in report["failures"])
+    # Each refused file is in the quarantine, byte for byte, with its route and reason.
+    quarantine = Quarantine(platform.settings)
+    for failure in report["failures"]:
+        entry = quarantine.get(failure["quarantine_sha256"])
+        assert entry is not None, failure
+        assert entry.read_bytes() == Path(failure["locator"]).read_bytes()
+        assert entry.reason == failure["reason"]
+        assert entry.submissions[-1]["route"] == "transcode"
+    for skipped in report["skipped"]:  # a README beside a series is left where it is
+        assert skipped["quarantine_sha256"] is None
     assert {Path(s["locator"]).name: s["reason"] for s in report["skipped"]} == {
         "notes.dcm": "not_dicom", "already-htj2k.dcm": "already_htj2k"}
 

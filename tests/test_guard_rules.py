@@ -123,7 +123,7 @@ def test_allowed_decision_redirects_inside(guard: Guard, tokens: TokenService) -
     ("HEAD", "clinician", 200, "allowed"),
     ("POST", "clinician", 403, "role"),
     ("POST", "scientist", 403, "role"),
-    ("POST", "admin", 405, "stow_closed"),
+    ("POST", "admin", 405, "stow_not_here"),
     ("DELETE", "admin", 405, "method"),
     ("PUT", "clinician", 405, "method"),
 ])

@@ -450,10 +450,14 @@ def test_clinician_may_not_store(platform: Any) -> None:
     assert_refused(platform, answer, 403, "role")
 
 
-def test_stow_stays_closed_until_the_ingest_gate(platform: Any) -> None:
+def test_stow_goes_to_the_ingest_gate_not_to_orthanc(platform: Any) -> None:
     answer = send(platform, "POST", "/api/pacs/dicom-web/studies",
                   {**bearer(platform.access_token("admin")), "Content-Type": "application/dicom"}, b"x")
-    assert_refused(platform, answer, 405, "stow_closed")
+    assert answer.status == 415
+    assert platform.wait_for_audit(answer.request_id, service="proxy")["reason"] == "stow_authorized"
+    record = platform.wait_for_audit(answer.request_id, service="api")
+    assert (record["decision"], record["reason"]) == ("deny", "media_type")
+    assert not orthanc_was_reached(platform, answer)
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS"])

@@ -7,7 +7,8 @@ Front door (the same as ``neuronova transcode``)::
     print(summary.line())          # counts, MB in/out, ratio, rate, report path
     summary.exit_code              # 0 all good, 1 some failed, 130 interrupted
 
-Each instance is read on a worker, transcoded and verified pixel for pixel
+Each instance is read on a worker, checked by the ingest gate (files only;
+refusals are quarantined), transcoded and verified pixel for pixel
 (:func:`neuronova_lib.transcode.transcode_to_htj2k`), stored in Orthanc and
 re-read byte for byte; Orthanc instances are replaced in place with a backup
 of the original (:mod:`.worker` says how, and what that can and cannot

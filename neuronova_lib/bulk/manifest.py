@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS instances (
     sop_instance_uid TEXT,
     orthanc_id TEXT,
     backup TEXT,
+    quarantine_sha256 TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     seen_run TEXT,
     run_id TEXT,
@@ -82,7 +83,8 @@ ON CONFLICT (key) DO UPDATE SET
 
 _RECORD = """
 UPDATE instances SET state = ?, reason = ?, message = ?, bytes_in = ?, bytes_out = ?,
-    sha256 = ?, sop_instance_uid = ?, orthanc_id = ?, backup = ?, run_id = ?,
+    sha256 = ?, sop_instance_uid = ?, orthanc_id = ?, backup = ?, quarantine_sha256 = ?,
+    run_id = ?,
     attempts = attempts + 1, updated = ?
 WHERE key = ?
 """
@@ -123,7 +125,15 @@ class Manifest:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._migrate()
         self._db.row_factory = sqlite3.Row
+
+    def _migrate(self) -> None:
+        """Add the columns a manifest written by an older version lacks."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(instances)")}
+        with self._db:
+            if "quarantine_sha256" not in have:
+                self._db.execute("ALTER TABLE instances ADD COLUMN quarantine_sha256 TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -218,7 +228,8 @@ class Manifest:
             (
                 r["state"], r.get("reason"), r.get("message"), r.get("bytes_in"),
                 r.get("bytes_out"), r.get("sha256"), r.get("sop_instance_uid"),
-                r.get("orthanc_id"), r.get("backup"), run_id, now, r["key"],
+                r.get("orthanc_id"), r.get("backup"), r.get("quarantine_sha256"), run_id,
+                now, r["key"],
             )
             for r in results
         ]

@@ -1,6 +1,8 @@
 """What a bulk run tells people and programs: a progress bar, a summary, a JSON report.
 
-The report lists every failure with its reason (and every skipped instance),
+The report lists every failure with its reason (and every skipped instance;
+a file refused by the ingest gate or conflicting with Orthanc names its
+quarantine entry, ``quarantine_sha256``),
 read back from the manifest a page at a time and written as it is read, so a
 run with millions of instances still writes it in bounded memory.
 """
@@ -183,7 +185,7 @@ class Progress:
 
 
 _ROW_FIELDS = ("key", "source", "locator", "reason", "message", "sop_instance_uid",
-               "orthanc_id", "attempts", "backup", "bytes_in")
+               "orthanc_id", "attempts", "backup", "quarantine_sha256", "bytes_in")
 
 
 def write_report(path: Path, summary: RunSummary, manifest: Manifest) -> Path:

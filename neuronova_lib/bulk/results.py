@@ -4,7 +4,8 @@ Workers return these as plain dicts (cheap to pickle, no class needed on the
 other side); the client writes them into the manifest. The reasons extend
 :class:`neuronova_lib.transcode.Reason` with what can go wrong around the
 transcoder: reading, storing, re-reading, replacing in Orthanc, and losing a
-worker.
+worker. A file the ingest gate refuses carries the gate's own reason code
+(:data:`neuronova_lib.ingest.REASONS`, e.g. ``nesting_too_deep``).
 """
 
 from __future__ import annotations
@@ -32,17 +33,17 @@ class State(StrEnum):
 
 
 class BulkReason(StrEnum):
-    """Reasons a bulk run adds to :class:`~neuronova_lib.transcode.Reason`."""
+    """Reasons a bulk run adds to :class:`~neuronova_lib.transcode.Reason` and the gate's."""
 
     NOT_DICOM = "not_dicom"
     READ_FAILED = "read_failed"
+    GATE_UNAVAILABLE = "gate_unavailable"
     STORE_FAILED = "store_failed"
     REREAD_MISMATCH = "reread_mismatch"
-    ORTHANC_HAS_OTHER_COPY = "orthanc_has_other_copy"
+    SOP_INSTANCE_CONFLICT = "sop_instance_conflict"
     ORTHANC_INSTANCE_MISSING = "orthanc_instance_missing"
     BACKUP_FAILED = "backup_failed"
     BACKUP_CONFLICT = "backup_conflict"
-    SEQUENCE_NESTING_TOO_DEEP = "sequence_nesting_too_deep"
     WORKER_LOST = "worker_lost"
     ERROR = "error"
 
@@ -82,6 +83,9 @@ class InstanceResult:
     backup : str or None
         Where the original of an Orthanc instance is kept, when a failure left
         it there (never set for ``done``).
+    quarantine_sha256 : str or None
+        The quarantine entry of a refused file (gate refusal or SOP Instance
+        UID conflict): :meth:`neuronova_lib.ingest.Quarantine.get` finds it.
     """
 
     key: str
@@ -96,6 +100,7 @@ class InstanceResult:
     seconds: float = 0.0
     worker: str = ""
     backup: str | None = None
+    quarantine_sha256: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain types only, for pickling to the client and for JSON."""

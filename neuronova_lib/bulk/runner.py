@@ -31,7 +31,7 @@ from .orthanc_source import OrthancAccess
 from .report import Progress, RunSummary, Tally, write_report
 from .results import BulkReason, InstanceResult, State
 from .sources import BackupSource, Item, OrthancSource, Source, iter_items, parse_source
-from .worker import WorkerConfig, process_batch
+from .worker import ROUTES, WorkerConfig, process_batch
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ def transcode_sources(
     report_path: Path | None = None,
     backup_dir: Path | None = None,
     worker_orthanc_url: str | None = None,
+    route: str = "transcode",
+    sender: str | None = None,
     dry_run: bool = False,
     progress: bool = False,
     on_batch: BatchCallback | None = None,
@@ -100,6 +102,12 @@ def transcode_sources(
         must be a folder every worker reaches (see :mod:`.worker`).
     worker_orthanc_url : str, optional
         Orthanc as the workers reach it, if not ``settings.orthanc_url``.
+    route, sender : str
+        Recorded with every file the ingest gate refuses (quarantine):
+        ``route`` is ``upload``, ``transcode`` or ``demo``; ``sender`` who sent
+        the files. Every file is checked by the gate (limits from
+        ``settings``) before it is parsed; refusals go to
+        ``settings.quarantine_dir``, which workers must reach.
     dry_run : bool
         List and count only: no manifest writes, no cluster, no Orthanc writes.
     progress : bool
@@ -125,6 +133,8 @@ def transcode_sources(
         Another run holds the manifest.
     """
     settings = settings or get_settings()
+    if route not in ROUTES:
+        raise BulkSetupError(f"route must be one of {', '.join(ROUTES)}, not {route!r}")
     parsed = [parse_source(s) if isinstance(s, str) else s for s in sources]
     specs = [s.spec for s in parsed]
     if min(batch_size, batch_bytes, max_attempts, workers or 1) < 1:
@@ -156,10 +166,10 @@ def transcode_sources(
         try:
             if todo:
                 account = orthanc_service_account(settings.secrets_dir)
-                config = WorkerConfig(
-                    orthanc_url=worker_orthanc_url or settings.orthanc_url,
+                config = WorkerConfig.for_settings(
+                    settings, orthanc_url=worker_orthanc_url or settings.orthanc_url,
                     username=account["username"], password=account["password"],
-                    backup_dir=str(backup_dir), syntax=syntax,
+                    backup_dir=str(backup_dir), syntax=syntax, route=route, sender=sender,
                 )
                 _process(
                     manifest, run_id, todo, config, tally, info, client=client,
@@ -204,6 +214,12 @@ def local_client(workers: int | None = None, **cluster_kwargs: Any) -> Iterator[
     percent and tells nothing here. This is the cluster ``neuronova
     transcode`` starts without ``--scheduler``.
 
+    Worker processes are not daemonic (``distributed.worker.daemon: False``):
+    each starts the ingest gate's checker as a child process, which a daemonic
+    process may not do. The setting stays in force while the cluster runs, so
+    that workers a ``Client.restart`` starts get it too; the checkers end with
+    their worker.
+
     Parameters
     ----------
     workers : int, optional
@@ -215,12 +231,14 @@ def local_client(workers: int | None = None, **cluster_kwargs: Any) -> Iterator[
     from distributed import Client, LocalCluster
 
     n = workers or os.cpu_count() or 1
-    # The nanny hands this configuration to each worker process it starts.
-    with dask.config.set({"distributed.worker.profile.enabled": False}):
+    # The nanny hands this configuration to each worker process it starts, and reads
+    # ``daemon`` whenever it starts one (a restart too): kept set for the cluster's life.
+    with dask.config.set({"distributed.worker.profile.enabled": False,
+                          "distributed.worker.daemon": False}):
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                **cluster_kwargs)
-    with cluster, Client(cluster) as client:
-        yield client
+        with cluster, Client(cluster) as client:
+            yield client
 
 
 @contextmanager

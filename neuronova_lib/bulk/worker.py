@@ -11,14 +11,41 @@ again — which is safe, because every step below is idempotent.
 Importing this module imports :mod:`neuronova_lib.transcode`, which
 registers the HTJ2K codec with pydicom inside the worker process.
 
-**Files** (``kind == "file"``): read → transcode → ``POST /instances`` →
-re-read ``/instances/{id}/file`` → ``done`` only if the stored bytes are the
-bytes sent. Orthanc keeps the first copy of a SOP Instance UID
-(``"OverwriteInstances": false``): if it already holds the instance in
-another form, the instance is reported (``orthanc_has_other_copy``), not
-forced.
+**Files** (``kind == "file"``): read → the ingest gate
+(:class:`neuronova_lib.ingest.Gate`: the bytes are checked in a sandboxed,
+resource-limited process before any parser here sees them) → transcode →
+``POST /instances`` → re-read ``/instances/{id}/file`` → ``done`` only if the
+stored bytes are the bytes sent. A file the gate refuses is ``failed`` with
+the gate's reason (``nesting_too_deep``, ``pixel_length_mismatch``, …) and
+kept in the quarantine (``WorkerConfig.quarantine_dir``; route and sender
+from the config), its sha256 in the result. The exception is ``not_dicom``
+(no ``DICM`` prefix) from a folder: a README beside a series is ``skipped``
+and left where it is; from an upload (``route == "upload"``) it is
+refused and quarantined too, so that what was sent stays on record.
 
-**Orthanc instances** (``kind == "orthanc"``), replaced in place. With
+Each Dask worker process starts one gate with one checker process
+(parallelism comes from the Dask workers), built from the limits carried in
+:class:`WorkerConfig`, so workers need none of the caller's settings. The
+checker is a *spawned* child process, which a daemonic process may not have:
+Dask workers must run with ``distributed.worker.daemon: False``
+(:func:`~neuronova_lib.bulk.runner.local_client` sets it; for ``dask worker``
+/ ``dask-jobqueue`` / Kubernetes workers set
+``DASK_DISTRIBUTED__WORKER__DAEMON=False``), otherwise every file fails with
+``gate_unavailable`` and a message saying so. The checker is stopped when
+the worker process exits (and exits by itself when its parent dies).
+
+Orthanc keeps the first copy of a SOP Instance UID
+(``"OverwriteInstances": false``). When it already holds the UID as another
+file, :func:`neuronova_lib.ingest.same_instance` decides: the same instance
+(equal attributes and decoded pixels, in any transfer syntax, e.g. an HTJ2K
+copy stored earlier) is ``done`` and the stored file kept; a different one is
+``failed`` (``sop_instance_conflict``), the file sent is quarantined and the
+stored one is left untouched.
+
+**Orthanc instances** (``kind == "orthanc"``), replaced in place. They do not
+go through the gate: they are already stored (Orthanc accepted them, however
+they got there), and the bytes stored in their place are derived from the
+parsed dataset by the verified transcoder. With
 ``OverwriteInstances`` off, Orthanc 1.10 cannot hold two files with one SOP
 Instance UID, so "store the new one, then remove the original" cannot be done
 in that order. The order used instead, and where the original is at each step:
@@ -48,15 +75,18 @@ The DICOM content and UIDs, and so Orthanc's identifiers, are unchanged.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import io
 import logging
+import multiprocessing
 import os
 import socket
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +97,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from neuronova_lib.htj2k import HTJ2K_LOSSLESS, HTJ2K_SYNTAXES
+from neuronova_lib.ingest import Gate, Limits, Quarantine, Verdict, same_instance
 from neuronova_lib.transcode import Reason, TranscodeError, transcode_to_htj2k
 
 from .orthanc_source import OrthancAccess
@@ -75,10 +106,8 @@ from .sources import Item
 
 logger = logging.getLogger(__name__)
 
-#: Sequences nested deeper than this are refused before they reach Orthanc:
-#: about 48 levels crash Orthanc 1.10 (shared/FINDINGS.md). Real images stay
-#: far below. The ingest gate, once written, should own this check.
-MAX_SEQUENCE_DEPTH = 24
+#: Routes a file can come by (recorded with each quarantined file).
+ROUTES = ("upload", "transcode", "demo")
 
 _local = threading.local()
 
@@ -101,6 +130,20 @@ class WorkerConfig:
         Target transfer syntax (HTJ2K lossless by default).
     timeout : float
         Seconds for each Orthanc request.
+    limits : Limits
+        What the ingest gate accepts (:meth:`Limits.from_settings`).
+    ingest_timeout, ingest_cpu_seconds, ingest_memory_bytes
+        The gate's per-file wall-clock and CPU budgets and its checker's
+        address-space limit (``NEURONOVA_INGEST_*``).
+    quarantine_dir : str or None
+        Where refused files are kept (every worker must reach it, like
+        ``backup_dir``); ``None``: refused files are reported, not kept.
+    quarantine_retention_days : float
+        Recorded with the quarantine (its purge uses it).
+    route : str
+        How the files came: ``upload``, ``transcode`` or ``demo``.
+    sender : str or None
+        Who sent them (the admin for uploads, the OS user for the CLI).
     """
 
     orthanc_url: str
@@ -109,6 +152,131 @@ class WorkerConfig:
     backup_dir: str
     syntax: str = HTJ2K_LOSSLESS
     timeout: float = 120.0
+    limits: Limits = field(default_factory=Limits)
+    ingest_timeout: float = 60.0
+    ingest_cpu_seconds: int = 60
+    ingest_memory_bytes: int = 6 * 1024**3
+    quarantine_dir: str | None = None
+    quarantine_retention_days: float = 30.0
+    route: str = "transcode"
+    sender: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.route not in ROUTES:
+            raise ValueError(f"route must be one of {ROUTES}, not {self.route!r}")
+
+    @classmethod
+    def for_settings(cls, settings: Any, *, orthanc_url: str, username: str, password: str,
+                     backup_dir: str, route: str = "transcode", sender: str | None = None,
+                     **kwargs: Any) -> "WorkerConfig":
+        """A config with the gate limits and the quarantine of ``settings``."""
+        return cls(
+            orthanc_url=orthanc_url, username=username, password=password,
+            backup_dir=backup_dir, limits=Limits.from_settings(settings),
+            ingest_timeout=float(settings.ingest_timeout),
+            ingest_cpu_seconds=int(settings.ingest_cpu_seconds),
+            ingest_memory_bytes=int(settings.ingest_memory_bytes),
+            quarantine_dir=str(settings.quarantine_dir),
+            quarantine_retention_days=float(settings.quarantine_retention_days),
+            route=route, sender=sender, **kwargs,
+        )
+
+
+# ---------------------------------------------------------------- the gate, one per process
+
+#: Start Dask workers that may start the gate's checker process like this.
+DAEMON_HINT = (
+    "the ingest gate checks every file in a spawned checker process, which a daemonic Dask "
+    "worker may not start; start the workers with DASK_DISTRIBUTED__WORKER__DAEMON=False "
+    "(or dask config distributed.worker.daemon: false), then run again"
+)
+
+
+class GateUnavailable(RuntimeError):
+    """This process cannot run the ingest gate (a daemonic Dask worker, a checker that
+    does not start)."""
+
+
+class _GateSettings:
+    """The fields :class:`Gate` reads, from a :class:`WorkerConfig` (no caller settings)."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        limits = config.limits
+        self.ingest_max_bytes = limits.max_bytes
+        self.ingest_max_depth = limits.max_depth
+        self.ingest_max_elements = limits.max_elements
+        self.ingest_max_samples = limits.max_samples
+        self.ingest_decode_all_frames = limits.decode_all_frames
+        self.ingest_sop_classes = sorted(limits.sop_classes)
+        self.ingest_workers = 1  # parallelism comes from the Dask workers
+        self.ingest_timeout = config.ingest_timeout
+        self.ingest_cpu_seconds = config.ingest_cpu_seconds
+        self.ingest_memory_bytes = config.ingest_memory_bytes
+
+
+_gate_lock = threading.Lock()
+_gate: tuple[tuple[Any, ...], Gate] | None = None
+
+
+def _gate_key(config: WorkerConfig) -> tuple[Any, ...]:
+    return (config.limits, config.ingest_timeout, config.ingest_cpu_seconds,
+            config.ingest_memory_bytes)
+
+
+def gate_for(config: WorkerConfig) -> Gate:
+    """This process's gate for ``config``'s limits, created on first use.
+
+    Raises
+    ------
+    GateUnavailable
+        In a daemonic process (a Dask worker started without
+        ``distributed.worker.daemon: False``), which may not start the checker.
+    """
+    global _gate
+    key = _gate_key(config)
+    with _gate_lock:
+        if _gate is not None and _gate[0] == key:
+            return _gate[1]
+        if multiprocessing.current_process().daemon:
+            raise GateUnavailable(f"this Dask worker process is daemonic: {DAEMON_HINT}")
+        if _gate is not None:  # other limits: a new gate, the old one stopped
+            _gate[1].close()
+        gate = Gate(_GateSettings(config))
+        _gate = (key, gate)
+        return gate
+
+
+def close_gate() -> None:
+    """Stop this process's gate and its checker (at exit; tests)."""
+    global _gate
+    with _gate_lock:
+        if _gate is not None:
+            _gate[1].close()
+            _gate = None
+
+
+atexit.register(close_gate)
+
+
+def _check(config: WorkerConfig, data: bytes) -> Verdict:
+    try:
+        return gate_for(config).check(data)
+    except GateUnavailable:
+        raise
+    except AssertionError as exc:  # multiprocessing: "daemonic processes are not allowed..."
+        raise GateUnavailable(f"{exc}: {DAEMON_HINT}") from exc
+    except RuntimeError as exc:  # the checker did not start
+        raise GateUnavailable(f"the ingest gate's checker did not start ({exc}); see the "
+                              "worker's log") from exc
+
+
+def _quarantine(config: WorkerConfig, data: bytes, reason: str, message: str) -> str | None:
+    """Keep refused bytes; their sha256, or ``None`` when no quarantine is configured."""
+    if not config.quarantine_dir:
+        return None
+    store = Quarantine(root=Path(config.quarantine_dir),
+                       retention=timedelta(days=config.quarantine_retention_days))
+    return store.put(data, reason, message, sender=config.sender, route=config.route).sha256
 
 
 class _Stop(Exception):
@@ -174,6 +342,21 @@ def _file_instance(item: Item, config: WorkerConfig, orthanc: OrthancAccess) -> 
             f"cannot read {path}: {exc.strerror or exc}; workers read files themselves, so on "
             "a remote cluster the path must exist on every worker (a shared file system)",
         )
+    try:
+        verdict = _check(config, data)
+    except GateUnavailable as exc:
+        return InstanceResult(item.key, State.FAILED, BulkReason.GATE_UNAVAILABLE, str(exc),
+                              bytes_in=len(data))
+    if not verdict.accepted:
+        reason = verdict.reason or "refused"
+        if reason == BulkReason.NOT_DICOM and config.route != "upload":
+            return InstanceResult(
+                item.key, State.SKIPPED, BulkReason.NOT_DICOM,
+                "not a DICOM Part 10 file (no 'DICM' prefix after the 128-byte preamble); "
+                "left alone", bytes_in=len(data),
+            )
+        return _refused(item.key, config, data, reason, verdict.message,
+                        sop_instance_uid=verdict.sop_instance_uid)
     ds = _parse(item.key, data)
     new = _transcode(item.key, ds, data, config.syntax)
     base: dict[str, Any] = {"key": item.key, "bytes_in": len(data), "sop_instance_uid": _sop(ds)}
@@ -196,20 +379,41 @@ def _file_instance(item: Item, config: WorkerConfig, orthanc: OrthancAccess) -> 
             message=f"Orthanc answered {answer.get('Status')} but has no file for "
             f"{answer['ID']}; a re-run retries it", **base,
         )
-    if _is_htj2k_of(stored, ds):
+    # Orthanc kept an earlier file with this SOP Instance UID (OverwriteInstances is off).
+    if same_instance(stored, data):
+        syntax = _syntax_of(stored)
+        advice = "" if _is_htj2k_of(stored, ds) else (
+            "; convert it in place with `neuronova transcode "
+            f"orthanc:{ds.get('StudyInstanceUID', '<StudyInstanceUID>')}`")
         return InstanceResult(
             state=State.DONE, bytes_out=len(stored), sha256=_sha(stored),
             orthanc_id=str(answer["ID"]),
-            message="Orthanc already held an HTJ2K copy with the same pixels; kept it", **base,
+            message=f"Orthanc already held this instance (same attributes and pixels, "
+            f"{syntax}); kept it{advice}", **base,
         )
-    return InstanceResult(
-        state=State.FAILED, reason=BulkReason.ORTHANC_HAS_OTHER_COPY,
-        orthanc_id=str(answer["ID"]),
-        message=f"Orthanc already holds this SOP Instance UID as {_syntax_of(stored)} and keeps "
-        "the first copy (OverwriteInstances is off); convert it in place with "
-        f"`neuronova transcode orthanc:{ds.get('StudyInstanceUID', '<StudyInstanceUID>')}`",
-        **base,
+    return _refused(
+        item.key, config, data, BulkReason.SOP_INSTANCE_CONFLICT,
+        f"Orthanc already holds a different instance with SOP Instance UID {_sop(ds)} "
+        f"(Orthanc id {answer['ID']}); the stored one is kept unchanged and this file is "
+        "quarantined: compare the two and delete the wrong one from Orthanc before sending "
+        "it again", sop_instance_uid=_sop(ds), orthanc_id=str(answer["ID"]),
     )
+
+
+def _refused(key: str, config: WorkerConfig, data: bytes, reason: str, message: str,
+             **extra: Any) -> InstanceResult:
+    """A refused file: ``failed``, kept in the quarantine (its sha256 in the result)."""
+    try:
+        sha = _quarantine(config, data, str(reason), message)
+    except OSError as exc:
+        logger.exception("cannot quarantine %s", key)
+        sha = None
+        message = f"{message} (NOT quarantined: {exc})"
+    else:
+        if sha is not None:
+            message = f"{message}; quarantined as {sha}"
+    return InstanceResult(key, State.FAILED, str(reason), message, bytes_in=len(data),
+                          quarantine_sha256=sha, **extra)
 
 
 # ---------------------------------------------------------------- Orthanc, in place
@@ -376,13 +580,6 @@ def _transcode(key: str, ds: Dataset, data: bytes, syntax: str) -> bytes:
             key, state, exc.reason.value, str(exc), bytes_in=len(data),
             sop_instance_uid=_sop(ds),
         )) from exc
-    depth = _sequence_depth(out)
-    if depth > MAX_SEQUENCE_DEPTH:
-        raise _Stop(InstanceResult(
-            key, State.FAILED, BulkReason.SEQUENCE_NESTING_TOO_DEEP,
-            f"sequences nest {depth} deep (limit {MAX_SEQUENCE_DEPTH}); such files can crash "
-            "Orthanc, so it is not stored", bytes_in=len(data), sop_instance_uid=_sop(ds),
-        ))
     buffer = io.BytesIO()
     out.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
@@ -409,15 +606,6 @@ def _is_htj2k_of(data: bytes, source: Dataset) -> bool:
         return bool(np.array_equal(other.pixel_array, source.pixel_array))
     except Exception:  # noqa: BLE001 - anything unreadable is simply "not the same image"
         return False
-
-
-def _sequence_depth(ds: Dataset, depth: int = 0) -> int:
-    deepest = depth
-    for elem in ds:
-        if elem.VR == "SQ":
-            for inner in elem.value:
-                deepest = max(deepest, _sequence_depth(inner, depth + 1))
-    return deepest
 
 
 def _syntax_of(data: bytes) -> str:

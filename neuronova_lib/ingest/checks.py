@@ -51,6 +51,11 @@ REASONS: dict[str, str] = {
     "pixel_length_mismatch": "pixel data length does not match the declared image",
     "syntax_mismatch": "native syntax with encapsulated pixel data, or the reverse",
     "codestream_invalid": "a compressed frame does not decode to the declared image",
+    # Set when storing an accepted file, not by these functions.
+    "study_mismatch": "STOW-RS to /studies/{uid}: the instance belongs to another study",
+    "sop_instance_conflict": "Orthanc holds another file under this SOP Instance UID",
+    "orthanc_refused": "Orthanc refused a file the gate accepted",
+    "orthanc_unavailable": "Orthanc could not be reached within the wait (not quarantined)",
     # Set by the sandbox, not by these functions.
     "checker_crashed": "the checker process died on this file",
     "checker_timeout": "the checker ran past its time limit on this file",

@@ -42,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .checks import Limits, Refusal, check_preamble, parse, check_dataset, scan_raw
+from .checks import _UID_RE, Limits, Refusal, check_dataset, check_preamble, parse, scan_raw
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,23 @@ def _arm_cpu(cpu_seconds: int) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
+def _identity(ds: Any) -> tuple[str | None, str | None, str | None]:
+    """SOP Class, SOP Instance and Study UIDs of a refused file, where they are valid UIDs.
+
+    A STOW-RS answer names each failed instance by its UIDs when it can.
+    """
+    found: list[str | None] = []
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"):
+        try:
+            text = str(ds.get(keyword, "") or "").strip("\x00 ") if ds is not None else ""
+        except Exception:  # noqa: BLE001 - a broken element just means "unknown"
+            text = ""
+        found.append(text if 0 < len(text) <= 64 and _UID_RE.match(text) else None)
+    return found[0], found[1], found[2]
+
+
 def _check_in_worker(data: bytes, limits: Limits, extra: Sequence[ExtraCheck]) -> tuple:
+    ds = None
     try:
         scan = scan_raw(data, limits)
         ds = parse(data)
@@ -101,7 +117,7 @@ def _check_in_worker(data: bytes, limits: Limits, extra: Sequence[ExtraCheck]) -
         for fn in extra:
             fn(ds, data)
     except Refusal as refusal:
-        return ("refused", refusal.reason, refusal.message)
+        return ("refused", refusal.reason, refusal.message, *_identity(ds))
     except MemoryError:
         return ("refused", "checker_out_of_memory", "the checker ran out of memory")
     except RecursionError:
@@ -297,8 +313,10 @@ class Gate:
             _, sop_class, sop, study, series, syntax = answer
             return Verdict(True, None, "accepted", sha, len(data), sop, study, series,
                            sop_class, syntax, elapsed)
-        _, reason, message = answer
-        return Verdict(False, reason, message, sha, len(data), seconds=elapsed)
+        _, reason, message, *identity = answer
+        sop_class, sop, study = (identity + [None, None, None])[:3]
+        return Verdict(False, reason, message, sha, len(data), sop, study, None, sop_class,
+                       seconds=elapsed)
 
     def check_many(self, items: Sequence[bytes]) -> list[Verdict]:
         """Check files in parallel (one per worker); verdicts in input order."""

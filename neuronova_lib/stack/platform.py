@@ -110,7 +110,8 @@ def load_demo(settings: Settings, folder: Path) -> str:
         return f"{result['files']} instances, uncompressed ({folder})"
     from ..bulk import transcode_sources
 
-    summary = transcode_sources(dicom_dirs, settings=settings, progress=True)
+    summary = transcode_sources(dicom_dirs, settings=settings, route="demo",
+                                sender="neuronova-demo", progress=True)
     if summary.exit_code != 0:
         log.warning("demo transcoding: %s (report: %s)", summary.line(), summary.report)
     return f"HTJ2K lossless via Dask: {summary.line()} ({folder})"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
@@ -21,11 +22,14 @@ from neuronova_lib import __version__
 from neuronova_lib.config import Settings, get_settings
 from neuronova_lib.db.engine import session_factory
 from neuronova_lib.db.migrate import upgrade_database
+from neuronova_lib.ingest import Gate
+from neuronova_lib.ingest.store import Ingestor
 from neuronova_lib.security.tokens import token_service
 
 from .docs import mount_offline_docs
 from .jobs import JobRunner
-from .routes import audit, auth, health, jobs, studies, users
+from .quarantine_retention import RetentionSweeper
+from .routes import audit, auth, health, jobs, quarantine, stow, studies, users
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +65,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Uploads are transcoded by one background thread; it resumes unfinished jobs.
         app.state.jobs = JobRunner(settings, app.state.sessions)
         app.state.jobs.start()
+        # Quarantine retention: purged now, then hourly by a thread that stops with the app.
+        app.state.quarantine_retention = RetentionSweeper(settings)
+        app.state.quarantine_retention.start()
+        # STOW-RS: the ingest gate's sandboxed workers start on the first request.
+        app.state.gate = Gate(settings)
+        app.state.ingestor = Ingestor(settings, app.state.gate)
+        app.state.ingest_pool = ThreadPoolExecutor(settings.ingest_workers + 2,
+                                                   thread_name_prefix="stow")
         log.info("API ready; data dir %s", settings.home)
         try:
             yield
         finally:
+            app.state.ingest_pool.shutdown(wait=True)
+            app.state.gate.close()
+            app.state.quarantine_retention.stop()
             app.state.jobs.stop()
 
     app = FastAPI(
@@ -80,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     mount_offline_docs(app, API_PREFIX)
 
     api = APIRouter(prefix=API_PREFIX)
-    for module in (health, auth, users, audit, studies, jobs):
+    for module in (health, auth, users, audit, studies, jobs, quarantine, stow):
         api.include_router(module.router)
     app.include_router(api)
     return app

@@ -45,6 +45,8 @@ def write_audit(
         detail=detail,
         client=request.client.host if request.client else None,
         token_id=token_id,
+        # nginx's request id: joins this row to the guard's row and the access log line.
+        request_id=(request.headers.get("x-request-id") or "")[:64] or None,
     )
     db.add(record)
     return record

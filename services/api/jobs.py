@@ -7,6 +7,12 @@ row and calls :meth:`JobRunner.submit`; the thread runs
 the outcome to the row (``running`` → ``done`` or ``failed``) and an audit
 record. Requests are never blocked: they only read the row.
 
+Every uploaded file passes the ingest gate on the Dask worker before it is
+parsed; a refused file (any gate reason, ``not_dicom`` included, or a SOP
+Instance UID that Orthanc holds as a different instance) is a failure of the
+job and is kept in the quarantine with route ``upload`` and the uploading
+admin as sender.
+
 Without ``NEURONOVA_DASK_SCHEDULER`` each job starts its own ``LocalCluster``
 with one worker process (a few seconds per job, paid before the first
 instance); with it, jobs go to that scheduler's workers, which must reach the
@@ -67,7 +73,8 @@ def report_rows(job: Job, limit: int = MAX_FAILURES) -> dict[str, list[dict[str,
 
     Read from the job's JSON report: ``{"failures": [...], "skipped": [...]}``,
     each entry with ``file`` (relative to the upload folder), ``reason``,
-    ``message`` and ``sop_instance_uid``; at most ``limit`` of each.
+    ``message``, ``sop_instance_uid`` and ``quarantine_sha256`` (the quarantine
+    entry of a refused file, else ``None``); at most ``limit`` of each.
     """
     rows: dict[str, list[dict[str, Any]]] = {"failures": [], "skipped": []}
     if not job.report_path:
@@ -85,6 +92,7 @@ def report_rows(job: Job, limit: int = MAX_FAILURES) -> dict[str, list[dict[str,
                 "reason": row.get("reason"),
                 "message": row.get("message"),
                 "sop_instance_uid": row.get("sop_instance_uid"),
+                "quarantine_sha256": row.get("quarantine_sha256"),
             })
     return rows
 
@@ -165,6 +173,7 @@ class JobRunner:
             if job is None or job.state != QUEUED:
                 return
             job.state, job.started_at, job.updated_at = RUNNING, utcnow(), utcnow()
+            sender = job.created_by
             db.commit()
         folder = job_dir(self.settings, job_id)
         work = work_dir(self.settings, job_id)
@@ -174,7 +183,8 @@ class JobRunner:
                 [str(folder)], settings=self.settings, scheduler=self.settings.dask_scheduler,
                 workers=None if self.settings.dask_scheduler else 1,
                 manifest_path=work / "manifest.db", report_path=work / "report.json",
-                backup_dir=work / "backup", progress=False, stop=self._stop,
+                backup_dir=work / "backup", route="upload", sender=sender, progress=False,
+                stop=self._stop,
             )
         except Exception as exc:  # noqa: BLE001 - recorded on the job, for the admin
             log.exception("job %s failed", job_id)

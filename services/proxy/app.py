@@ -1,6 +1,8 @@
 """The guard proxy: nginx's auth delegate for every DICOMweb request.
 
-nginx forwards ``/api/pacs/dicom-web/...`` here without its body. The guard
+nginx forwards ``/api/pacs/dicom-web/...`` here without its body (a ``POST``,
+STOW-RS, is only authorised here, through ``auth_request``, and then goes to
+the API's ingest gate). The guard
 answers with no body: either a refusal (status + JSON reason) or ``200`` with
 ``X-Accel-Redirect`` to nginx's internal Orthanc location, so nginx, not
 Python, moves the image bytes. Every decision is audited before it is answered.
@@ -155,6 +157,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             status_code=status, media_type="application/json",
         )
 
+    async def stow_auth(request: Request) -> Response:
+        """nginx's ``auth_request`` for STOW-RS, before it reads the body.
+
+        ``auth_request`` understands 2xx, 401 and 403 only, so every other
+        refusal is answered 403; the audit record keeps the real reason.
+        """
+        original = request.headers.get("x-original-uri", "")
+        raw_path, _, raw_query = original.partition("?")
+        authorization = request.headers.getlist("authorization")
+        if len(authorization) > 1:
+            decision = Decision(False, 400, "duplicate_header", "Authorization sent twice")
+        else:
+            decision = guard.decide_stow(raw_path, raw_query,
+                                         authorization[0] if authorization else None)
+        await audit(request, decision, "POST", raw_path)
+        if decision.allow:
+            return Response(status_code=204, headers={"Cache-Control": "no-store"})
+        if decision.status != 401:
+            decision.status = 403
+        return _deny_response(decision)
+
     app = FastAPI(
         title="NeuroNova guard proxy",
         lifespan=lifespan,
@@ -164,6 +187,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
     app.router.routes.append(Route(PREFIX + "/{path:path}", DicomWebEndpoint(), methods=methods))
     app.router.routes.append(Route("/api/pacs/_refused", refused_by_nginx, methods=methods))
+    app.router.routes.append(Route("/api/pacs/_stow_auth", stow_auth, methods=["GET", "POST"]))
 
     def current_claims(request: Request) -> Claims:
         try:

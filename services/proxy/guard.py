@@ -101,10 +101,10 @@ class Guard:
         if method == "POST":
             if claims.role not in IMAGE_WRITERS:
                 raise Refusal(403, "role", f"role {claims.role} may not store images")
-            raise Refusal(
-                405, "stow_closed",
-                "STOW-RS is refused until the ingest gate checks uploads; use GET or HEAD",
-            )
+            # nginx sends POSTs to the ingest gate (see decide_stow); one that arrives here
+            # was routed wrongly and is never forwarded to Orthanc.
+            raise Refusal(405, "stow_not_here",
+                          "STOW-RS is handled by the ingest gate, not by this route")
         raise Refusal(405, "method", f"method {method} is not allowed on DICOMweb")
 
     @staticmethod
@@ -138,3 +138,27 @@ class Guard:
             True, 200, "allowed", claims=claims, target=target,
             redirect=target.internal_uri(INTERNAL_LOCATION, self.wado_plugin),
         )
+
+    def decide_stow(self, raw_path: str, raw_query: str, authorization: str | None) -> Decision:
+        """nginx's ``auth_request`` before a STOW-RS body is read: token, role, scope.
+
+        Only ``POST /studies`` and ``POST /studies/{uid}`` store; only a bearer
+        token (never a signed URL) may; a study-scoped token only into its
+        studies. The ingest gate behind decides about each instance.
+        """
+        target: DicomWebTarget | None = None
+        claims: Claims | None = None
+        try:
+            target = parse(raw_path, raw_query)
+            if target.segments[0] != "studies" or len(target.segments) > 2:
+                raise Refusal(405, "method", "STOW-RS stores to /studies or /studies/{uid} only")
+            if target.token is not None:
+                raise Refusal(403, "signed_url_stow", "a signed URL may not store images")
+            claims = self.authenticate(authorization, None)
+            if claims.role not in IMAGE_WRITERS:
+                raise Refusal(403, "role", f"role {claims.role} may not store images")
+            if claims.studies is not None and target.study not in claims.studies:
+                raise Refusal(403, "scope", "the token does not cover this study")
+        except Refusal as refusal:
+            return Decision(False, refusal.status, refusal.reason, refusal.detail, claims, target)
+        return Decision(True, 200, "stow_authorized", claims=claims, target=target)

@@ -3,15 +3,18 @@
 ``POST /api/studies`` saves the files under ``$NEURONOVA_HOME/uploads/<job id>/``
 (copied in chunks, never whole in memory), expands zips there, adds a job and
 answers ``202 Accepted`` at once; the job runner (:mod:`services.api.jobs`)
-hands the folder to the bulk transcoder, which reads, transcodes, verifies and
-stores each instance in Orthanc. ``GET /api/jobs/{id}`` says how it went.
+hands the folder to the bulk transcoder, which passes each file through the
+ingest gate, then transcodes, verifies and stores it in Orthanc; files the
+gate refuses (or whose SOP Instance UID Orthanc holds as a different
+instance) are failures of the job, kept in the quarantine (route ``upload``,
+the admin as sender). ``GET /api/jobs/{id}`` says how it went.
 
 Zips are expanded with care: a member with an absolute path, a ``..`` part, a
 symbolic link or encryption refuses the whole upload (400); more files or more
 bytes (expanded) than ``NEURONOVA_UPLOAD_MAX_FILES`` / ``NEURONOVA_UPLOAD_MAX_BYTES``
 refuses it too (413), checked against the zip's directory before anything is
 written and again while writing. A zip inside a zip is stored as a file, not
-expanded (and is reported as not DICOM).
+expanded (the gate refuses it as ``not_dicom`` and it is quarantined).
 """
 
 from __future__ import annotations
