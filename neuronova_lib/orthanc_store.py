@@ -1,7 +1,7 @@
 """Orthanc's REST API as the platform's internal service account sees it.
 
-Platform tools (the demo loader, later the ingest gate and bulk transcoding)
-store and look up instances here; users never reach Orthanc directly.
+Platform tools (the demo loader, the ingest gate, bulk transcoding) store and
+look up instances here; users never reach Orthanc directly.
 """
 
 from __future__ import annotations
@@ -9,20 +9,53 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import json
+from urllib.parse import urlsplit
+
 import requests
+import urllib3
 
 from .config import Settings
 from .security.secret_store import orthanc_service_account
 
 
+class OrthancRefused(requests.HTTPError):
+    """Orthanc answered ``POST /instances`` with an error status (``status_code``)."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
 class OrthancStore:
-    """A keep-alive session to Orthanc with the service credentials."""
+    """A keep-alive session to Orthanc with the service credentials.
+
+    Storing goes through a bare urllib3 pool rather than the requests session:
+    ``POST /instances`` is the per-instance hot call of ingest and bulk
+    transcoding, and requests' layers cost about 0.6 ms of CPU a call more
+    (measured with 117 KB files), which on two cores is a fifth of Orthanc's
+    own work per instance.
+    """
 
     def __init__(self, base_url: str, username: str, password: str, timeout: float = 60.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
         self.session.auth = (username, password)
+        parts = urlsplit(self.base_url)
+        self._store_path = f"{parts.path}/instances"
+        self._store_headers = {
+            **urllib3.util.make_headers(basic_auth=f"{username}:{password}"),
+            "Content-Type": "application/dicom",
+        }
+        # A keep-alive connection Orthanc closed is retried once; storing is idempotent
+        # (the second POST answers AlreadyStored), so a retry after a lost answer is safe.
+        self._pool = urllib3.connection_from_url(
+            self.base_url, maxsize=4, block=False,
+            timeout=urllib3.Timeout(connect=min(timeout, 10.0), read=timeout),
+            retries=urllib3.Retry(total=1, connect=1, read=1, status=0, redirect=0,
+                                  allowed_methods=None, raise_on_status=False),
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "OrthancStore":
@@ -38,12 +71,22 @@ class OrthancStore:
         return response
 
     def store(self, data: bytes) -> dict[str, Any]:
-        """Store one Part 10 file; Orthanc answers ``Success`` or ``AlreadyStored``."""
-        response = self.session.post(
-            f"{self.base_url}/instances", data=data, timeout=self.timeout,
-            headers={"Content-Type": "application/dicom"},
-        )
-        return self._check(response, "the instance").json()
+        """Store one Part 10 file; Orthanc answers ``Success`` or ``AlreadyStored``.
+
+        Raises :class:`OrthancRefused` for an error status and
+        ``requests.ConnectionError`` when Orthanc cannot be reached, like the
+        session's calls do.
+        """
+        try:
+            response = self._pool.urlopen("POST", self._store_path, body=data,
+                                          headers=self._store_headers)
+        except urllib3.exceptions.HTTPError as exc:
+            raise requests.ConnectionError(f"Orthanc is unreachable: {exc}") from exc
+        if response.status >= 400:
+            text = response.data[:300].decode("utf-8", "replace")
+            raise OrthancRefused(
+                f"Orthanc refused the instance: HTTP {response.status}: {text}", response.status)
+        return dict(json.loads(response.data))
 
     def store_file(self, path: Path | str) -> dict[str, Any]:
         return self.store(Path(path).read_bytes())

@@ -149,12 +149,15 @@ def _worker_main(conn: Any, limits: Limits, memory_bytes: int, cpu_seconds: int,
         if not data:
             return
         _arm_cpu(cpu_seconds)
+        # The digest is taken here, beside the checks, so the caller's process spends no
+        # CPU on it (on a small machine the caller shares its cores with Orthanc).
+        sha = hashlib.sha256(data).hexdigest()
         result = _check_in_worker(data, limits, extra)
         del data
         try:
-            conn.send(result)
+            conn.send((sha, result))
         except MemoryError:
-            conn.send(("refused", "checker_out_of_memory", "the checker ran out of memory"))
+            conn.send((sha, ("refused", "checker_out_of_memory", "the checker ran out of memory")))
 
 
 # --------------------------------------------------------------------------- caller side
@@ -195,8 +198,8 @@ class _Worker:
         self.proc.join(2)
         self.kill()
 
-    def run(self, data: bytes, timeout: float) -> tuple:
-        """Return the worker's answer, or a refusal tuple when it died or timed out."""
+    def run(self, data: bytes, timeout: float) -> tuple[str | None, tuple]:
+        """``(sha256, answer)`` from the worker; ``(None, refusal)`` when it died or timed out."""
         deadline = time.monotonic() + timeout
         try:
             self.conn.send_bytes(data)
@@ -205,22 +208,23 @@ class _Worker:
             ready = True  # the recv below finds out
         if not ready:
             self.kill()
-            return ("refused", "checker_timeout",
-                    f"checking took longer than {timeout:g} s; the worker was killed")
+            return None, ("refused", "checker_timeout",
+                          f"checking took longer than {timeout:g} s; the worker was killed")
         try:
-            return self.conn.recv()
+            sha, answer = self.conn.recv()
+            return sha, answer
         except (EOFError, OSError):
             pass
         self.proc.join(5)
         code = self.proc.exitcode
         self.kill()
         if code == -signal.SIGXCPU:
-            return ("refused", "checker_timeout", "the checker ran past its CPU time limit")
+            return None, ("refused", "checker_timeout", "the checker ran past its CPU time limit")
         if code == -signal.SIGKILL:
-            return ("refused", "checker_out_of_memory",
-                    "the checker was killed (out of memory)")
+            return None, ("refused", "checker_out_of_memory",
+                          "the checker was killed (out of memory)")
         name = signal.Signals(-code).name if code is not None and code < 0 else code
-        return ("refused", "checker_crashed", f"the checker process died ({name})")
+        return None, ("refused", "checker_crashed", f"the checker process died ({name})")
 
 
 class Gate:
@@ -297,17 +301,18 @@ class Gate:
         """Check one file; never raises for anything the bytes contain."""
         started = time.monotonic()
         data = bytes(data)
-        sha = hashlib.sha256(data).hexdigest()
         try:
             check_preamble(data, self.limits)
         except Refusal as refusal:
-            return Verdict(False, refusal.reason, refusal.message, sha, len(data),
+            return Verdict(False, refusal.reason, refusal.message,
+                           hashlib.sha256(data).hexdigest(), len(data),
                            seconds=time.monotonic() - started)
         worker = self._acquire()
         try:
-            answer = worker.run(data, self.timeout)
+            remote_sha, answer = worker.run(data, self.timeout)
         finally:
             self._release(worker)
+        sha = remote_sha or hashlib.sha256(data).hexdigest()
         elapsed = time.monotonic() - started
         if answer[0] == "accepted":
             _, sop_class, sop, study, series, syntax = answer

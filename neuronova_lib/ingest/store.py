@@ -36,7 +36,7 @@ from typing import Any
 
 import requests
 
-from neuronova_lib.orthanc_store import OrthancStore
+from neuronova_lib.orthanc_store import OrthancRefused, OrthancStore
 
 from .conflict import same_instance
 from .quarantine import Quarantine
@@ -120,8 +120,8 @@ class Ingestor:
             try:
                 answer = self._store().store(data)
                 break
-            except requests.HTTPError as exc:
-                status = exc.response.status_code if exc.response is not None else 0
+            except OrthancRefused as exc:
+                status = exc.status_code
                 if status < 500:
                     outcome = self._refuse(
                         data, verdict, "orthanc_refused",

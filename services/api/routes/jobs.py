@@ -24,6 +24,9 @@ class JobFailure(BaseModel):
     reason: str | None
     message: str | None
     sop_instance_uid: str | None = None
+    quarantine_sha256: str | None = Field(
+        default=None, description="Where the refused file is kept: "
+        "GET /api/ingest/quarantine/{sha256}.")
 
 
 class JobView(BaseModel):
