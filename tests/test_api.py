@@ -11,14 +11,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import pwd
-import shutil
-import signal
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta

@@ -3,7 +3,6 @@ crashing and hanging checkers contained, quarantine kept private."""
 
 from __future__ import annotations
 
-import copy
 import io
 import os
 import stat
@@ -15,15 +14,12 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence
 
 from neuronova_lib.config import Settings
 from neuronova_lib.ingest import REASONS, Gate, Limits, Quarantine, Refusal, check_bytes
 from neuronova_lib.ingest.checks import scan_raw
-from neuronova_lib.transcode import transcode_to_htj2k
 
-from bad_inputs import (bad_inputs, dicom_bytes, mr, mr_htj2k, nested, raw_bytes,
-                        with_syntax)
+from bad_inputs import (bad_inputs, dicom_bytes, mr, mr_htj2k, nested, raw_bytes)
 
 CORPUS = Path(__file__).parent / "ingest_corpus"
 

@@ -25,14 +25,13 @@ from bad_inputs import bad_inputs, nested
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from neuronova_lib.config import REPO_ROOT, Settings, get_settings
-from neuronova_lib.db.engine import get_engine
+from neuronova_lib.config import REPO_ROOT, Settings
 from neuronova_lib.db.users import ensure_demo_users
 from neuronova_lib.ingest import REASONS, Limits, Quarantine, Refusal, check_bytes
 from services.api.app import create_app
 from services.api.quarantine_retention import RetentionSweeper
+from test_api import DEMO_PASSWORD, settings  # noqa: F401 - the same fresh data dir
 
-DEMO_PASSWORD = "demo-password-for-tests"
 BASE = "/api/ingest/quarantine"
 NEURONOVA = [sys.executable, "-m", "neuronova_lib.cli"]
 
@@ -62,22 +61,6 @@ def refuse(store: Quarantine, data: bytes, *, sender: str, route: str,
 
 
 # -- fixtures ------------------------------------------------------------------
-
-
-@pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    """A fresh data dir, read from the environment as the API and the CLI do."""
-    for name in list(os.environ):
-        if name.startswith("NEURONOVA_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("NEURONOVA_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("NEURONOVA_DEMO_PASSWORD", DEMO_PASSWORD)
-    get_settings.cache_clear()
-    current = get_settings()
-    assert current.quarantine_retention_days == 30
-    yield current
-    get_settings.cache_clear()
-    get_engine(current.sqlalchemy_url).dispose()
 
 
 @pytest.fixture
