@@ -43,14 +43,20 @@ class Answer:
         return json.loads(self.body)
 
 
-def send(platform: Any, method: str, target: str, headers: dict[str, str] | None = None,
-         body: bytes | None = None) -> Answer:
-    """One request with the target exactly as given (no client-side normalisation)."""
+def send(platform: Any, method: str, target: str,
+         headers: dict[str, str] | list[tuple[str, str]] | None = None,
+         body: bytes | None = None, port: int | None = None) -> Answer:
+    """One request with the target exactly as given (no client-side normalisation).
+
+    ``headers`` as a list of pairs may repeat a name; ``port`` reaches a service's own
+    port instead of nginx's.
+    """
     parts = urlsplit(platform.url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn = http.client.HTTPConnection(parts.hostname, port or parts.port, timeout=30)
+    pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
     try:
         conn.putrequest(method, target, skip_accept_encoding=True)
-        for name, value in (headers or {}).items():
+        for name, value in pairs:
             conn.putheader(name, value)
         if body is not None:
             conn.putheader("Content-Length", str(len(body)))
@@ -419,18 +425,13 @@ def test_client_cannot_send_its_own_redirect_header(platform: Any) -> None:
     assert b"ApiVersion" not in answer.body
 
 
+def _two_authorizations(platform: Any) -> list[tuple[str, str]]:
+    return [("Authorization", f"Bearer {platform.access_token('clinician')}"),
+            ("Authorization", "Bearer forged")]
+
+
 def test_two_authorization_headers_are_ambiguous(platform: Any) -> None:
-    parts = urlsplit(platform.url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-    try:
-        conn.putrequest("GET", "/api/pacs/dicom-web/studies")
-        conn.putheader("Authorization", f"Bearer {platform.access_token('clinician')}")
-        conn.putheader("Authorization", "Bearer forged")
-        conn.endheaders()
-        response = conn.getresponse()
-        answer = Answer(response.status, dict(response.getheaders()), response.read())
-    finally:
-        conn.close()
+    answer = send(platform, "GET", "/api/pacs/dicom-web/studies", _two_authorizations(platform))
     # nginx refuses a duplicate Authorization itself; the guard would too ("duplicate_header").
     record = assert_refused(platform, answer, 400)
     assert record["reason"] in ("bad_request", "duplicate_header")
@@ -511,19 +512,10 @@ def test_oversized_uri(platform: Any) -> None:
 
 def test_guard_itself_refuses_duplicate_authorization(platform: Any) -> None:
     """Defence in depth: a local process reaching the guard's port directly gets the same answer."""
-    conn = http.client.HTTPConnection("127.0.0.1", platform.settings.proxy_port, timeout=30)
-    try:
-        conn.putrequest("GET", "/api/pacs/dicom-web/studies")
-        conn.putheader("Authorization", f"Bearer {platform.access_token('clinician')}")
-        conn.putheader("Authorization", "Bearer forged")
-        conn.endheaders()
-        response = conn.getresponse()
-        status, body = response.status, response.read()
-        redirect = response.getheader("X-Accel-Redirect")
-    finally:
-        conn.close()
-    assert status == 400 and redirect is None
-    assert json.loads(body)["reason"] == "duplicate_header"
+    answer = send(platform, "GET", "/api/pacs/dicom-web/studies", _two_authorizations(platform),
+                  port=platform.settings.proxy_port)
+    assert answer.status == 400 and "x-accel-redirect" not in answer.headers
+    assert answer.json()["reason"] == "duplicate_header"
 
 
 def test_api_docs_work_offline(platform: Any) -> None:

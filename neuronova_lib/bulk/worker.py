@@ -197,23 +197,6 @@ class GateUnavailable(RuntimeError):
     does not start)."""
 
 
-class _GateSettings:
-    """The fields :class:`Gate` reads, from a :class:`WorkerConfig` (no caller settings)."""
-
-    def __init__(self, config: WorkerConfig) -> None:
-        limits = config.limits
-        self.ingest_max_bytes = limits.max_bytes
-        self.ingest_max_depth = limits.max_depth
-        self.ingest_max_elements = limits.max_elements
-        self.ingest_max_samples = limits.max_samples
-        self.ingest_decode_all_frames = limits.decode_all_frames
-        self.ingest_sop_classes = sorted(limits.sop_classes)
-        self.ingest_workers = 1  # parallelism comes from the Dask workers
-        self.ingest_timeout = config.ingest_timeout
-        self.ingest_cpu_seconds = config.ingest_cpu_seconds
-        self.ingest_memory_bytes = config.ingest_memory_bytes
-
-
 _gate_lock = threading.Lock()
 _gate: tuple[tuple[Any, ...], Gate] | None = None
 
@@ -241,7 +224,9 @@ def gate_for(config: WorkerConfig) -> Gate:
             raise GateUnavailable(f"this Dask worker process is daemonic: {DAEMON_HINT}")
         if _gate is not None:  # other limits: a new gate, the old one stopped
             _gate[1].close()
-        gate = Gate(_GateSettings(config))
+        gate = Gate.with_limits(  # one checker: parallelism comes from the Dask workers
+            config.limits, workers=1, timeout=config.ingest_timeout,
+            cpu_seconds=config.ingest_cpu_seconds, memory_bytes=config.ingest_memory_bytes)
         _gate = (key, gate)
         return gate
 

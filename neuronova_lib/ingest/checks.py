@@ -92,6 +92,11 @@ DEFAULT_SOP_CLASSES: frozenset[str] = frozenset({
 NON_IMAGE_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.481.3"})
 
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+
+
+def valid_uid(text: str) -> bool:
+    """Whether ``text`` is a DICOM UID (PS3.5 §9.1: digits and dots, no leading zeros, ≤ 64)."""
+    return 0 < len(text) <= 64 and _UID_RE.match(text) is not None
 _UNDEFINED = 0xFFFFFFFF
 _PIXEL_DATA = 0x7FE00010
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
@@ -393,7 +398,7 @@ def _uid(ds: Any, keyword: str) -> str:
     text = str(value) if value is not None else ""
     if not text:
         raise _refuse("bad_uid", f"{keyword} is missing")
-    if len(text) > 64 or not _UID_RE.match(text):
+    if not valid_uid(text):
         raise _refuse("bad_uid", f"{keyword} {text[:80]!r} is not a valid UID (<= 64 chars)")
     return text
 

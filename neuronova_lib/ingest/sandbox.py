@@ -42,7 +42,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .checks import _UID_RE, Limits, Refusal, check_dataset, check_preamble, parse, scan_raw
+from .checks import (Limits, Refusal, check_dataset, check_preamble, parse, scan_raw,
+                     valid_uid)
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def _identity(ds: Any) -> tuple[str | None, str | None, str | None]:
             text = str(ds.get(keyword, "") or "").strip("\x00 ") if ds is not None else ""
         except Exception:  # noqa: BLE001 - a broken element just means "unknown"
             text = ""
-        found.append(text if 0 < len(text) <= 64 and _UID_RE.match(text) else None)
+        found.append(text if valid_uid(text) else None)
     return found[0], found[1], found[2]
 
 
@@ -238,6 +239,9 @@ class Gate:
     extra_checks : sequence of callables, optional
         ``fn(dataset, data)`` run in the worker after the built-in checks;
         importable functions (they are pickled by name).
+
+    A process without the settings (a Dask worker) builds one with
+    :meth:`with_limits` from values it was sent.
     """
 
     def __init__(self, settings: Any = None, *, extra_checks: Iterable[ExtraCheck] = ()) -> None:
@@ -245,11 +249,26 @@ class Gate:
             from neuronova_lib.config import get_settings
 
             settings = get_settings()
-        self.limits = Limits.from_settings(settings)
-        self.timeout = float(settings.ingest_timeout)
-        self.size = int(settings.ingest_workers)
-        self._args = (self.limits, int(settings.ingest_memory_bytes),
-                      int(settings.ingest_cpu_seconds), tuple(extra_checks))
+        self._setup(Limits.from_settings(settings), workers=int(settings.ingest_workers),
+                    timeout=float(settings.ingest_timeout),
+                    cpu_seconds=int(settings.ingest_cpu_seconds),
+                    memory_bytes=int(settings.ingest_memory_bytes), extra_checks=extra_checks)
+
+    @classmethod
+    def with_limits(cls, limits: Limits, *, workers: int, timeout: float, cpu_seconds: int,
+                    memory_bytes: int, extra_checks: Iterable[ExtraCheck] = ()) -> "Gate":
+        """A gate from explicit limits: ``workers`` checker processes, per-file budgets."""
+        gate = cls.__new__(cls)
+        gate._setup(limits, workers=workers, timeout=timeout, cpu_seconds=cpu_seconds,
+                    memory_bytes=memory_bytes, extra_checks=extra_checks)
+        return gate
+
+    def _setup(self, limits: Limits, *, workers: int, timeout: float, cpu_seconds: int,
+               memory_bytes: int, extra_checks: Iterable[ExtraCheck]) -> None:
+        self.limits = limits
+        self.timeout = float(timeout)
+        self.size = int(workers)
+        self._args = (limits, int(memory_bytes), int(cpu_seconds), tuple(extra_checks))
         self._ctx = multiprocessing.get_context("spawn")
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._all: list[_Worker] = []

@@ -61,6 +61,13 @@ class Outcome:
     quarantined: bool = False
     attempts: int = 0
 
+    @classmethod
+    def of(cls, verdict: Verdict, stored: bool, reason: str | None, message: str,
+           **extra: Any) -> "Outcome":
+        """An outcome for the file the gate judged in ``verdict`` (its digest and UIDs)."""
+        return cls(stored, reason, message, verdict.sha256, verdict.size, verdict.sop_class_uid,
+                   verdict.sop_instance_uid, verdict.study_uid, verdict.series_uid, **extra)
+
 
 class Ingestor:
     """Gate, quarantine and Orthanc for one data dir.
@@ -105,11 +112,9 @@ class Ingestor:
 
     # ------------------------------------------------------------------ steps
     def _refuse(self, data: bytes, verdict: Verdict, reason: str, message: str,
-                sender: str | None, route: str) -> Outcome:
+                sender: str | None, route: str, **extra: Any) -> Outcome:
         self.quarantine.put(data, reason, message, sender=sender, route=route)
-        return Outcome(False, reason, message, verdict.sha256, verdict.size,
-                       verdict.sop_class_uid, verdict.sop_instance_uid, verdict.study_uid,
-                       verdict.series_uid, quarantined=True)
+        return Outcome.of(verdict, False, reason, message, quarantined=True, **extra)
 
     def _put(self, data: bytes, verdict: Verdict, sender: str | None, route: str) -> Outcome:
         deadline = time.monotonic() + self.wait
@@ -123,22 +128,19 @@ class Ingestor:
             except OrthancRefused as exc:
                 status = exc.status_code
                 if status < 500:
-                    outcome = self._refuse(
+                    return self._refuse(
                         data, verdict, "orthanc_refused",
                         f"Orthanc refused the file (HTTP {status}) although the gate accepted "
-                        "it; it is kept in quarantine for a look", sender, route)
-                    outcome.attempts = attempts
-                    return outcome
+                        "it; it is kept in quarantine for a look", sender, route,
+                        attempts=attempts)
                 last_error = f"HTTP {status}"
             except requests.RequestException as exc:  # down, restarting, reset mid-request
                 last_error = type(exc).__name__
             if time.monotonic() + pause > deadline:
-                return Outcome(
-                    False, "orthanc_unavailable",
+                return Outcome.of(
+                    verdict, False, "orthanc_unavailable",
                     f"Orthanc did not answer for {self.wait:g} s ({last_error}); the instance "
-                    "was not stored: send it again", verdict.sha256, verdict.size,
-                    verdict.sop_class_uid, verdict.sop_instance_uid, verdict.study_uid,
-                    verdict.series_uid, attempts=attempts)
+                    "was not stored: send it again", attempts=attempts)
             time.sleep(pause)
             pause = min(pause * 2, 2.0)
         orthanc_id = str(answer.get("ID"))
@@ -148,21 +150,17 @@ class Ingestor:
             try:
                 held = self._store().instance_file(orthanc_id)
             except requests.RequestException as exc:
-                return Outcome(
-                    False, "orthanc_unavailable",
+                return Outcome.of(
+                    verdict, False, "orthanc_unavailable",
                     f"Orthanc stored the instance but could not show it back ({exc}); send it "
-                    "again to have it checked", verdict.sha256, verdict.size,
-                    verdict.sop_class_uid, verdict.sop_instance_uid, verdict.study_uid,
-                    verdict.series_uid, orthanc_id, attempts=attempts)
+                    "again to have it checked", orthanc_id=orthanc_id, attempts=attempts)
             if held is None or not same_instance(held, data):
-                outcome = self._refuse(
+                return self._refuse(
                     data, verdict, "sop_instance_conflict",
                     f"Orthanc already holds a different file as SOP Instance UID "
                     f"{verdict.sop_instance_uid}; the stored one is kept. Give the new one its "
-                    "own UID, or delete the stored instance first", sender, route)
-                outcome.orthanc_id, outcome.attempts = orthanc_id, attempts
-                return outcome
-        return Outcome(True, None, "stored" if not already else "already stored (same instance)",
-                       verdict.sha256, verdict.size, verdict.sop_class_uid,
-                       verdict.sop_instance_uid, verdict.study_uid, verdict.series_uid,
-                       orthanc_id, duplicate=already, attempts=attempts)
+                    "own UID, or delete the stored instance first", sender, route,
+                    orthanc_id=orthanc_id, attempts=attempts)
+        return Outcome.of(verdict, True, None,
+                          "already stored (same instance)" if already else "stored",
+                          orthanc_id=orthanc_id, duplicate=already, attempts=attempts)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import re
 from collections import Counter
 from typing import Annotated
 
@@ -32,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from neuronova_lib.db.models import User
+from neuronova_lib.ingest.checks import valid_uid
 from neuronova_lib.ingest.store import Ingestor, Outcome
 from neuronova_lib.ingest.stow import stow_response
 from neuronova_lib.security.roles import IMAGE_WRITERS
@@ -45,7 +45,6 @@ router = APIRouter(prefix="/pacs/dicom-web", tags=["dicomweb"])
 
 Writer = Annotated[User, Depends(require_roles(*IMAGE_WRITERS))]
 
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 #: Bytes of ``Warning`` headers in one answer (nginx's proxy buffer holds all headers).
 _WARNING_BUDGET = 2048
 _DICOM_JSON = "application/dicom+json"
@@ -163,7 +162,7 @@ async def _audit(request: Request, user: User, *, decision: str, status_code: in
 async def _stow(request: Request, user: User, settings: SettingsDep,
                 study: str | None) -> JSONResponse:
     try:
-        if study is not None and (len(study) > 64 or not _UID.match(study)):
+        if study is not None and not valid_uid(study):
             raise _Refused(status.HTTP_400_BAD_REQUEST, "bad_uid",
                            "the study in the URL is not a valid UID")
         outcomes = await _ingest_stream(request, user, settings, study)
