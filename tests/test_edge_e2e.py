@@ -346,3 +346,41 @@ def test_the_refusal_routes_are_not_reachable_from_outside(edge: Edge) -> None:
                               timeout=10)
         assert answer.status_code == 404
         assert _audit_row(edge, answer.headers["X-Request-ID"])["reason"] == "internal_or_unknown"
+
+
+# -- NEURONOVA_PUBLIC_URL ----------------------------------------------------------
+
+def test_public_url_starts_signed_urls_and_stow_retrieve_urls(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Behind TLS or another proxy: what users get starts with the public URL; the
+    platform's own probes keep using the local address (it starts at all)."""
+    from bad_inputs import good_mr
+
+    from neuronova_lib.wado import multipart_body
+
+    public = "https://pacs.example.org/neuronova"
+    monkeypatch.setenv("NEURONOVA_PUBLIC_URL", public + "/")
+    with local_platform(tmp_path / "home") as local:
+        assert local.settings.public_url == public
+        tokens = token_service(local.settings)
+        admin, _ = tokens.mint("admin", "admin", "access", 300)
+        body, content_type = multipart_body([(good_mr(901), None)], "application/dicom")
+        stored = requests.post(f"{local.url}{PREFIX}/studies", data=body, timeout=120, headers={
+            "Authorization": f"Bearer {admin}", "Content-Type": content_type,
+            "Accept": "application/dicom+json"})
+        assert stored.status_code == 200, stored.text
+        answer = stored.json()
+        study_url = answer["00081190"]["Value"][0]
+        instance_url = answer["00081199"]["Value"][0]["00081190"]["Value"][0]
+        assert study_url.startswith(f"{public}{PREFIX}/studies/")
+        assert instance_url.startswith(f"{public}{PREFIX}/studies/")
+        study = study_url.rsplit("/", 1)[1]
+
+        signed = requests.post(f"{local.url}/api/pacs/sign", json={"study_uid": study},
+                               headers={"Authorization": f"Bearer {admin}"}, timeout=10)
+        assert signed.status_code == 200, signed.text
+        assert signed.json()["url"].startswith(f"{public}{PREFIX}/studies/{study}?token=")
+        # The signed URL works once its public part is swapped for the local address.
+        local_twin = signed.json()["url"].replace(public, local.url)
+        assert requests.get(local_twin.replace("?", "/metadata?"), timeout=30).status_code == 200
+
