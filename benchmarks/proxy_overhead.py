@@ -275,7 +275,7 @@ def make_targets(settings: Settings, streaming_port: int, token: str,
     return {
         "orthanc_direct": Target("orthanc_direct", settings.orthanc_url, orthanc_root,
                                  f"Basic {basic}"),
-        "nginx_guard": Target("nginx_guard", settings.public_url, PREFIX, bearer),
+        "nginx_guard": Target("nginx_guard", settings.local_url, PREFIX, bearer),
         "python_streaming": Target("python_streaming", f"http://127.0.0.1:{streaming_port}",
                                    PREFIX, bearer),
         "guard_alone": Target("guard_alone", guard_url, PREFIX, bearer, serves_bytes=False),

@@ -10,7 +10,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The checkout this library runs from; the stack finds ``nginx/`` and ``orthanc/`` here.
@@ -62,6 +64,29 @@ class Settings(BaseSettings):
     )
     api_rate: str = Field(default="20r/s", description="nginx limit_req rate on /api/.")
     api_burst: int = Field(default=40, description="nginx limit_req burst on /api/.")
+    public_url: str = Field(
+        default="",
+        description="The platform's address as users reach it (scheme, host, port, path "
+        "prefix), e.g. https://pacs.example.org/neuronova behind TLS or another proxy: signed "
+        "URLs and STOW-RS RetrieveURLs start with it. Unset: http://HOST:PORT (nginx).",
+    )
+    token_concurrency: int = Field(
+        default=32, ge=1,
+        description="Most DICOMweb requests one token may have in flight (nginx limit_conn); "
+        "more are answered 429 with Retry-After. Viewers open 6-16 at a time.",
+    )
+    retry_after: int = Field(
+        default=1, ge=1, description="Retry-After (s) on nginx's 429 (rate and concurrency)."
+    )
+    retrieve_max_instances: int = Field(
+        default=2000, ge=1,
+        description="Most instances one WADO-RS study or series retrieve may return; larger "
+        "ones are refused (413) with a hint to retrieve per series or per instance.",
+    )
+    retrieve_max_bytes: int = Field(
+        default=512 * 1024**2, ge=1024**2,
+        description="Most stored bytes one WADO-RS study or series retrieve may return.",
+    )
     max_body_size: str = Field(default="512m", description="Largest upload nginx accepts.")
     demo_cases: int = Field(default=2, ge=0, description="Demo studies `up` loads.")
     demo_htj2k: bool = Field(
@@ -131,6 +156,26 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="Days refused files stay in quarantine before purge."
     )
 
+    @model_validator(mode="after")
+    def _public_url(self) -> "Settings":
+        """Default to the local nginx address; a set one must be an absolute http(s) URL."""
+        if not self.public_url:
+            self.public_url = self.local_url
+            return self
+        parts = urlsplit(self.public_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"NEURONOVA_PUBLIC_URL={self.public_url!r}: give an absolute http:// or "
+                "https:// URL, e.g. https://pacs.example.org/neuronova"
+            )
+        if parts.query or parts.fragment or "?" in self.public_url or "#" in self.public_url:
+            raise ValueError(
+                f"NEURONOVA_PUBLIC_URL={self.public_url!r}: no query or fragment; "
+                "signed URLs append their own query"
+            )
+        self.public_url = self.public_url.rstrip("/")
+        return self
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
@@ -162,7 +207,8 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{self.home / 'neuronova.db'}"
 
     @property
-    def public_url(self) -> str:
+    def local_url(self) -> str:
+        """nginx as this machine reaches it: health probes and tests, never shown to users."""
         return f"http://{self.host}:{self.port}"
 
     @property

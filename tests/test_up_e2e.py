@@ -95,7 +95,7 @@ def test_up_serves_demo_data_and_stops_cleanly(tmp_path: Path) -> None:
 
         status = subprocess.run([*NEURONOVA, "status"], env=env, capture_output=True, text=True)
         assert status.returncode == 0, status.stdout + status.stderr
-        assert status.stdout.count("healthy") == 4
+        assert status.stdout.count("healthy") == 5  # orthanc, proxy, api, nginx-log, nginx
     finally:
         if up.poll() is None:
             up.send_signal(signal.SIGINT)  # what Ctrl-C sends

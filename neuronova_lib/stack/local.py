@@ -34,7 +34,7 @@ class LocalPlatform:
 
     @property
     def url(self) -> str:
-        return self.settings.public_url
+        return self.settings.local_url
 
 
 def local_settings(home: Path, **overrides: object) -> Settings:

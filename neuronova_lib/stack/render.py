@@ -16,6 +16,7 @@ import jinja2
 
 from ..config import REPO_ROOT, Settings
 from ..security.secret_store import ensure_private_dir, orthanc_service_account
+from .nginx_log import check_socket_path
 
 ORTHANC_PLUGIN_DIR = Path("/usr/share/orthanc/plugins")
 
@@ -82,6 +83,8 @@ def render_orthanc(settings: Settings) -> Path:
         wado_plugin=str(REPO_ROOT / "orthanc" / "plugins" / "neuronova_wado.py")
         if settings.orthanc_wado_plugin else None,
         python_path=orthanc_python_path() if settings.orthanc_wado_plugin else [],
+        retrieve_max_instances=settings.retrieve_max_instances,
+        retrieve_max_bytes=settings.retrieve_max_bytes,
     )
     return _write_private(settings.run_dir / "orthanc.json", text)
 
@@ -94,6 +97,11 @@ def _nginx_user() -> str | None:
     import pwd
 
     return f"{pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name}"
+
+
+def nginx_log_socket(settings: Settings) -> Path:
+    """Where nginx sends its error log (see :mod:`neuronova_lib.stack.nginx_log`)."""
+    return check_socket_path(settings.run_dir / "nginx-log.sock")
 
 
 def render_nginx(settings: Settings) -> Path:
@@ -117,5 +125,8 @@ def render_nginx(settings: Settings) -> Path:
         api_rate=settings.api_rate,
         api_burst=settings.api_burst,
         max_body_size=settings.max_body_size,
+        log_socket=str(nginx_log_socket(settings)),
+        token_concurrency=settings.token_concurrency,
+        retry_after=settings.retry_after,
     )
     return _write_private(settings.run_dir / "nginx.conf", text)

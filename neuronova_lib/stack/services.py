@@ -11,7 +11,7 @@ import requests
 
 from ..config import REPO_ROOT, Settings
 from ..security.secret_store import orthanc_service_account
-from .render import render_nginx, render_orthanc
+from .render import nginx_log_socket, render_nginx, render_orthanc
 from .supervisor import Service
 
 PROBE_TIMEOUT = 2.0
@@ -92,14 +92,30 @@ def api_service(settings: Settings) -> Service:
                             settings.api_port, "/api/health", "NEURONOVA_API_PORT")
 
 
+def nginx_log_service(settings: Settings) -> Service:
+    """Writes nginx's error log with token material removed (see ``nginx_log``)."""
+    sock = nginx_log_socket(settings)
+    return Service(
+        name="nginx-log",
+        argv=[sys.executable, "-m", "neuronova_lib.stack.nginx_log", str(sock),
+              str(settings.log_dir / "nginx-error.log")],
+        cwd=REPO_ROOT,
+        prepare=lambda: sock.unlink(missing_ok=True),
+        health=sock.exists,
+    )
+
+
 def nginx_service(settings: Settings) -> Service:
     config = settings.run_dir / "nginx.conf"
     return Service(
         name="nginx",
+        # -e: nginx keeps its start-up log open beside the configured one and copies every
+        # [error] line (with the request line as sent) there. Start-up errors still reach
+        # stderr, which the supervisor keeps in logs/nginx.log; see nginx_log for the rest.
         argv=[_binary("nginx"), "-c", str(config), "-p", str(settings.run_dir),
-              "-e", str(settings.log_dir / "nginx-error.log")],
+              "-e", "/dev/null"],
         prepare=lambda: render_nginx(settings),
-        health=lambda: _ok(f"{settings.public_url}/healthz"),
+        health=lambda: _ok(f"{settings.local_url}/healthz"),
         ports=[(settings.host, settings.port, "NEURONOVA_PORT")],
     )
 
@@ -107,4 +123,4 @@ def nginx_service(settings: Settings) -> Service:
 def platform_services(settings: Settings) -> list[Service]:
     """Start order: the store first, the gateway last (so users never see half a platform)."""
     return [orthanc_service(settings), proxy_service(settings), api_service(settings),
-            nginx_service(settings)]
+            nginx_log_service(settings), nginx_service(settings)]

@@ -45,6 +45,9 @@ import pydicom  # noqa: E402
 from neuronova_lib import htj2k, rendering, wado  # noqa: E402
 
 PREFIX = "/neuronova/dicom-web"
+# A retrieve is answered from memory (AnswerBuffer): bound what one request may ask for.
+_RETRIEVE_MAX_INSTANCES = int(_CONFIG.get("RetrieveMaxInstances", 2000))
+_RETRIEVE_MAX_BYTES = int(_CONFIG.get("RetrieveMaxBytes", 512 * 1024**2))
 _UID = r"([0-9]+(?:\.[0-9]+)*)"
 _INSTANCE = f"{PREFIX}/studies/{_UID}/series/{_UID}/instances/{_UID}"
 
@@ -235,8 +238,30 @@ def rendered(output, uri, **request):
     output.AnswerBuffer(body, media)
 
 
+class _TooLarge(ValueError):
+    """A study or series retrieve over the configured bounds (HTTP 413)."""
+
+
+def _check_retrieve_size(parent, study, series):
+    """Refuse before reading anything when a retrieve would exceed the bounds."""
+    stats = _get_json(f"{parent}/statistics")
+    count, size = int(stats.get("CountInstances", 0)), int(stats.get("DiskSize", 0))
+    if count <= _RETRIEVE_MAX_INSTANCES and size <= _RETRIEVE_MAX_BYTES:
+        return
+    what = f"study {study}" if series is None else f"series {series}"
+    hint = ("retrieve it one series at a time: GET .../studies/{study}/series/{series}"
+            if series is None else
+            "retrieve it one instance at a time: GET .../series/{series}/instances/{sop}")
+    raise _TooLarge(
+        f"{what} holds {count} instances ({size / 1024**2:.0f} MiB stored); one retrieve "
+        f"returns at most {_RETRIEVE_MAX_INSTANCES} instances and "
+        f"{_RETRIEVE_MAX_BYTES / 1024**2:.0f} MiB (NEURONOVA_RETRIEVE_MAX_INSTANCES, "
+        f"NEURONOVA_RETRIEVE_MAX_BYTES): {hint}"
+    )
+
+
 def _sop_uids(study, series):
-    """SOP Instance UIDs of a study or one of its series, in Orthanc's order."""
+    """SOP Instance UIDs of a study or one of its series, in Orthanc's order (size checked)."""
     try:
         if series is None:
             parent = f"/studies/{orthanc.LookupStudy(study)}"
@@ -250,6 +275,7 @@ def _sop_uids(study, series):
         raise
     except Exception:
         raise _NotFound(f"no study {study}" if series is None else f"no series {series}") from None
+    _check_retrieve_size(parent, study, series)
     return [item["MainDicomTags"]["SOPInstanceUID"] for item in _get_json(f"{parent}/instances")]
 
 
@@ -278,6 +304,9 @@ def retrieve(output, uri, **request):
         chosen = [wado.choose_syntax(accept, info.syntax, "application/dicom") for info in infos]
     except LookupError as exc:
         _send_error(output, 404, str(exc))
+        return
+    except _TooLarge as exc:
+        _send_error(output, 413, str(exc))
         return
     except wado.NotAcceptable as exc:
         _send_error(output, 406, str(exc))

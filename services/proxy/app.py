@@ -10,6 +10,7 @@ Python, moves the image bytes. Every decision is audited before it is answered.
 Run: ``uvicorn --factory services.proxy.app:create_app``.
 """
 
+import hashlib
 import json
 import logging
 import time
@@ -24,7 +25,9 @@ from starlette.routing import Route
 from neuronova_lib.config import Settings, get_settings
 from neuronova_lib.db.audit import AuditWriter
 from neuronova_lib.db.engine import get_engine
+from neuronova_lib.nginx_refusals import nginx_refusal
 from neuronova_lib.security.tokens import Claims, token_service
+
 
 from .guard import Decision, Guard
 from .paths import PREFIX, Refusal, check_uid
@@ -43,6 +46,15 @@ def _client(request: Request) -> str | None:
 
 def _audit_path(raw: str) -> str:
     return raw[:512].encode("unicode_escape").decode("ascii")
+
+
+def limit_key(claims: Claims) -> bytes:
+    """nginx's per-token concurrency key: a digest of the verified token's jti.
+
+    Every spelling of one token gives the same key, and no token material
+    reaches nginx's memory.
+    """
+    return hashlib.blake2b(claims.jti.encode(), digest_size=12).hexdigest().encode()
 
 
 def _deny_response(decision: Decision) -> Response:
@@ -135,23 +147,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if not decision.allow:
                 await _deny_response(decision)(scope, receive, send)
                 return
-            assert decision.redirect is not None
+            assert decision.redirect is not None and decision.claims is not None
             await send({"type": "http.response.start", "status": 200, "headers": [
                 (b"x-accel-redirect", decision.redirect.encode("latin-1")),
+                (b"x-neuronova-limit", limit_key(decision.claims)),
                 (b"cache-control", b"private, no-store"),
                 (b"content-length", b"0"),
             ]})
             await send({"type": "http.response.body", "body": b""})
 
     async def refused_by_nginx(request: Request) -> Response:
-        """nginx's own refusals (internal location, oversized request) are audited here."""
+        """nginx's own refusals are audited here: bad or oversized requests, limits (429),
+        services down or too slow (502-504)."""
         status = int(request.headers.get("x-refused-status", "400") or 400)
         original = request.headers.get("x-original-uri", "")[:_HEADER_LIMIT]
-        reason = request.headers.get("x-refused-reason") or {
-            404: "internal_or_unknown", 413: "body_too_large", 414: "uri_too_long",
-            494: "headers_too_large", 400: "bad_request"}.get(status, "nginx_refused")
-        decision = Decision(False, status, reason, "refused by nginx before the guard")
-        await audit(request, decision, request.headers.get("x-original-method", "?"), original)
+        reason, detail = nginx_refusal(status, request.headers.get("x-refused-reason"),
+                                       request.headers.get("x-refused-upstream"), settings)
+        decision = Decision(False, status, reason, detail)
+        # The URI may hold a signed URL's token: the audit keeps the path only.
+        await audit(request, decision, request.headers.get("x-original-method", "?"),
+                    original.partition("?")[0])
         return Response(
             json.dumps({"detail": "request refused", "reason": reason}),
             status_code=status, media_type="application/json",

@@ -145,6 +145,9 @@ def _parse_segments(path: str) -> tuple[str, list[str], str | None]:
     if tail[0] == "frames" and len(tail) in (2, 3):
         if not _FRAMES.fullmatch(tail[1]):
             raise Refusal(400, "bad_frames", "frame list must be numbers from 1, comma-separated")
+        numbers = tail[1].split(",")
+        if len(set(numbers)) != len(numbers):  # one frame asked many times: work for nothing
+            raise Refusal(400, "repeated_frames", "the frame list names a frame more than once")
         if len(tail) == 3 and tail[2] != "rendered":
             raise Refusal(404, "unknown_route", f"no frame resource {tail[2]!r}")
         return ("rendered" if len(tail) == 3 else "frames"), segs, study
