@@ -28,13 +28,18 @@ def normalise_url(url: str) -> str:
 
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
-    """One engine per URL per process (engines pool connections; make few)."""
+    """One engine per URL per process (engines pool connections; make few).
+
+    ``hide_parameters``: a failed statement's message names no values, so an audit
+    row's token id or a user's data never reaches a log through an error.
+    """
     url = normalise_url(url)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        engine = create_engine(url, connect_args={"check_same_thread": False},
+                               hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
 def session_factory(url: str) -> sessionmaker[Session]:
