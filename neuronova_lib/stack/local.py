@@ -45,7 +45,7 @@ def local_settings(home: Path, **overrides: object) -> Settings:
         "api_port": free_port(),
         "proxy_port": free_port(),
         "orthanc_port": free_port(),
-        "orthanc_dicom_port": free_port(),
+        "dicom_port": free_port(),
         "demo_password": "demo-" + os.urandom(6).hex(),
         # Tests send bursts from one address; keep rate limiting on, but roomy.
         "api_rate": "200r/s",
