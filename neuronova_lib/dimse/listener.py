@@ -52,7 +52,7 @@ from pydicom.uid import (
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
-    JPEGLosslessP14,
+    JPEGLossless,
     JPEGLosslessSV1,
     JPEGLSLossless,
     JPEGLSNearLossless,
@@ -76,7 +76,7 @@ SERVICE = "dicom"
 #: gate can decode, and HTJ2K.
 TRANSFER_SYNTAXES: tuple[str, ...] = (
     ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian, JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLosslessP14,
+    ExplicitVRBigEndian, JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless,
     JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless, JPEG2000Lossless, JPEG2000,
     RLELossless, HTJ2KLossless, HTJ2KLosslessRPCL, HTJ2K,
 )
@@ -173,6 +173,10 @@ class Listener:
                          client=address[:64])
         finally:
             assoc.acse.send_reject(*reject)
+            # As pynetdicom's own rejections do: let the DUL send the A-ASSOCIATE-RJ before
+            # the association thread closes the socket (else the peer sees an abort).
+            evt.trigger(assoc, evt.EVT_REJECTED, {})
+            assoc.kill()
 
     def _on_echo(self, event: Any) -> int:
         return SUCCESS
