@@ -144,11 +144,17 @@ class Settings(BaseSettings):
 
     audit_repeat_window: float = Field(
         default=60.0, ge=0,
-        description="Seconds within which repeated refusals (same service, user, client, "
-        "reason, status, kind of path) share one audit row with a count; 0: a row each.",
+        description="Window in which repeated refusals of one kind (service, user, client, "
+        "reason, status, kind of path) beyond the burst share one audit row with a count; "
+        "0: a row each.",
+    )
+    audit_repeat_burst: int = Field(
+        default=10, ge=0,
+        description="Refusals of one kind in a window written as rows of their own before "
+        "the rest are counted in one row.",
     )
     audit_repeat_kinds: int = Field(
-        default=32, ge=1,
+        default=16, ge=1,
         description="Kinds of refusal one client may have as rows of their own in one window; "
         "beyond, its refusals are counted in one 'refusals_suppressed' row.",
     )

@@ -83,7 +83,7 @@ def _flood(writer: AuditWriter, records: list[dict[str, object]]) -> None:
 def test_repeated_refusals_fold_into_one_row_whose_count_adds_up(tmp_path: Path) -> None:
     engine = get_engine(f"sqlite:///{tmp_path / 'audit.db'}")
     Base.metadata.create_all(engine)
-    writer = AuditWriter(engine, repeat_window=60, repeat_kinds=4)
+    writer = AuditWriter(engine, repeat_window=60, repeat_kinds=4, repeat_burst=3)
     study = "1.2.3.4"
     floods = [{**DENY, "path": f"/api/pacs/dicom-web/studies/{study}/series/1.{i}",
                "study": study} for i in range(1500)]
@@ -96,9 +96,10 @@ def test_repeated_refusals_fold_into_one_row_whose_count_adds_up(tmp_path: Path)
 
     rows = _rows(engine)
     denied = [r for r in rows if r["decision"] == "deny"]
-    assert len(denied) == 1
-    (row,) = denied
-    assert row["repeat_count"] == 1505 and row["reason"] == "invalid_token"
+    # The first three are rows of their own (burst), one row counts the rest.
+    assert [r["repeat_count"] for r in denied] == [1, 1, 1, 1502]
+    row = denied[-1]
+    assert row["reason"] == "invalid_token"
     assert row["study"] == study and row["last_time"] is not None
     assert row["last_time"] >= row["time"]
     # Every allowed request is a row of its own.
@@ -108,7 +109,7 @@ def test_repeated_refusals_fold_into_one_row_whose_count_adds_up(tmp_path: Path)
 def test_a_client_varying_its_refusals_is_bounded_by_kinds(tmp_path: Path) -> None:
     engine = get_engine(f"sqlite:///{tmp_path / 'audit.db'}")
     Base.metadata.create_all(engine)
-    writer = AuditWriter(engine, repeat_window=60, repeat_kinds=4)
+    writer = AuditWriter(engine, repeat_window=60, repeat_kinds=4, repeat_burst=0)
     records = [{**DENY, "path": f"/api/pacs/dicom-web/x{i}", "study": f"1.2.{i}"}
                for i in range(400)]
     records += [{**DENY, "client": "10.0.0.10", "path": "/api/pacs/dicom-web/studies"}] * 7
@@ -132,14 +133,15 @@ def test_a_new_window_opens_a_new_row_and_studies_that_differ_are_cleared(
         tmp_path: Path) -> None:
     engine = get_engine(f"sqlite:///{tmp_path / 'audit.db'}")
     Base.metadata.create_all(engine)
-    writer = AuditWriter(engine, repeat_window=60)
+    writer = AuditWriter(engine, repeat_window=60, repeat_burst=1)
     start = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
     for second, study in [(0, "1.2.1"), (10, "1.2.1"), (59, "1.2.2"), (61, "1.2.3"),
                           (62, "1.2.3")]:
         writer.record_sync(**DENY, path="/api/pacs/dicom-web/studies", study=study,
                            time=start + timedelta(seconds=second))
     rows = _rows(engine)
-    assert [(r["repeat_count"], r["study"]) for r in rows] == [(3, None), (2, "1.2.3")]
+    assert [(r["repeat_count"], r["study"]) for r in rows] == \
+        [(1, "1.2.1"), (2, None), (1, "1.2.3"), (1, "1.2.3")]
 
 
 def test_window_zero_writes_every_refusal(tmp_path: Path) -> None:
@@ -153,7 +155,7 @@ def test_window_zero_writes_every_refusal(tmp_path: Path) -> None:
 def test_a_failed_batch_counts_nothing_then_the_next_one_counts_again(tmp_path: Path) -> None:
     engine = get_engine(f"sqlite:///{tmp_path / 'audit.db'}")
     Base.metadata.create_all(engine)
-    writer = AuditWriter(engine, repeat_window=60)
+    writer = AuditWriter(engine, repeat_window=60, repeat_burst=0)
     writer.record_sync(**DENY, path="/x")
     with engine.begin() as conn:  # type: ignore[attr-defined]
         conn.execute(text("create trigger no_update before update on audit "

@@ -10,23 +10,26 @@ Repeated refusals are folded, so that a flood of refused requests (a bad
 token sent in a loop, a scanner probing paths) cannot grow the table without
 bound:
 
-* A refusal (``decision="deny"``) is keyed by service, user, client, reason,
-  status, method and *kind of path* (:func:`path_class`: UID-like segments
-  become ``*``). The first refusal of a key opens a row; the next ones within
-  ``NEURONOVA_AUDIT_REPEAT_WINDOW`` seconds of it add to that row's
-  ``repeat_count`` and move its ``last_time`` (one ``UPDATE`` per key and
-  batch), inside the same group commit: each refused request is still counted
-  durably before it is answered. ``time`` stays the first one's; the study is
-  kept while every folded refusal names the same one, else cleared.
-* One client may open at most ``NEURONOVA_AUDIT_REPEAT_KINDS`` keys in a
-  window; its further refusals, whatever their kind, are counted in one row
-  with reason ``refusals_suppressed`` and path ``*``.
+* A refusal (``decision="deny"``) is of a *kind*: service, user, client,
+  reason, status, method and kind of path (:func:`path_class`: UID-like
+  segments become ``*``). Within ``NEURONOVA_AUDIT_REPEAT_WINDOW`` seconds of
+  the first refusal of a kind, the first ``NEURONOVA_AUDIT_REPEAT_BURST`` are
+  rows of their own, as any decision (with their request ids); the next one
+  opens a *counting row* and every further one adds to its ``repeat_count``
+  and moves its ``last_time`` (one ``UPDATE`` per kind and batch), inside the
+  same group commit: each refused request is still counted durably before it
+  is answered. The counting row's ``time`` is the first refusal it counts; it
+  keeps the study while every refusal it counts names the same one.
+* One client may have at most ``NEURONOVA_AUDIT_REPEAT_KINDS`` kinds in a
+  window; its refusals of further kinds are all counted in one row with
+  reason ``refusals_suppressed`` and path ``*``.
 * Allowed decisions are never folded: each stays a row, so "who read this
   study, when" stays answerable.
 
-So a window holds at most ``kinds + 1`` refusal rows per client and service,
-and the counts add up to the requests refused. The folding runs in the writer
-thread, O(1) per record (a dict lookup), so a request's own cost is unchanged.
+So a window holds at most ``kinds × (burst + 1) + 1`` refusal rows per client
+and service, whatever the flood, and the counts add up to the requests
+refused. The folding runs in the writer thread, O(1) per record (a dict
+lookup), so a request's own cost is unchanged.
 """
 
 from __future__ import annotations
@@ -71,13 +74,16 @@ def path_class(path: str) -> str:
 
 @dataclass
 class _Fold:
-    """An open refusal row: its id and what the current batch adds to it."""
+    """One kind of refusal in its window: how many so far, and the row that counts the rest."""
 
-    id: int | None
     opened: datetime
-    study: str | None
+    seen: int = 0  # refusals of this kind in the window (rows of their own first)
+    id: int | None = None  # the counting row, once written
+    first: dict[str, Any] | None = None  # the counting row, to insert with this batch
+    study: str | None = None
     mixed_study: bool = False
-    added: int = 0
+    suppressed: bool = False  # the client's row for kinds beyond its quota
+    added: int = 0  # refusals this batch adds to the counting row
     last: datetime | None = None
 
 
@@ -96,20 +102,23 @@ class AuditWriter:
         The platform database.
     max_batch : int
         Most records committed in one transaction.
-    repeat_window, repeat_kinds : optional
-        ``NEURONOVA_AUDIT_REPEAT_WINDOW`` and ``NEURONOVA_AUDIT_REPEAT_KINDS``
-        (default: the settings' defaults; :meth:`from_settings` reads them).
+    repeat_window, repeat_kinds, repeat_burst : optional
+        ``NEURONOVA_AUDIT_REPEAT_WINDOW``, ``_KINDS`` and ``_BURST`` (default:
+        the settings' defaults; :meth:`from_settings` reads them).
         A window of 0 writes every refusal as a row of its own.
     """
 
     def __init__(self, engine: Engine, max_batch: int = 512, *,
-                 repeat_window: float | None = None, repeat_kinds: int | None = None) -> None:
+                 repeat_window: float | None = None, repeat_kinds: int | None = None,
+                 repeat_burst: int | None = None) -> None:
         self._engine = engine
         self._max_batch = max_batch
         self._window = float(_setting_default("audit_repeat_window")
                              if repeat_window is None else repeat_window)
         self._kinds = int(_setting_default("audit_repeat_kinds")
                           if repeat_kinds is None else repeat_kinds)
+        self._burst = int(_setting_default("audit_repeat_burst")
+                          if repeat_burst is None else repeat_burst)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._columns = sorted(_FIELDS)
         pyformat = engine.dialect.paramstyle == "pyformat"
@@ -137,7 +146,8 @@ class AuditWriter:
     def from_settings(cls, engine: Engine, settings: Any) -> "AuditWriter":
         """A writer with the ``NEURONOVA_AUDIT_REPEAT_*`` settings."""
         return cls(engine, repeat_window=settings.audit_repeat_window,
-                   repeat_kinds=settings.audit_repeat_kinds)
+                   repeat_kinds=settings.audit_repeat_kinds,
+                   repeat_burst=settings.audit_repeat_burst)
 
     def _time(self, value: datetime) -> Any:
         if self._engine.dialect.name == "sqlite":  # the text SQLAlchemy's DateTime stores
@@ -189,88 +199,95 @@ class AuditWriter:
                     break
                 table.popitem(last=False)
 
-    def _fold_key(self, row: dict[str, Any], opened: dict[tuple[Any, ...], _Fold]
-                  ) -> tuple[tuple[Any, ...], bool]:
-        """The folding key of a refusal, and whether it is a client's over-quota kind."""
+    def _fold_for(self, row: dict[str, Any]) -> _Fold:
+        """The fold of a refusal's kind (a new window when none is open), O(1)."""
+        now = row["time"]
         key = (row["service"], row["username"], row["client"], row["reason"], row["status"],
                row["method"], path_class(row["path"] or ""))
-        if key in self._folds or key in opened:
-            return key, False
+        fold = self._folds.get(key)
+        if fold is not None and (now - fold.opened).total_seconds() < self._window:
+            return fold
         per_client = (row["service"], row["client"])
         count = self._kinds_open.get(per_client)
-        if count is None or (row["time"] - count[0]).total_seconds() >= self._window:
+        if count is None or (now - count[0]).total_seconds() >= self._window:
             self._kinds_open.pop(per_client, None)  # a new window goes to the end
-            count = self._kinds_open[per_client] = [row["time"], 0]
-        if count[1] < self._kinds:
+            count = self._kinds_open[per_client] = [now, 0]
+        if count[1] >= self._kinds:  # this client has had its kinds: one row for the rest
+            key = (row["service"], None, row["client"], SUPPRESSED)
+            fold = self._folds.get(key)
+            if fold is not None and (now - fold.opened).total_seconds() < self._window:
+                return fold
+            fold = _Fold(now, seen=self._burst, suppressed=True)  # counted from the first
+        else:
             count[1] += 1
-            return key, False
-        return (row["service"], None, row["client"], SUPPRESSED), True
+            fold = _Fold(now)
+        self._folds.pop(key, None)  # a new window goes to the end
+        self._folds[key] = fold
+        return fold
 
-    def _plan(self, batch: list[Any]) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]],
-                                               dict[tuple[Any, ...], _Fold],
-                                               dict[tuple[Any, ...], dict[str, Any]]]:
-        """Split a batch into plain rows, folds to update and folds to open (with their rows)."""
+    def _plan(self, batch: list[Any]) -> tuple[list[dict[str, Any]], list[_Fold], list[_Fold]]:
+        """Split a batch into rows of their own, counting rows to open and rows to add to."""
         plain: list[dict[str, Any]] = []
-        touched: list[tuple[Any, ...]] = []
-        opened: dict[tuple[Any, ...], _Fold] = {}
-        first_rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+        opening: list[_Fold] = []
+        adding: list[_Fold] = []
         if self._window > 0:
             self._expire(batch[0][0]["time"])
         for row, _, _ in batch:
             if self._window <= 0 or row["decision"] != "deny":
                 plain.append(row)
                 continue
-            key, over_quota = self._fold_key(row, opened)
-            fold = opened.get(key) or self._folds.get(key)
-            if fold is not None and (row["time"] - fold.opened).total_seconds() < self._window:
+            fold = self._fold_for(row)
+            fold.seen += 1
+            if fold.seen <= self._burst:
+                plain.append(row)
+            elif fold.id is None and fold.first is None:
+                fold.first = self._counting_row(row, fold)
+                fold.study = fold.first["study"]
+                opening.append(fold)
+            else:
                 if fold.id is not None and fold.added == 0:
-                    touched.append(key)
+                    adding.append(fold)
                 fold.added += 1
                 fold.last = row["time"]
                 fold.mixed_study |= row["study"] != fold.study
-                continue
-            if over_quota:
-                row = {**row, "reason": SUPPRESSED, "path": "*", "study": None,
-                       "detail": f"refusals of this client beyond {self._kinds} kinds in "
-                                 f"{self._window:g} s, any reason; the first: {row['reason']} "
-                                 f"{row['method']} {row['path']}"[:4000]}
-            opened[key] = _Fold(None, row["time"], row["study"])
-            first_rows[key] = row
-        return plain, touched, opened, first_rows
+        return plain, opening, adding
+
+    def _counting_row(self, row: dict[str, Any], fold: _Fold) -> dict[str, Any]:
+        if not fold.suppressed:
+            return dict(row)
+        return {**row, "reason": SUPPRESSED, "path": "*", "study": None,
+                "detail": f"refusals of this client beyond {self._kinds} kinds in "
+                          f"{self._window:g} s, any reason; the first: {row['reason']} "
+                          f"{row['method']} {row['path']}"[:4000]}
 
     def _write(self, batch: list[Any]) -> None:
-        plain, touched, opened, first_rows = self._plan(batch)
+        plain, opening, adding = self._plan(batch)
         try:
             with self._engine.begin() as conn:
                 if plain:
                     # One compiled INSERT, executemany'd by the driver: the ORM-level
                     # insert() costs several times more per row on this hot path.
                     conn.exec_driver_sql(self._insert_sql, [self._params(r) for r in plain])
-                for key, fold in opened.items():
-                    row = dict(first_rows[key])
+                for fold in opening:
+                    row = dict(fold.first or {})
                     row["repeat_count"] = 1 + fold.added
                     row["last_time"] = fold.last
                     if fold.mixed_study:
                         row["study"] = None
                     fold.id = conn.exec_driver_sql(self._insert_returning_sql,
                                                    self._params(row)).scalar_one()
-                if touched:
+                if adding:
                     conn.exec_driver_sql(self._update_sql, [
-                        {"added": self._folds[k].added, "last": self._time(self._folds[k].last),
-                         "mixed": int(self._folds[k].mixed_study), "id": self._folds[k].id}
-                        for k in touched])
+                        {"added": f.added, "last": self._time(f.last),
+                         "mixed": int(f.mixed_study), "id": f.id} for f in adding])
         except BaseException:
-            # Nothing of this batch is in the table: forget what it would have opened or added.
-            for key in touched:
-                self._folds[key].added, self._folds[key].last = 0, None
+            # Nothing of this batch is in the table: its counting rows are still to write.
+            for fold in opening:
+                fold.id = None
             raise
-        for key in touched:
-            fold = self._folds[key]
-            fold.added, fold.last = 0, None
-        for key, fold in opened.items():
-            fold.added, fold.last, fold.mixed_study = 0, None, False
-            self._folds.pop(key, None)  # a reopened key goes to the end
-            self._folds[key] = fold
+        finally:
+            for fold in (*opening, *adding):
+                fold.first, fold.added, fold.last = None, 0, None
 
     def _run(self) -> None:
         while True:

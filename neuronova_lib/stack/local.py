@@ -50,6 +50,9 @@ def local_settings(home: Path, **overrides: object) -> Settings:
         # Tests send bursts from one address; keep rate limiting on, but roomy.
         "api_rate": "200r/s",
         "api_burst": 400,
+        # Likewise repeated refusals: counted in one audit row only after a roomy burst, so
+        # that a test finds its own refusal's row by request id.
+        "audit_repeat_burst": 200,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
