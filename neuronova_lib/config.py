@@ -153,10 +153,10 @@ class Settings(BaseSettings):
         description="Refusals of one kind in a window written as rows of their own before "
         "the rest are counted in one row.",
     )
-    audit_repeat_kinds: int = Field(
-        default=16, ge=1,
-        description="Kinds of refusal one client may have as rows of their own in one window; "
-        "beyond, its refusals are counted in one 'refusals_suppressed' row.",
+    audit_client_rows: int = Field(
+        default=200, ge=1,
+        description="Refusal rows one client may add in a window; beyond, its refusals are "
+        "counted in one 'refusals_suppressed' row.",
     )
 
     @field_validator("dicom_modalities")

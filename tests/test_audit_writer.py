@@ -83,7 +83,7 @@ def _flood(writer: AuditWriter, records: list[dict[str, object]]) -> None:
 def test_repeated_refusals_fold_into_one_row_whose_count_adds_up(tmp_path: Path) -> None:
     engine = get_engine(f"sqlite:///{tmp_path / 'audit.db'}")
     Base.metadata.create_all(engine)
-    writer = AuditWriter(engine, repeat_window=60, repeat_kinds=4, repeat_burst=3)
+    writer = AuditWriter(engine, repeat_window=60, repeat_burst=3)
     study = "1.2.3.4"
     floods = [{**DENY, "path": f"/api/pacs/dicom-web/studies/{study}/series/1.{i}",
                "study": study} for i in range(1500)]
@@ -106,27 +106,34 @@ def test_repeated_refusals_fold_into_one_row_whose_count_adds_up(tmp_path: Path)
     assert [r["repeat_count"] for r in rows if r["decision"] == "allow"] == [1] * 50
 
 
-def test_a_client_varying_its_refusals_is_bounded_by_kinds(tmp_path: Path) -> None:
+def test_a_client_varying_its_refusals_is_bounded_per_window(tmp_path: Path) -> None:
     engine = get_engine(f"sqlite:///{tmp_path / 'audit.db'}")
     Base.metadata.create_all(engine)
-    writer = AuditWriter(engine, repeat_window=60, repeat_kinds=4, repeat_burst=0)
-    records = [{**DENY, "path": f"/api/pacs/dicom-web/x{i}", "study": f"1.2.{i}"}
-               for i in range(400)]
+    writer = AuditWriter(engine, repeat_window=60, repeat_burst=2, client_rows=6)
+    # Two kinds repeated: two rows each, then a counting row each (6 rows: the quota).
+    records = [{**DENY, "path": f"/api/pacs/dicom-web/{kind}", "study": "1.2.9"}
+               for _ in range(5) for kind in ("studies", "series")]
+    # Then every request a kind of its own, to stay under the burst.
+    records += [{**DENY, "path": f"/api/pacs/dicom-web/x{i}", "study": f"1.2.{i}"}
+                for i in range(400)]
     records += [{**DENY, "client": "10.0.0.10", "path": "/api/pacs/dicom-web/studies"}] * 7
     _flood(writer, records)
-    for record in records[100:110]:
+    for record in records[:2] + records[100:110]:  # the open kinds still count in their rows
         writer.record_sync(**record)
 
     rows = _rows(engine)
     first = [r for r in rows if r["client"] == "10.0.0.9"]
-    assert len(first) == 5  # four kinds of its own, then one row for the rest
-    assert sum(r["repeat_count"] for r in first) == 410
+    assert len(first) == 7  # the client's 6 rows, then one row for the rest
+    assert sum(r["repeat_count"] for r in first) == 422
+    by_path = {r["path"]: r["repeat_count"] for r in first if r["repeat_count"] > 1}
+    assert by_path["/api/pacs/dicom-web/studies"] == 4 and \
+        by_path["/api/pacs/dicom-web/series"] == 4
     (suppressed,) = [r for r in first if r["reason"] == "refusals_suppressed"]
-    assert suppressed["repeat_count"] == 406 and suppressed["study"] is None
-    assert "invalid_token" in suppressed["detail"]
+    assert suppressed["repeat_count"] == 410 and suppressed["study"] is None
+    assert suppressed["path"] == "*" and "invalid_token" in suppressed["detail"]
     # Another client is counted apart.
-    (other,) = [r for r in rows if r["client"] == "10.0.0.10"]
-    assert other["repeat_count"] == 7
+    other = [r for r in rows if r["client"] == "10.0.0.10"]
+    assert [r["repeat_count"] for r in other] == [1, 1, 5]
 
 
 def test_a_new_window_opens_a_new_row_and_studies_that_differ_are_cleared(

@@ -20,14 +20,16 @@ bound:
   same group commit: each refused request is still counted durably before it
   is answered. The counting row's ``time`` is the first refusal it counts; it
   keeps the study while every refusal it counts names the same one.
-* One client may have at most ``NEURONOVA_AUDIT_REPEAT_KINDS`` kinds in a
-  window; its refusals of further kinds are all counted in one row with
-  reason ``refusals_suppressed`` and path ``*``.
+* One client may add at most ``NEURONOVA_AUDIT_CLIENT_ROWS`` refusal rows in
+  a window (rows of their own and counting rows alike); beyond, its refusals
+  of any kind without a counting row yet are all counted in one row with
+  reason ``refusals_suppressed`` and path ``*``. This bounds a client that
+  varies its refusals (paths, users, reasons) to stay under the burst.
 * Allowed decisions are never folded: each stays a row, so "who read this
   study, when" stays answerable.
 
-So a window holds at most ``kinds × (burst + 1) + 1`` refusal rows per client
-and service, whatever the flood, and the counts add up to the requests
+So a window holds at most ``client_rows + 1`` refusal rows per client and
+service, whatever the flood, and the counts add up to the requests
 refused. The folding runs in the writer thread, O(1) per record (a dict
 lookup), so a request's own cost is unchanged.
 """
@@ -82,7 +84,7 @@ class _Fold:
     first: dict[str, Any] | None = None  # the counting row, to insert with this batch
     study: str | None = None
     mixed_study: bool = False
-    suppressed: bool = False  # the client's row for kinds beyond its quota
+    suppressed: bool = False  # the client's row for refusals beyond its quota
     added: int = 0  # refusals this batch adds to the counting row
     last: datetime | None = None
 
@@ -102,21 +104,22 @@ class AuditWriter:
         The platform database.
     max_batch : int
         Most records committed in one transaction.
-    repeat_window, repeat_kinds, repeat_burst : optional
-        ``NEURONOVA_AUDIT_REPEAT_WINDOW``, ``_KINDS`` and ``_BURST`` (default:
-        the settings' defaults; :meth:`from_settings` reads them).
+    repeat_window, repeat_burst, client_rows : optional
+        ``NEURONOVA_AUDIT_REPEAT_WINDOW``, ``NEURONOVA_AUDIT_REPEAT_BURST`` and
+        ``NEURONOVA_AUDIT_CLIENT_ROWS`` (default: the settings' defaults;
+        :meth:`from_settings` reads them).
         A window of 0 writes every refusal as a row of its own.
     """
 
     def __init__(self, engine: Engine, max_batch: int = 512, *,
-                 repeat_window: float | None = None, repeat_kinds: int | None = None,
-                 repeat_burst: int | None = None) -> None:
+                 repeat_window: float | None = None, repeat_burst: int | None = None,
+                 client_rows: int | None = None) -> None:
         self._engine = engine
         self._max_batch = max_batch
         self._window = float(_setting_default("audit_repeat_window")
                              if repeat_window is None else repeat_window)
-        self._kinds = int(_setting_default("audit_repeat_kinds")
-                          if repeat_kinds is None else repeat_kinds)
+        self._client_rows = int(_setting_default("audit_client_rows")
+                                if client_rows is None else client_rows)
         self._burst = int(_setting_default("audit_repeat_burst")
                           if repeat_burst is None else repeat_burst)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -137,8 +140,8 @@ class AuditWriter:
             f"WHERE id = {mark('id')}")
         # Only the writer thread touches these.
         self._folds: OrderedDict[tuple[Any, ...], _Fold] = OrderedDict()
-        #: (service, client) -> [window opened, keys opened in it]
-        self._kinds_open: OrderedDict[tuple[Any, ...], list[Any]] = OrderedDict()
+        #: (service, client) -> [window opened, refusal rows added in it]
+        self._clients: OrderedDict[tuple[Any, ...], list[Any]] = OrderedDict()
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
 
@@ -146,8 +149,8 @@ class AuditWriter:
     def from_settings(cls, engine: Engine, settings: Any) -> "AuditWriter":
         """A writer with the ``NEURONOVA_AUDIT_REPEAT_*`` settings."""
         return cls(engine, repeat_window=settings.audit_repeat_window,
-                   repeat_kinds=settings.audit_repeat_kinds,
-                   repeat_burst=settings.audit_repeat_burst)
+                   repeat_burst=settings.audit_repeat_burst,
+                   client_rows=settings.audit_client_rows)
 
     def _time(self, value: datetime) -> Any:
         if self._engine.dialect.name == "sqlite":  # the text SQLAlchemy's DateTime stores
@@ -191,7 +194,7 @@ class AuditWriter:
     # ------------------------------------------------------------ folding
     def _expire(self, now: datetime) -> None:
         """Forget keys whose window has closed (oldest first: amortised O(1) per record)."""
-        for table in (self._folds, self._kinds_open):
+        for table in (self._folds, self._clients):
             while table:
                 opened = next(iter(table.values()))
                 opened = opened.opened if isinstance(opened, _Fold) else opened[0]
@@ -199,31 +202,36 @@ class AuditWriter:
                     break
                 table.popitem(last=False)
 
-    def _fold_for(self, row: dict[str, Any]) -> _Fold:
-        """The fold of a refusal's kind (a new window when none is open), O(1)."""
-        now = row["time"]
-        key = (row["service"], row["username"], row["client"], row["reason"], row["status"],
-               row["method"], path_class(row["path"] or ""))
+    def _fold(self, key: tuple[Any, ...], now: datetime, **fresh: Any) -> _Fold:
+        """The fold of ``key`` in its window; a new window when none is open. O(1)."""
         fold = self._folds.get(key)
         if fold is not None and (now - fold.opened).total_seconds() < self._window:
             return fold
-        per_client = (row["service"], row["client"])
-        count = self._kinds_open.get(per_client)
-        if count is None or (now - count[0]).total_seconds() >= self._window:
-            self._kinds_open.pop(per_client, None)  # a new window goes to the end
-            count = self._kinds_open[per_client] = [now, 0]
-        if count[1] >= self._kinds:  # this client has had its kinds: one row for the rest
-            key = (row["service"], None, row["client"], SUPPRESSED)
-            fold = self._folds.get(key)
-            if fold is not None and (now - fold.opened).total_seconds() < self._window:
-                return fold
-            fold = _Fold(now, seen=self._burst, suppressed=True)  # counted from the first
-        else:
-            count[1] += 1
-            fold = _Fold(now)
         self._folds.pop(key, None)  # a new window goes to the end
-        self._folds[key] = fold
+        fold = self._folds[key] = _Fold(now, **fresh)
         return fold
+
+    def _client_quota(self, row: dict[str, Any]) -> list[Any]:
+        """``[window opened, rows added]`` of the row's client (a new window when due)."""
+        key, now = (row["service"], row["client"]), row["time"]
+        quota = self._clients.get(key)
+        if quota is None or (now - quota[0]).total_seconds() >= self._window:
+            self._clients.pop(key, None)
+            quota = self._clients[key] = [now, 0]
+        return quota
+
+    @staticmethod
+    def _add(fold: _Fold, row: dict[str, Any], adding: list[_Fold]) -> None:
+        if fold.id is not None and fold.added == 0:
+            adding.append(fold)
+        fold.added += 1
+        fold.last = row["time"]
+        fold.mixed_study |= row["study"] != fold.study
+
+    def _open(self, fold: _Fold, row: dict[str, Any], opening: list[_Fold]) -> None:
+        fold.first = self._counting_row(row, fold)
+        fold.study = fold.first["study"]
+        opening.append(fold)
 
     def _plan(self, batch: list[Any]) -> tuple[list[dict[str, Any]], list[_Fold], list[_Fold]]:
         """Split a batch into rows of their own, counting rows to open and rows to add to."""
@@ -236,28 +244,35 @@ class AuditWriter:
             if self._window <= 0 or row["decision"] != "deny":
                 plain.append(row)
                 continue
-            fold = self._fold_for(row)
+            now = row["time"]
+            fold = self._fold((row["service"], row["username"], row["client"], row["reason"],
+                               row["status"], row["method"], path_class(row["path"] or "")), now)
+            if fold.id is not None or fold.first is not None:  # its counting row is open
+                self._add(fold, row, adding)
+                continue
+            quota = self._client_quota(row)
+            if quota[1] >= self._client_rows:  # this client has had its rows: one for the rest
+                fold = self._fold((row["service"], row["client"], SUPPRESSED), now,
+                                  suppressed=True)
+                if fold.id is not None or fold.first is not None:
+                    self._add(fold, row, adding)
+                else:
+                    self._open(fold, row, opening)
+                continue
+            quota[1] += 1
             fold.seen += 1
             if fold.seen <= self._burst:
                 plain.append(row)
-            elif fold.id is None and fold.first is None:
-                fold.first = self._counting_row(row, fold)
-                fold.study = fold.first["study"]
-                opening.append(fold)
             else:
-                if fold.id is not None and fold.added == 0:
-                    adding.append(fold)
-                fold.added += 1
-                fold.last = row["time"]
-                fold.mixed_study |= row["study"] != fold.study
+                self._open(fold, row, opening)
         return plain, opening, adding
 
     def _counting_row(self, row: dict[str, Any], fold: _Fold) -> dict[str, Any]:
         if not fold.suppressed:
             return dict(row)
         return {**row, "reason": SUPPRESSED, "path": "*", "study": None,
-                "detail": f"refusals of this client beyond {self._kinds} kinds in "
-                          f"{self._window:g} s, any reason; the first: {row['reason']} "
+                "detail": f"refusals of this client beyond {self._client_rows} rows in "
+                          f"{self._window:g} s, any kind; the first: {row['reason']} "
                           f"{row['method']} {row['path']}"[:4000]}
 
     def _write(self, batch: list[Any]) -> None:

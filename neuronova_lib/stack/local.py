@@ -53,6 +53,7 @@ def local_settings(home: Path, **overrides: object) -> Settings:
         # Likewise repeated refusals: counted in one audit row only after a roomy burst, so
         # that a test finds its own refusal's row by request id.
         "audit_repeat_burst": 200,
+        "audit_client_rows": 20_000,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
