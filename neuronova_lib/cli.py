@@ -29,6 +29,9 @@ def _print_welcome(settings: Settings, credentials: dict[str, Any] | None, loade
     print(f"  URL:        {settings.public_url}/")
     print(f"  API docs:   {settings.public_url}/api/docs")
     print(f"  DICOMweb:   {settings.public_url}/api/pacs/dicom-web/studies")
+    if settings.dicom_enabled:
+        print(f"  DICOM:      C-STORE to {settings.dicom_aet} at {settings.dicom_host}:"
+              f"{settings.dicom_port} ({len(settings.dicom_modalities)} known modalities)")
     print(f"  Logs:       {settings.log_dir}/")
     print(f"  Demo data:  {loaded}")
     print(f"  Demo users: clinician, scientist, owner, admin "

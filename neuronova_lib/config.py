@@ -33,13 +33,24 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8101, description="Platform API (uvicorn, loopback).")
     proxy_port: int = Field(default=8102, description="Guard proxy (uvicorn, loopback).")
     orthanc_port: int = Field(default=8142, description="Orthanc HTTP (loopback only).")
-    orthanc_dicom_port: int = Field(default=4242, description="Orthanc DICOM listener.")
-    orthanc_dicom_enabled: bool = Field(
-        default=False, description="Open Orthanc's DICOM listener (C-STORE from modalities)."
+    # The platform's own DICOM listener (neuronova_lib.dimse); Orthanc's stays off always.
+    dicom_enabled: bool = Field(
+        default=False,
+        description="Run the platform's DICOM listener: C-STORE from known modalities, each "
+        "instance through the ingest gate (Orthanc's own DICOM listener is never opened).",
     )
-    orthanc_modalities: dict[str, list[str | int]] = Field(
+    dicom_host: str = Field(
+        default="0.0.0.0", description="Address the DICOM listener binds (modalities reach it)."
+    )
+    dicom_port: int = Field(default=4242, description="DICOM listener port (C-STORE, C-ECHO).")
+    dicom_aet: str = Field(
+        default="NEURONOVA", min_length=1, max_length=16,
+        description="The listener's AE title; associations called to another title are refused.",
+    )
+    dicom_modalities: dict[str, list[str | int]] = Field(
         default_factory=dict,
-        description='Known modalities, as JSON: {"CT1": ["AET", "10.0.0.5", 104]}.',
+        description='Modalities that may store, as JSON {"NAME": ["AET", "host", port]}: only '
+        "these calling AE titles, from these hosts, are accepted at association.",
     )
     orthanc_wado_plugin: bool = Field(
         default=True,
@@ -156,6 +167,23 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="Days refused files stay in quarantine before purge."
     )
 
+    audit_repeat_window: float = Field(
+        default=60.0, ge=0,
+        description="Window in which repeated refusals of one kind (service, user, client, "
+        "reason, status, kind of path) beyond the burst share one audit row with a count; "
+        "0: a row each.",
+    )
+    audit_repeat_burst: int = Field(
+        default=10, ge=0,
+        description="Refusals of one kind in a window written as rows of their own before "
+        "the rest are counted in one row.",
+    )
+    audit_client_rows: int = Field(
+        default=200, ge=1,
+        description="Refusal rows one client may add in a window; beyond, its refusals are "
+        "counted in one 'refusals_suppressed' row.",
+    )
+
     @model_validator(mode="after")
     def _public_url(self) -> "Settings":
         """Default to the local nginx address; a set one must be an absolute http(s) URL."""
@@ -175,6 +203,18 @@ class Settings(BaseSettings):
             )
         self.public_url = self.public_url.rstrip("/")
         return self
+
+    @field_validator("dicom_modalities")
+    @classmethod
+    def _modalities(cls, value: dict[str, list[str | int]]) -> dict[str, list[str | int]]:
+        for name, entry in value.items():
+            if (len(entry) != 3 or not isinstance(entry[0], str) or not isinstance(entry[1], str)
+                    or not 0 < len(entry[0].strip()) <= 16 or not entry[1]
+                    or not isinstance(entry[2], int)):
+                raise ValueError(
+                    f"NEURONOVA_DICOM_MODALITIES[{name!r}] must be [\"AET\", \"host\", port] "
+                    f"(AE title of 1-16 characters), got {entry!r}")
+        return value
 
     @field_validator("home")
     @classmethod

@@ -3,7 +3,8 @@
 # Usage: scripts/install-system-deps.sh [extra-package ...]
 set -euo pipefail
 
-packages=(orthanc orthanc-dicomweb orthanc-python orthanc-postgresql nginx dicom3tools openjph-tools "$@")
+# dcmtk: storescu/echoscu, a second modality for the DICOM listener's tests and for users.
+packages=(orthanc orthanc-dicomweb orthanc-python orthanc-postgresql nginx dicom3tools openjph-tools dcmtk "$@")
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -15,8 +15,8 @@ from neuronova_lib.stack.render import render_nginx, render_orthanc
 
 
 def test_orthanc_config(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path, orthanc_port=18999, orthanc_dicom_enabled=True,
-                        orthanc_modalities={"CT1": ["CT1", "10.0.0.5", 104]},
+    settings = Settings(home=tmp_path, orthanc_port=18999, dicom_enabled=True,
+                        dicom_modalities={"CT1": ["CT1", "10.0.0.5", 104]},
                         orthanc_postgres_uri="postgresql://u:p@127.0.0.1:5432/orthanc")
     path = render_orthanc(settings)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -25,8 +25,9 @@ def test_orthanc_config(tmp_path: Path) -> None:
     assert config["RemoteAccessAllowed"] is False
     assert config["AuthenticationEnabled"] is True
     assert list(config["RegisteredUsers"]) == ["neuronova-service"]
-    assert config["DicomServerEnabled"] is True and config["DicomAlwaysAllowStore"] is False
-    assert config["DicomModalities"] == {"CT1": ["CT1", "10.0.0.5", 104]}
+    # The platform's listener takes C-STORE; Orthanc's own stays off, knowing no modality.
+    assert config["DicomServerEnabled"] is False and config["DicomAlwaysAllowStore"] is False
+    assert config["DicomModalities"] == {}
     assert config["PostgreSQL"]["EnableIndex"] is True
     assert any(p.endswith("libOrthancPostgreSQLIndex.so") for p in config["Plugins"])
     assert config["DicomWeb"]["Enable"] is True

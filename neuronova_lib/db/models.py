@@ -41,7 +41,9 @@ class RefreshToken(Base):
 
 
 class AuditRecord(Base):
-    """One decision of the guard proxy or the API: who, what, allowed or not, and why."""
+    """One decision of the guard proxy, the API or the DICOM listener: who, what, allowed
+    or not, and why. Allowed decisions are one row each; repeated refusals may share one
+    row with a count (:class:`neuronova_lib.db.audit.AuditWriter`)."""
 
     __tablename__ = "audit"
 
@@ -61,6 +63,13 @@ class AuditRecord(Base):
     token_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     #: nginx's $request_id: joins this record to the gateway's access log line.
     request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: How many decisions this row stands for: 1, or more for repeated refusals of one
+    #: kind that the audit writer counts in one row (same service, user, client, reason,
+    #: status and kind of path, beyond ``NEURONOVA_AUDIT_REPEAT_BURST`` within
+    #: ``NEURONOVA_AUDIT_REPEAT_WINDOW``); ``time`` is the first of them.
+    repeat_count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    #: Time of the last decision folded into this row (``None`` while it stands for one).
+    last_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (Index("ix_audit_decision_time", "decision", "time"),)
 

@@ -45,11 +45,15 @@ def local_settings(home: Path, **overrides: object) -> Settings:
         "api_port": free_port(),
         "proxy_port": free_port(),
         "orthanc_port": free_port(),
-        "orthanc_dicom_port": free_port(),
+        "dicom_port": free_port(),
         "demo_password": "demo-" + os.urandom(6).hex(),
         # Tests send bursts from one address; keep rate limiting on, but roomy.
         "api_rate": "200r/s",
         "api_burst": 400,
+        # Likewise repeated refusals: counted in one audit row only after a roomy burst, so
+        # that a test finds its own refusal's row by request id.
+        "audit_repeat_burst": 200,
+        "audit_client_rows": 20_000,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -69,15 +69,15 @@ def orthanc_plugins(settings: Settings) -> list[str]:
 
 
 def render_orthanc(settings: Settings) -> Path:
+    """Orthanc's config. Its DICOM listener is off whatever the settings say: C-STORE
+    enters through the platform's own listener (:mod:`neuronova_lib.dimse`), which passes
+    every instance through the ingest gate (Orthanc dies on some files it is sent)."""
     account = orthanc_service_account(settings.secrets_dir)
     settings.orthanc_storage.mkdir(parents=True, exist_ok=True)
     text = _environment(REPO_ROOT / "orthanc").get_template("orthanc.json.j2").render(
         storage=str(settings.orthanc_storage),
         http_port=settings.orthanc_port,
         registered_users={account["username"]: account["password"]},
-        dicom_enabled=settings.orthanc_dicom_enabled,
-        dicom_port=settings.orthanc_dicom_port,
-        modalities=settings.orthanc_modalities,
         plugins=orthanc_plugins(settings),
         postgres=settings.orthanc_postgres_uri,
         wado_plugin=str(REPO_ROOT / "orthanc" / "plugins" / "neuronova_wado.py")

@@ -57,8 +57,6 @@ def orthanc_service(settings: Settings) -> Service:
     account = orthanc_service_account(settings.secrets_dir)
     config = settings.run_dir / "orthanc.json"
     ports = [("0.0.0.0", settings.orthanc_port, "NEURONOVA_ORTHANC_PORT")]
-    if settings.orthanc_dicom_enabled:
-        ports.append(("0.0.0.0", settings.orthanc_dicom_port, "NEURONOVA_ORTHANC_DICOM_PORT"))
     return Service(
         name="orthanc",
         argv=[_binary("Orthanc"), str(config)],
@@ -92,6 +90,21 @@ def api_service(settings: Settings) -> Service:
                             settings.api_port, "/api/health", "NEURONOVA_API_PORT")
 
 
+def dicom_service(settings: Settings) -> Service:
+    """The platform's DICOM listener (C-STORE through the ingest gate); healthy when it echoes."""
+    from ..dimse.probe import echo
+
+    host = "127.0.0.1" if settings.dicom_host in ("0.0.0.0", "::", "") else settings.dicom_host
+    return Service(
+        name="dicom",
+        argv=[sys.executable, "-m", "neuronova_lib.dimse"],
+        env=settings_env(settings),
+        cwd=REPO_ROOT,
+        health=lambda: echo(host, settings.dicom_port, settings.dicom_aet, PROBE_TIMEOUT),
+        ports=[(settings.dicom_host, settings.dicom_port, "NEURONOVA_DICOM_PORT")],
+    )
+
+
 def nginx_log_service(settings: Settings) -> Service:
     """Writes nginx's error log with token material removed (see ``nginx_log``)."""
     sock = nginx_log_socket(settings)
@@ -121,6 +134,8 @@ def nginx_service(settings: Settings) -> Service:
 
 
 def platform_services(settings: Settings) -> list[Service]:
-    """Start order: the store first, the gateway last (so users never see half a platform)."""
-    return [orthanc_service(settings), proxy_service(settings), api_service(settings),
-            nginx_log_service(settings), nginx_service(settings)]
+    """Start order: the store first, the gateways last (so users never see half a platform)."""
+    services = [orthanc_service(settings), proxy_service(settings), api_service(settings)]
+    if settings.dicom_enabled:
+        services.append(dicom_service(settings))
+    return [*services, nginx_log_service(settings), nginx_service(settings)]

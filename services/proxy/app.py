@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        state["audit"] = AuditWriter(get_engine(settings.sqlalchemy_url))
+        state["audit"] = AuditWriter.from_settings(get_engine(settings.sqlalchemy_url), settings)
         yield
 
     async def record(decision: Decision, method: str, path: str, client: str | None,
