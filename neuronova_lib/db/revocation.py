@@ -43,10 +43,6 @@ def epoch(value: datetime | None) -> float:
     return value.timestamp()
 
 
-#: Refusals about the token itself (by jti, by user), as opposed to the account's state.
-TOKEN_REVOCATIONS = frozenset({"revoked", "revoked_user"})
-
-
 @dataclass(frozen=True)
 class Refused:
     """Why a token is refused: HTTP status, audit reason, and what the holder can do."""
@@ -68,24 +64,33 @@ class RevocationSnapshot:
     taken_at: float = field(default_factory=time.monotonic)
 
     def refusal(self, claims: Claims) -> Refused | None:
-        """Why these claims are no longer good, or ``None`` when they are."""
+        """Why these claims are no longer good (account first, then token), or ``None``."""
+        return self.account_refusal(claims) or self.token_revoked(claims)
+
+    def account_refusal(self, claims: Claims) -> Refused | None:
+        """The account is gone, disabled, or no longer has the token's role."""
         user = self.users.get(claims.sub)
         if user is None:
             return Refused(401, "unknown_user",
                            f"user {claims.sub!r} does not exist (any more); sign in again")
-        role, active, not_before = user
+        role, active, _ = user
         if not active:
             return Refused(401, "user_disabled",
                            f"account {claims.sub!r} is disabled; ask an administrator")
         if role != claims.role:
             return Refused(401, "role_changed",
                            f"your role is now {role}, not {claims.role}; sign in again")
+        return None
+
+    def token_revoked(self, claims: Claims) -> Refused | None:
+        """The token was revoked by jti (or its parent was), or by user."""
         if claims.jti in self.revoked or (claims.parent and claims.parent in self.revoked):
             return Refused(401, "revoked", "this token was revoked; sign in again")
-        if claims.iat < not_before:
+        user = self.users.get(claims.sub)
+        if user is not None and claims.iat < user[2]:
             return Refused(401, "revoked_user",
                            "every token of this account issued before "
-                           f"{datetime.fromtimestamp(not_before, UTC):%Y-%m-%d %H:%M:%S}Z "
+                           f"{datetime.fromtimestamp(user[2], UTC):%Y-%m-%d %H:%M:%S}Z "
                            "was revoked; sign in again")
         return None
 
@@ -112,10 +117,15 @@ def load_snapshot(conn: Connection, usernames: Iterable[str] | None = None,
     )
 
 
-def token_refusal(conn: Connection, claims: Claims) -> Refused | None:
-    """Check one token against the database now (routes that are not on the frame path)."""
+def token_refusal(conn: Connection, claims: Claims, account: bool = True) -> Refused | None:
+    """Check one token against the database now (routes that are not on the frame path).
+
+    ``account=False`` checks only the token's revocation (by jti or by user), for
+    the API, which reads the account's state and role from the database itself.
+    """
     jtis = [claims.jti] + ([claims.parent] if claims.parent else [])
-    return load_snapshot(conn, usernames=[claims.sub], jtis=jtis).refusal(claims)
+    snapshot = load_snapshot(conn, usernames=[claims.sub], jtis=jtis)
+    return snapshot.refusal(claims) if account else snapshot.token_revoked(claims)
 
 
 class RevocationWatcher:

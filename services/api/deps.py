@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from neuronova_lib.config import Settings
 from neuronova_lib.db.models import User
-from neuronova_lib.db.revocation import TOKEN_REVOCATIONS, token_refusal
+from neuronova_lib.db.revocation import token_refusal
 from neuronova_lib.db.users import get_user
 from neuronova_lib.security.roles import Role
 from neuronova_lib.security.tokens import Claims, TokenError, TokenService
@@ -93,8 +93,8 @@ def get_access_claims(
         claims = tokens.verify(token, "access")
     except TokenError as exc:
         raise _refuse(request, db, exc.reason, exc.detail) from None
-    refused = token_refusal(db.connection(), claims)
-    if refused is not None and refused.reason in TOKEN_REVOCATIONS:
+    refused = token_refusal(db.connection(), claims, account=False)
+    if refused is not None:
         raise _refuse(request, db, refused.reason, refused.detail, claims.sub)
     return claims
 
