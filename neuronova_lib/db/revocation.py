@@ -56,15 +56,25 @@ class Refused:
 class RevocationSnapshot:
     """The user database and the revoked jtis as of ``taken_at`` (monotonic seconds).
 
-    ``users`` maps a username to ``(role, is_active, tokens_not_before)``.
+    ``users`` maps a username to ``(role, is_active, tokens_not_before)``;
+    ``taken_wall`` is the same moment on the wall clock, which token ``iat``s use.
     """
 
     users: dict[str, tuple[str, bool, float]]
     revoked: frozenset[str]
     taken_at: float = field(default_factory=time.monotonic)
+    taken_wall: float = field(default_factory=time.time)
 
     def refusal(self, claims: Claims) -> Refused | None:
-        """Why these claims are no longer good (account first, then token), or ``None``."""
+        """Why these claims are no longer good (account first, then token), or ``None``.
+
+        A token issued after the snapshot was taken is newer than anything the
+        snapshot knows (a user created, re-enabled or re-roled since, who signed
+        in): the API minted it from the database as it was then, so it passes
+        until the next reload judges it.
+        """
+        if claims.iat >= self.taken_wall:
+            return None
         return self.account_refusal(claims) or self.token_revoked(claims)
 
     def account_refusal(self, claims: Claims) -> Refused | None:
@@ -102,7 +112,7 @@ def load_snapshot(conn: Connection, usernames: Iterable[str] | None = None,
     The guard loads it all in the background; ``/api/pacs/sign`` and the API
     load one user and one or two jtis per request (:func:`token_refusal`).
     """
-    taken_at = time.monotonic()
+    taken_at, taken_wall = time.monotonic(), time.time()
     users = select(User.username, User.role, User.is_active, User.tokens_not_before)
     revoked = select(RevokedToken.jti).where(RevokedToken.expires_at > datetime.now(UTC))
     if usernames is not None:
@@ -114,6 +124,7 @@ def load_snapshot(conn: Connection, usernames: Iterable[str] | None = None,
                for name, role, active, nbf in conn.execute(users)},
         revoked=frozenset(conn.scalars(revoked)),
         taken_at=taken_at,
+        taken_wall=taken_wall,
     )
 
 
