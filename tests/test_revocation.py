@@ -317,3 +317,23 @@ def test_demo_password_setting_sets_every_demo_user(tmp_path: Path,
     assert generated is not None and len(set(generated.values())) == len(DEMO_USERS)
     for settings_ in (scripted, Settings(home=tmp_path / "generated")):
         get_engine(settings_.sqlalchemy_url).dispose()
+
+
+def test_guard_refusal_names_the_user_whose_token_it_was(
+    settings: Settings, client: TestClient, app: FastAPI  # noqa: F811
+) -> None:
+    from services.proxy.guard import Guard
+
+    watcher = RevocationWatcher(get_engine(settings.sqlalchemy_url), bound=5)
+    guard = Guard(app.state.tokens, revocations=watcher)
+    access = sign_in(client, "ada")["access_token"]
+    root = sign_in(client, "root")["access_token"]
+    watcher.reload()
+    allowed = guard.decide("GET", "/api/pacs/dicom-web/studies", "", f"Bearer {access}")
+    assert allowed.allow, allowed
+    assert client.patch("/api/users/ada", headers=bearer(root),
+                        json={"is_active": False}).status_code == 200
+    watcher.reload()
+    refused = guard.decide("GET", "/api/pacs/dicom-web/studies", "", f"Bearer {access}")
+    assert (refused.allow, refused.status, refused.reason) == (False, 401, "user_disabled")
+    assert refused.claims is not None and refused.claims.sub == "ada"
