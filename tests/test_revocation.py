@@ -26,7 +26,7 @@ from neuronova_lib.db.throttle import delay_after
 from neuronova_lib.db.users import create_user
 from neuronova_lib.security.tokens import Claims
 from services.api.app import create_app
-from test_api import bearer, login, settings  # noqa: F401 - the same fresh data dir
+from test_api import bearer, login, postgres_url, settings  # noqa: F401 - same fixtures
 
 PASSWORD = "a-long-password"
 
@@ -337,3 +337,31 @@ def test_guard_refusal_names_the_user_whose_token_it_was(
     refused = guard.decide("GET", "/api/pacs/dicom-web/studies", "", f"Bearer {access}")
     assert (refused.allow, refused.status, refused.reason) == (False, 401, "user_disabled")
     assert refused.claims is not None and refused.claims.sub == "ada"
+
+
+@pytest.mark.e2e
+def test_throttle_and_revocation_on_postgresql(postgres_url: str,
+                                               settings: Settings) -> None:  # noqa: F811
+    from neuronova_lib.db import throttle
+    from neuronova_lib.db.migrate import upgrade_database
+    from neuronova_lib.db.revocation import revoke_jti, revoke_user
+
+    upgrade_database(postgres_url)
+    free = settings.signin_free_failures
+    with session_factory(postgres_url)() as session:
+        create_user(session, "pg-throttled", PASSWORD, "clinician")
+        waits = [throttle.record_failure(session, "pg-throttled", settings)
+                 for _ in range(free + 2)]
+        session.commit()
+        assert waits == [0] * free + [1, 2]
+        assert throttle.retry_after(session, "pg-throttled") > 0
+        throttle.clear(session, "pg-throttled")
+        revoke_jti(session, "pg-jti", reason="test",
+                   expires_at=datetime.now(UTC) + timedelta(minutes=5))
+        revoke_user(session, "pg-throttled")
+        session.commit()
+        assert throttle.retry_after(session, "pg-throttled") == 0
+    with get_engine(postgres_url).connect() as conn:
+        snapshot = load_snapshot(conn)
+    assert "pg-jti" in snapshot.revoked
+    assert snapshot.users["pg-throttled"][2] > time.time() - 60
