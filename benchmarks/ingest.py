@@ -44,6 +44,7 @@ import psutil
 import pydicom
 import requests
 
+from neuronova_lib.db.users import demo_password
 from neuronova_lib.orthanc_store import OrthancStore
 from neuronova_lib.wado import multipart_body
 
@@ -183,7 +184,7 @@ def main() -> None:
             settings = local.settings
             store = OrthancStore.from_settings(settings)
             token = requests.post(f"{local.url}/api/auth/token", timeout=30, data={
-                "username": "admin", "password": settings.demo_password,
+                "username": "admin", "password": demo_password(settings, "admin"),
             }).json()["access_token"]
             warm_up(local.url, token, 2 * args.workers)
             runs: dict[str, list[float]] = {"straight": [], "gate": []}

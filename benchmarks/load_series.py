@@ -50,6 +50,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from neuronova_lib.db.users import demo_password
 from neuronova_lib.demo import SIZES, write_demo_cases
 from neuronova_lib.dicomweb.client import Client, connect
 from neuronova_lib.dicomweb.frames import PixelFormat, decode_frame
@@ -206,7 +207,7 @@ def main() -> int:
         with local_platform(root / "home") as platform:
             store = OrthancStore.from_settings(platform.settings)
             store_files(store, files)
-            password = platform.settings.demo_password
+            password = demo_password(platform.settings, "clinician")
             report["orthanc_wado_plugin"] = bool(getattr(platform.settings, "orthanc_wado_plugin", False))
 
             def client(workers: int) -> Client:

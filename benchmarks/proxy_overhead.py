@@ -634,7 +634,7 @@ def run_benchmark(local: LocalPlatform, args: argparse.Namespace, wrk: str,
     settings = local.settings
     log(f"storing {len(files)} instances in Orthanc")
     frames = store_frames(settings, files)
-    token, _ = token_service(settings).mint("benchmark", Role.clinician, "access", ttl=6 * 3600)
+    token, _ = token_service(settings).mint("clinician", Role.clinician, "access", ttl=6 * 3600)
     description = frame_description(files[0])
     pixels = pydicom.dcmread(files[0]).PixelData
     route = guard_route(settings, token, frames[0])

@@ -23,8 +23,7 @@ def _state_path(settings: Settings) -> Path:
 
 
 def _print_welcome(settings: Settings, credentials: dict[str, Any] | None, loaded: str) -> None:
-    # The generated password is shown on the first run only; later it is in the file.
-    password = next(iter((credentials or {}).values()), None)
+    # Generated passwords are shown on the first run only; later they are in the file.
     print("\nNeuroNova is up.\n")
     print(f"  URL:        {settings.public_url}/")
     print(f"  API docs:   {settings.public_url}/api/docs")
@@ -36,8 +35,10 @@ def _print_welcome(settings: Settings, credentials: dict[str, Any] | None, loade
     print(f"  Demo data:  {loaded}")
     print(f"  Demo users: clinician, scientist, owner, admin "
           f"(passwords in {settings.home / 'demo-users.json'})")
-    if password and not settings.demo_password:
-        print(f"  Password of every demo user (shown once): {password}")
+    if credentials and not settings.demo_password:
+        print("  Demo passwords (shown once, each user its own):")
+        for username, password in credentials.items():
+            print(f"    {username:10s} {password}")
     print("\nSign in:")
     print(f"  curl -s -X POST {settings.public_url}/api/auth/token "
           "-d username=clinician -d password=PASSWORD")
@@ -147,6 +148,36 @@ def cmd_keys(args: argparse.Namespace) -> int:
     for key in ring.describe():
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(key["created"]))
         print(f"{key['kid']:20s} {key['state']:8s} created {created}")
+    return 0
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    """Revoke one token by jti, or every current token of a user."""
+    from datetime import UTC, datetime, timedelta
+
+    from .db.engine import session_factory
+    from .db.migrate import upgrade_database
+    from .db.revocation import revoke_jti, revoke_user
+
+    settings = get_settings()
+    upgrade_database(settings.sqlalchemy_url)
+    lifetime = max(settings.access_token_ttl, settings.refresh_token_ttl,
+                   settings.signed_url_ttl_max)
+    with session_factory(settings.sqlalchemy_url)() as session:
+        if args.jti:
+            revoke_jti(session, args.jti, reason="neuronova tokens revoke",
+                       expires_at=datetime.now(UTC) + timedelta(seconds=lifetime))
+            what = f"token {args.jti}"
+        else:
+            try:
+                revoke_user(session, args.user)
+            except LookupError as exc:
+                print(f"neuronova tokens revoke: {exc} (see GET /api/users)", file=sys.stderr)
+                return 1
+            what = f"every token {args.user} holds now"
+        session.commit()
+    print(f"revoked {what}: refused by the API at once and by the guard within "
+          f"{settings.revocation_bound:g} s")
     return 0
 
 
@@ -318,6 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("action", choices=["list", "rotate", "revoke"])
     keys.add_argument("kid", nargs="?")
     keys.set_defaults(func=cmd_keys)
+
+    tokens = sub.add_parser("tokens", help="revoke tokens before they expire",
+                            description="Revoke one token (its jti is the audit log's "
+                            "token_id) or every token a user holds now.")
+    tokens.add_argument("action", choices=["revoke"])
+    which = tokens.add_mutually_exclusive_group(required=True)
+    which.add_argument("--jti", help="one token (access, refresh or signed URL)")
+    which.add_argument("--user", metavar="USERNAME", help="every current token of this user")
+    tokens.set_defaults(func=cmd_tokens)
 
     users = sub.add_parser("users", help="create a platform user")
     users.add_argument("username")

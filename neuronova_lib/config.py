@@ -71,7 +71,27 @@ class Settings(BaseSettings):
     jwt_audience: str = Field(default="neuronova", description="`aud` of access tokens.")
     jwt_issuer: str = Field(default="neuronova", description="`iss` of every token.")
     demo_password: str | None = Field(
-        default=None, description="Password of the demo users; generated when unset."
+        default=None,
+        description="For scripted demos only: one password for every demo user; unset, "
+        "each demo user gets its own generated password.",
+    )
+    # Revocation and sign-in throttling (neuronova_lib.db.revocation, .throttle).
+    revocation_bound: float = Field(
+        default=5.0, gt=0, le=60,
+        description="Seconds within which the guard refuses a disabled user, a changed role "
+        "or a revoked token (it reloads its revocation snapshot every half of this).",
+    )
+    signin_free_failures: int = Field(
+        default=3, ge=1, description="Failed sign-ins of one account before delays start."
+    )
+    signin_delay_max: float = Field(
+        default=300.0, gt=0,
+        description="Longest wait (s) imposed on an account after failed sign-ins; the "
+        "wait doubles from 1 s with each failure past the free ones.",
+    )
+    signin_failure_window: float = Field(
+        default=900.0, gt=0,
+        description="Seconds without a failed sign-in after which an account's count resets.",
     )
     api_rate: str = Field(default="20r/s", description="nginx limit_req rate on /api/.")
     api_burst: int = Field(default=40, description="nginx limit_req burst on /api/.")

@@ -22,6 +22,7 @@ import requests
 from pydicom.data import get_testdata_file
 
 from neuronova_lib.config import get_settings
+from neuronova_lib.db.users import demo_password
 from neuronova_lib.orthanc_store import OrthancStore
 from neuronova_lib.security.tokens import TokenService, token_service
 from neuronova_lib.stack.local import LocalPlatform, local_platform
@@ -71,10 +72,14 @@ class RunningPlatform:
     def settings(self) -> Any:
         return self.local.settings
 
+    def password(self, username: str) -> str:
+        """The demo user's own generated password (each demo user has its own)."""
+        return demo_password(self.settings, username)
+
     def login(self, username: str) -> str:
         response = requests.post(
             f"{self.url}/api/auth/token",
-            data={"username": username, "password": self.settings.demo_password},
+            data={"username": username, "password": self.password(username)},
             timeout=10,
         )
         response.raise_for_status()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import socket
 import stat
@@ -38,13 +39,14 @@ from neuronova_lib.db.migrate import (
     head_revision,
     upgrade_database,
 )
-from neuronova_lib.db.models import Base, RefreshToken, User
+from neuronova_lib.db.models import AuditRecord, Base, RefreshToken, User
 from neuronova_lib.db.users import (
     DEMO_USERS,
     UserExists,
     authenticate,
     create_user,
     ensure_demo_users,
+    demo_password,
     set_password,
 )
 from neuronova_lib.security.tokens import token_service
@@ -96,6 +98,13 @@ def login(client: TestClient | httpx.Client, username: str, password: str = DEMO
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def audit_rows(settings: Settings, path: str) -> list[AuditRecord]:
+    """The audit records of one API path, oldest first."""
+    with session_factory(settings.sqlalchemy_url)() as session:
+        return list(session.scalars(select(AuditRecord).where(AuditRecord.path == path)
+                                    .order_by(AuditRecord.id)))
 
 
 def token_for(client: TestClient, username: str) -> str:
@@ -203,7 +212,13 @@ def test_demo_users_generated_password(
     assert creds is not None
     password = creds["admin"]
     assert len(password) >= 16 and password != DEMO_PASSWORD
-    assert set(creds.values()) == {password}
+    # Each demo user has its own password: the admin's is known to no other role.
+    assert len(set(creds.values())) == len(DEMO_USERS)
+    assert all(len(p) >= 16 for p in creds.values())
+    recorded = json.loads((settings.home / "demo-users.json").read_text())
+    assert {u["username"]: u["password"] for u in recorded["users"]} == creds
+    assert "password" not in recorded  # no shared password left in the file
+    assert all(demo_password(get_settings(), name) == creds[name] for name in DEMO_USERS)
     # Setting a password later does not change the users made before.
     monkeypatch.setenv("NEURONOVA_DEMO_PASSWORD", "another-password")
     get_settings.cache_clear()
@@ -276,13 +291,23 @@ def test_login_refused_says_username_or_password(
     assert "incorrect username or password" in response.json()["detail"]
 
 
-def test_login_disabled_account_is_403(client: TestClient, settings: Settings) -> None:
+def test_login_disabled_account_answers_like_a_wrong_password(
+    client: TestClient, settings: Settings
+) -> None:
     with session_factory(settings.sqlalchemy_url)() as session:
         create_user(session, "gone", "a-long-password", "clinician", is_active=False)
+        create_user(session, "here", "a-long-password", "clinician")
         session.commit()
-    response = login(client, "gone", "a-long-password")
-    assert response.status_code == 403
-    assert "disabled" in response.json()["detail"]
+    disabled = login(client, "gone", "a-long-password")
+    wrong = login(client, "here", "not-the-password")
+    assert disabled.status_code == wrong.status_code == 401
+    assert disabled.content == wrong.content
+    assert disabled.headers["WWW-Authenticate"] == wrong.headers["WWW-Authenticate"]
+    assert "disabled" not in disabled.text
+    # The audit log, read by admins only, says which it was.
+    reasons = audit_rows(settings, "/api/auth/token")
+    assert [(r.username, r.status, r.reason) for r in reasons[-2:]] == [
+        ("gone", 401, "inactive"), ("here", 401, "bad_credentials")]
 
 
 def test_me_needs_a_valid_token(client: TestClient) -> None:

@@ -60,7 +60,7 @@ def _stored_copy(platform: Any, files: list[Path], study: str, series: str,
 @pytest.fixture()
 def client(platform: Any) -> Iterator[Client]:
     with neuronova_lib.connect(platform.url, username="clinician",
-                               password=platform.settings.demo_password) as c:
+                               password=platform.password("clinician")) as c:
         yield c
 
 
@@ -228,7 +228,7 @@ def test_signed_client_appends_its_token_to_every_request(client: Client, case: 
 
 def _login_pair(platform: Any, username: str = "clinician") -> dict[str, Any]:
     response = requests.post(f"{platform.url}/api/auth/token", timeout=10, data={
-        "username": username, "password": platform.settings.demo_password})
+        "username": username, "password": platform.password(username)})
     response.raise_for_status()
     return dict(response.json())
 
@@ -253,7 +253,7 @@ def test_token_is_refreshed_before_it_expires_and_the_new_one_works(platform: An
 def test_without_refresh_token_the_password_signs_in_again(platform: Any, case: CaseInfo) -> None:
     short = platform.access_token("clinician", ttl=40)
     with neuronova_lib.connect(platform.url, short, username="clinician",
-                               password=platform.settings.demo_password) as c:
+                               password=platform.password("clinician")) as c:
         c.auth.clock = lambda: time.time() + 25
         assert c.find_studies(patient_id=case.patient_id)
         assert (c.auth.refreshes, c.auth.logins) == (0, 1)
@@ -275,7 +275,7 @@ def test_a_401_triggers_one_renewal_and_one_retry(platform: Any, case: CaseInfo)
     forged = ".".join([b64({"alg": "EdDSA", "kid": "nope"}),
                        b64({"exp": time.time() + 3600, "iat": time.time()}), "c2ln"])
     with neuronova_lib.connect(platform.url, forged, username="clinician",
-                               password=platform.settings.demo_password) as c:
+                               password=platform.password("clinician")) as c:
         urls = _count_requests(c)
         assert c.find_studies(patient_id=case.patient_id)
         assert c.auth.logins == 1
@@ -289,7 +289,7 @@ def test_cache_serves_a_second_load_without_frame_requests(platform: Any, case: 
     series = case.series_instance_uids["t1c"]
     expected = np.asanyarray(_nifti(case, "t1c").dataobj)
     with neuronova_lib.connect(platform.url, username="clinician",
-                               password=platform.settings.demo_password, cache_dir=tmp_path) as c:
+                               password=platform.password("clinician"), cache_dir=tmp_path) as c:
         urls = _count_requests(c)
         first = c.load_series(case.study_instance_uid, series, progress=False)
         assert len(urls) == 41 and c.cache is not None and c.cache.writes == 40

@@ -33,6 +33,7 @@ from sqlalchemy import select
 
 from neuronova_lib.db.engine import get_engine
 from neuronova_lib.db.models import AuditRecord
+from neuronova_lib.db.users import demo_password
 from neuronova_lib.dimse.listener import TRANSFER_SYNTAXES
 from neuronova_lib.dimse.probe import echo
 from neuronova_lib.ingest import Quarantine
@@ -135,7 +136,7 @@ def _audit(platform: LocalPlatform, **where: Any) -> list[dict[str, Any]]:
 
 def _login(platform: LocalPlatform, username: str) -> str:
     response = requests.post(f"{platform.url}/api/auth/token", timeout=10, data={
-        "username": username, "password": platform.settings.demo_password})
+        "username": username, "password": demo_password(platform.settings, username)})
     response.raise_for_status()
     return str(response.json()["access_token"])
 

@@ -56,8 +56,10 @@ def test_up_serves_demo_data_and_stops_cleanly(tmp_path: Path) -> None:
         users = json.loads((home / "demo-users.json").read_text())
         assert oct((home / "demo-users.json").stat().st_mode)[-3:] == "600"
         assert {u["username"] for u in users["users"]} == {"clinician", "scientist", "owner", "admin"}
-        password = users["password"]
-        assert password in text, "a generated password is printed once"
+        passwords = {u["username"]: u["password"] for u in users["users"]}
+        assert len(set(passwords.values())) == 4, "each demo user has its own password"
+        assert all(p in text for p in passwords.values()), "generated passwords are printed once"
+        password = passwords["clinician"]
         url = f"http://127.0.0.1:{ports['PORT']}"
 
         # Sign in as clinician, list studies, fetch a frame, fetch it again with a signed URL.

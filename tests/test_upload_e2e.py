@@ -34,6 +34,7 @@ from neuronova_lib.bulk import OrthancAccess
 from neuronova_lib.config import Settings
 from neuronova_lib.db.engine import get_engine, session_factory
 from neuronova_lib.db.models import Job
+from neuronova_lib.db.users import demo_password
 from neuronova_lib.demo import write_demo_cases
 from neuronova_lib.demo.phantom import SIZES
 from neuronova_lib.ingest import Quarantine
@@ -325,7 +326,7 @@ def test_unsafe_or_oversized_uploads_are_refused_and_nothing_is_kept(
 ) -> None:
     client, settings = offline
     headers = _bearer(client.post("/api/auth/token", data={
-        "username": "admin", "password": settings.demo_password}).json()["access_token"])
+        "username": "admin", "password": demo_password(settings, "admin")}).json()["access_token"])
     answer = client.post("/api/studies", headers=headers,
                          files=[("files", ("upload.zip", payload, "application/zip"))])
     assert answer.status_code == code, answer.text

@@ -26,6 +26,10 @@ class User(Base):
     full_name: Mapped[str | None] = mapped_column(String(128), nullable=True)
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: Tokens of this user issued before this time are refused (per-user revocation).
+    tokens_not_before: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
 
 
 class RefreshToken(Base):
@@ -38,6 +42,42 @@ class RefreshToken(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked: Mapped[bool] = mapped_column(default=False)
+    #: The jti of the sign-in's first refresh token; every rotation keeps it, so
+    #: sign-out revokes the whole chain (``None``: issued before families existed).
+    family: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    #: The access token minted with this refresh token (sign-out revokes it too).
+    access_jti: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class RevokedToken(Base):
+    """A token refused before it expires (``neuronova tokens revoke``, sign-out).
+
+    Kept until the token would have expired anyway, then pruned; the guard loads
+    the unexpired ones into its revocation snapshot.
+    """
+
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    username: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    revoked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    reason: Mapped[str] = mapped_column(String(64))
+
+
+class SignInFailure(Base):
+    """Failed sign-ins of one account name, for per-account throttling across API workers.
+
+    Keyed by the name as typed, whether or not such a user exists, so that the
+    throttle itself does not tell which accounts exist.
+    """
+
+    __tablename__ = "sign_in_failures"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    blocked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class AuditRecord(Base):

@@ -157,7 +157,8 @@ def authenticate(session: Session, username: str, password: str) -> User | None:
     """The user whose username and password these are, else ``None``.
 
     An inactive user with the right password is returned: the caller decides
-    (the API answers 403, "account disabled", rather than a misleading 401).
+    (the API answers it exactly like a wrong password, so the answer is no
+    password oracle; the audit log says which).
     When the user does not exist a dummy hash is still verified, so that the
     response time does not tell which usernames exist. A hash with outdated
     argon2 parameters is replaced (the caller commits).
@@ -171,19 +172,53 @@ def authenticate(session: Session, username: str, password: str) -> User | None:
         return None
     if not verify_password(user.password_hash, password):
         return None
-    if _hasher.check_needs_rehash(user.password_hash):
+    if user.is_active and _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     return user
 
 
+def _recorded_passwords(data: dict[str, Any]) -> dict[str, str]:
+    """``{username: password}`` from ``demo-users.json``, either format.
+
+    The current format gives each user its own ``password``; files written
+    before it held one top-level ``password`` shared by every demo user.
+    """
+    shared = data.get("password")
+    return {
+        str(u["username"]): str(u.get("password") or shared)
+        for u in data.get("users", [])
+        if u.get("password") or shared
+    }
+
+
+def demo_password(settings: Settings, username: str) -> str:
+    """The password of demo user ``username``, read from ``demo-users.json``.
+
+    Raises
+    ------
+    LookupError
+        No such demo user in the file, or no file (the demo users were not made here).
+    """
+    path = settings.home / DEMO_USERS_FILE
+    if not path.exists():
+        raise LookupError(f"{path} is missing: run `neuronova up` once to make the demo users")
+    passwords = _recorded_passwords(read_or_create_json(path, dict))
+    if username not in passwords:
+        raise LookupError(f"{username!r} is not a demo user in {path} "
+                          f"(those are {', '.join(sorted(passwords))})")
+    return passwords[username]
+
+
 def ensure_demo_users(settings: Settings) -> dict[str, str] | None:
-    """Create one demo user per role and say their password; idempotent.
+    """Create one demo user per role and say their passwords; idempotent.
 
     The users are ``clinician``, ``scientist``, ``owner`` (role
-    ``model_owner``) and ``admin``, all with ``settings.demo_password`` or, when
-    it is unset, one generated password. Their usernames, roles and password
-    are written to ``$NEURONOVA_HOME/demo-users.json`` (mode 0600), the one
-    place a person looks them up.
+    ``model_owner``) and ``admin``. Each gets its own generated password, so
+    the admin's is never known to the other roles; ``settings.demo_password``
+    (``NEURONOVA_DEMO_PASSWORD``), meant for scripted demos only, gives them
+    all that one password instead. Usernames, roles and passwords are written
+    to ``$NEURONOVA_HOME/demo-users.json`` (mode 0600), the one place a person
+    looks them up: ``{"users": [{"username", "role", "password"}, ...]}``.
 
     A second call changes nothing: it returns what the file says, even if
     ``NEURONOVA_DEMO_PASSWORD`` changed since (use :func:`set_password` to
@@ -193,51 +228,56 @@ def ensure_demo_users(settings: Settings) -> dict[str, str] | None:
     -------
     dict[str, str] | None
         ``{username: password}`` of the demo users; ``None`` when the demo users
-        already exist but ``demo-users.json`` is gone, so their password is not
+        already exist but ``demo-users.json`` is gone, so their passwords are not
         known here (nothing is reset; missing demo users are not created).
     """
     upgrade_database(settings.sqlalchemy_url)
     path = settings.home / DEMO_USERS_FILE
     sessions = session_factory(settings.sqlalchemy_url)
+    recorded: dict[str, Any] = {}
     with sessions() as session:
         existing = {
             u.username
             for u in session.scalars(select(User).where(User.username.in_(list(DEMO_USERS))))
         }
         if path.exists():
-            recorded: dict[str, Any] = read_or_create_json(path, dict)
-            password = str(recorded["password"])
+            recorded = read_or_create_json(path, dict)
+            passwords = _recorded_passwords(recorded)
         elif existing:
             log.warning(
-                "demo users %s exist but %s is missing: their password is unknown; "
-                "set one with neuronova_lib.db.users.set_password",
+                "demo users %s exist but %s is missing: their passwords are unknown; "
+                "set them with neuronova_lib.db.users.set_password",
                 sorted(existing),
                 path,
             )
             return None
         else:
-            password = settings.demo_password or new_password()
-            if len(password) < MIN_PASSWORD_LENGTH:
-                raise ValueError(
-                    f"NEURONOVA_DEMO_PASSWORD is too short: use at least "
-                    f"{MIN_PASSWORD_LENGTH} characters, or unset it to get a generated one."
-                )
+            passwords = {}
+        shared = settings.demo_password
+        if shared is not None and len(shared) < MIN_PASSWORD_LENGTH:
+            raise ValueError(
+                f"NEURONOVA_DEMO_PASSWORD is too short: use at least "
+                f"{MIN_PASSWORD_LENGTH} characters, or unset it to get generated ones."
+            )
         created = [name for name in DEMO_USERS if name not in existing]
         for name in created:
+            password = passwords.get(name) or shared or new_password()
+            passwords[name] = password
             create_user(
                 session, name, password, DEMO_USERS[name], full_name=f"Demo {name.title()}"
             )
         session.commit()
-    if created or not path.exists():
+    if created or not path.exists() or "password" in recorded:
         write_private_json(
             path,
             {
-                "password": password,
                 "users": [
-                    {"username": name, "role": role.value} for name, role in DEMO_USERS.items()
+                    {"username": name, "role": role.value, "password": passwords[name]}
+                    for name, role in DEMO_USERS.items()
+                    if name in passwords
                 ],
                 "note": "Demo accounts for a local run; do not use them in a deployment.",
             },
         )
         log.info("demo users ready: %s (credentials in %s)", ", ".join(DEMO_USERS), path)
-    return {name: password for name in DEMO_USERS}
+    return {name: passwords[name] for name in DEMO_USERS if name in passwords}

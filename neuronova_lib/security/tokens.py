@@ -48,6 +48,12 @@ class Claims:
     kid: str
     studies: tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Issue time with milliseconds, so a per-user revocation at time t refuses a
+    #: token minted just before t and not one minted just after it.
+    iat: float = 0.0
+    #: For a signed URL, the jti of the token that minted it: revoking that token
+    #: revokes its signed URLs too.
+    parent: str | None = None
 
     def allows_study(self, study_uid: str) -> bool:
         return self.studies is None or study_uid in self.studies
@@ -75,8 +81,12 @@ class TokenService:
         studies: list[str] | None = None,
         not_before: float | None = None,
         jti: str | None = None,
+        parent: str | None = None,
     ) -> tuple[str, dict[str, Any]]:
-        """Return ``(token, claims)``; ``studies`` limits the token to those studies."""
+        """Return ``(token, claims)``; ``studies`` limits the token to those studies.
+
+        ``parent`` (signed URLs) names the jti of the token that asked for this one.
+        """
         key = self.keyring.signing_key()
         now = time.time()
         claims: dict[str, Any] = {
@@ -85,13 +95,15 @@ class TokenService:
             "sub": sub,
             "role": str(Role(role)),
             "typ": typ,
-            "iat": int(now),
+            "iat": round(now, 3),
             "nbf": int(not_before if not_before is not None else now),
             "exp": int(now + ttl),
             "jti": jti or secrets.token_urlsafe(12),
         }
         if studies is not None:
             claims["studies"] = list(studies)
+        if parent is not None:
+            claims["pjti"] = parent
         token = jwt.encode(claims, key.private, algorithm=ALGORITHM, headers={"kid": key.kid})
         return token, claims
 
@@ -155,6 +167,8 @@ class TokenService:
             exp=float(payload["exp"]),
             kid=kid,
             studies=tuple(studies) if studies is not None else None,
+            iat=float(payload["iat"]),
+            parent=str(payload["pjti"]) if payload.get("pjti") is not None else None,
         )
 
 

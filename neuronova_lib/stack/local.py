@@ -6,7 +6,6 @@ Tests and benchmarks use this to run the same processes as ``neuronova up``
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -46,7 +45,6 @@ def local_settings(home: Path, **overrides: object) -> Settings:
         "proxy_port": free_port(),
         "orthanc_port": free_port(),
         "dicom_port": free_port(),
-        "demo_password": "demo-" + os.urandom(6).hex(),
         # Tests send bursts from one address; keep rate limiting on, but roomy.
         "api_rate": "200r/s",
         "api_burst": 400,

@@ -29,7 +29,7 @@ from neuronova_lib.security.tokens import token_service
 from .docs import mount_offline_docs
 from .jobs import JobRunner
 from .quarantine_retention import RetentionSweeper
-from .routes import audit, auth, health, jobs, quarantine, refused, stow, studies, users
+from .routes import audit, auth, health, jobs, quarantine, refused, stow, studies, tokens, users
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     mount_offline_docs(app, API_PREFIX)
 
     api = APIRouter(prefix=API_PREFIX)
-    for module in (health, auth, users, audit, studies, jobs, quarantine, stow, refused):
+    for module in (health, auth, users, tokens, audit, studies, jobs, quarantine, stow, refused):
         api.include_router(module.router)
     app.include_router(api)
     return app

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from neuronova_lib.config import Settings
 from neuronova_lib.db.models import User
+from neuronova_lib.db.revocation import token_refusal
 from neuronova_lib.db.users import get_user
 from neuronova_lib.security.roles import Role
 from neuronova_lib.security.tokens import Claims, TokenError, TokenService
@@ -61,26 +62,47 @@ SessionDep = Annotated[Session, Depends(get_db)]
 TokenServiceDep = Annotated[TokenService, Depends(get_token_service)]
 
 
+def _refuse(request: Request, db: Session, reason: str, detail: str,
+            username: str | None = None, error: str | None = "invalid_token") -> HTTPException:
+    """A 401, written to the audit log first (every refusal of the API is audited)."""
+    write_audit(db, request, decision="deny", status=401, reason=reason,
+                username=username, detail=detail)
+    db.commit()
+    return _unauthorized(detail, error)
+
+
 def get_access_claims(
-    token: Annotated[str | None, Depends(oauth2_scheme)], tokens: TokenServiceDep
+    request: Request,
+    db: SessionDep,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+    tokens: TokenServiceDep,
 ) -> Claims:
-    """The verified claims of the bearer access token, or 401."""
+    """The verified claims of the bearer access token, or 401 (audited).
+
+    A token revoked by jti or by user (``neuronova tokens revoke``, sign-out) is
+    refused here at once; the database is asked on every request.
+    """
     if not token:
-        raise _unauthorized(
+        raise _refuse(
+            request, db, "no_token",
             "not signed in: get a token from POST /api/auth/token and send it as "
             "'Authorization: Bearer <token>'",
             error=None,
         )
     try:
-        return tokens.verify(token, "access")
+        claims = tokens.verify(token, "access")
     except TokenError as exc:
-        raise _unauthorized(exc.detail) from None
+        raise _refuse(request, db, exc.reason, exc.detail) from None
+    refused = token_refusal(db.connection(), claims, account=False)
+    if refused is not None:
+        raise _refuse(request, db, refused.reason, refused.detail, claims.sub)
+    return claims
 
 
 AccessClaims = Annotated[Claims, Depends(get_access_claims)]
 
 
-def get_current_user(db: SessionDep, claims: AccessClaims) -> User:
+def get_current_user(request: Request, db: SessionDep, claims: AccessClaims) -> User:
     """The user the access token speaks for, read from the database.
 
     Checked on every request so that a deleted or disabled account stops
@@ -88,7 +110,8 @@ def get_current_user(db: SessionDep, claims: AccessClaims) -> User:
     """
     user = get_user(db, claims.sub)
     if user is None:
-        raise _unauthorized(f"user {claims.sub!r} no longer exists; sign in again")
+        raise _refuse(request, db, "unknown_user",
+                      f"user {claims.sub!r} no longer exists; sign in again", claims.sub)
     if not user.is_active:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, detail=f"account {user.username!r} is disabled"

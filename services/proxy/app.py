@@ -18,7 +18,10 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, AsyncIterator
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -26,6 +29,7 @@ from neuronova_lib.config import Settings, get_settings
 from neuronova_lib.db.audit import AuditWriter
 from neuronova_lib.db.engine import get_engine
 from neuronova_lib.nginx_refusals import nginx_refusal
+from neuronova_lib.db.revocation import Refused, RevocationWatcher, token_refusal
 from neuronova_lib.security.tokens import Claims, token_service
 
 
@@ -88,13 +92,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the guard for one data dir (tests pass their own settings)."""
     settings = settings or get_settings()
     tokens = token_service(settings)
-    guard = Guard(tokens, wado_plugin=settings.orthanc_wado_plugin)
+    # Until the lifespan has loaded the user database once, every token is refused (503).
+    revocations = RevocationWatcher(get_engine(settings.sqlalchemy_url), settings.revocation_bound)
+    guard = Guard(tokens, wado_plugin=settings.orthanc_wado_plugin, revocations=revocations)
     state: dict[str, AuditWriter] = {}
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         state["audit"] = AuditWriter.from_settings(get_engine(settings.sqlalchemy_url), settings)
-        yield
+        revocations.start()
+        try:
+            yield
+        finally:
+            revocations.stop()
 
     async def record(decision: Decision, method: str, path: str, client: str | None,
                      request_id: str | None) -> None:
@@ -204,12 +214,44 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.append(Route("/api/pacs/_refused", refused_by_nginx, methods=methods))
     app.router.routes.append(Route("/api/pacs/_stow_auth", stow_auth, methods=["GET", "POST"]))
 
-    def current_claims(request: Request) -> Claims:
+    def _database_refusal(claims: Claims) -> Refused | None:
+        with get_engine(settings.sqlalchemy_url).connect() as conn:
+            return token_refusal(conn, claims)
+
+    async def current_claims(request: Request) -> Claims:
+        """The caller's access token, checked against the database now, not the snapshot.
+
+        Minting is rare, so a disabled user is refused here at once; refusals are audited.
+        """
+        claims: Claims | None = None
         try:
-            return guard.authenticate(request.headers.get("authorization"), None)
+            claims = guard.authenticate(request.headers.get("authorization"), None)
+            refused = await run_in_threadpool(_database_refusal, claims)
+            if refused is not None:
+                raise Refusal(refused.status, refused.reason, refused.detail)
         except Refusal as exc:
+            known = claims or getattr(exc, "claims", None)
+            await audit(request, Decision(False, exc.status, exc.reason, exc.detail, known),
+                        "POST", "/api/pacs/sign")
             raise HTTPException(exc.status, exc.detail,
                                 headers={"WWW-Authenticate": "Bearer"}) from None
+        assert claims is not None
+        return claims
+
+    async def invalid_request(request: Request, exc: Exception) -> Response:
+        """A sign request FastAPI could not validate (422) is audited like any refusal."""
+        assert isinstance(exc, RequestValidationError)
+        try:
+            known: Claims | None = guard.authenticate(request.headers.get("authorization"), None)
+        except Refusal:
+            known = None
+        fields = ", ".join(".".join(str(p) for p in e.get("loc", ())) for e in exc.errors())
+        await audit(request, Decision(False, 422, "invalid_request",
+                                      f"invalid fields: {fields}"[:500], known),
+                    request.method, request.url.path)
+        return await request_validation_exception_handler(request, exc)
+
+    app.add_exception_handler(RequestValidationError, invalid_request)
 
     @app.post("/api/pacs/sign", response_model=SignedUrl)
     async def sign(
@@ -230,7 +272,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await audit(request, decision, "POST", "/api/pacs/sign")
             raise HTTPException(refusal.status, refusal.detail) from None
         ttl = min(body.ttl_seconds or settings.signed_url_ttl, settings.signed_url_ttl_max)
-        token, minted = tokens.mint(claims.sub, claims.role, "signed", ttl, studies=studies)
+        # ``parent``: revoking the access token (sign-out, by jti) revokes this URL too.
+        token, minted = tokens.mint(claims.sub, claims.role, "signed", ttl, studies=studies,
+                                    parent=claims.jti)
         decision.allow, decision.status, decision.reason = True, 200, "signed"
         decision.detail = f"ttl={ttl}s studies={','.join(studies)}"[:500]
         await audit(request, decision, "POST", "/api/pacs/sign")

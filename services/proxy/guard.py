@@ -11,6 +11,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from neuronova_lib.db.revocation import RevocationWatcher
 from neuronova_lib.security.roles import IMAGE_READERS, IMAGE_WRITERS
 from neuronova_lib.security.tokens import Claims, TokenError, TokenService
 
@@ -18,6 +19,17 @@ from .paths import DicomWebTarget, Refusal, parse
 
 INTERNAL_LOCATION = "/internal-orthanc/"
 READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+class TokenRefused(Refusal):
+    """A token that verified but is refused (revoked, user disabled, role changed).
+
+    Carries the token's claims so the audit row still says whose token it was.
+    """
+
+    def __init__(self, claims: Claims, status: int, reason: str, detail: str) -> None:
+        super().__init__(status, reason, detail)
+        self.claims = claims
 
 
 @dataclass
@@ -42,8 +54,11 @@ class Decision:
 class VerifiedTokenCache:
     """Tokens already verified, so a series of 155 frames costs one signature check.
 
-    A hit is re-checked for expiry and for its key's state, so a revocation
-    still takes effect at once.
+    A hit is re-checked for expiry and for its key's state, so a key revocation
+    still takes effect at once. It holds signatures only: whether the token's
+    user, role and jti are still good is asked of the revocation snapshot on
+    every request, hit or miss (:meth:`Guard.authenticate`), so no cached
+    entry outlives a revocation by more than ``NEURONOVA_REVOCATION_BOUND``.
     """
 
     def __init__(self, tokens: TokenService, size: int = 4096) -> None:
@@ -70,11 +85,18 @@ class VerifiedTokenCache:
 
 
 class Guard:
-    """Decides DICOMweb requests for one data dir's keys."""
+    """Decides DICOMweb requests for one data dir's keys and user database.
 
-    def __init__(self, tokens: TokenService, wado_plugin: bool = False) -> None:
+    ``revocations`` (the guard service always has one) refuses tokens of
+    disabled, deleted or re-roled users and revoked tokens; without it only the
+    token itself is checked (rule tests).
+    """
+
+    def __init__(self, tokens: TokenService, wado_plugin: bool = False,
+                 revocations: RevocationWatcher | None = None) -> None:
         self.tokens = tokens
         self.wado_plugin = wado_plugin
+        self.revocations = revocations
         self._verified = VerifiedTokenCache(tokens)
 
     def authenticate(self, authorization: str | None, query_token: str | None) -> Claims:
@@ -82,15 +104,21 @@ class Guard:
             raise Refusal(400, "two_tokens", "send a bearer token or a signed URL, not both")
         try:
             if query_token:
-                return self._verified.verify(query_token, "signed")
-            if not authorization:
+                claims = self._verified.verify(query_token, "signed")
+            elif not authorization:
                 raise Refusal(401, "no_token", "sign in: no bearer token and no signed URL")
-            scheme, _, token = authorization.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise Refusal(401, "bad_scheme", "use 'Authorization: Bearer <token>'")
-            return self._verified.verify(token.strip(), "access")
+            else:
+                scheme, _, token = authorization.partition(" ")
+                if scheme.lower() != "bearer" or not token.strip():
+                    raise Refusal(401, "bad_scheme", "use 'Authorization: Bearer <token>'")
+                claims = self._verified.verify(token.strip(), "access")
         except TokenError as exc:
             raise Refusal(401, exc.reason, exc.detail) from None
+        if self.revocations is not None:
+            refused = self.revocations.refusal(claims)
+            if refused is not None:
+                raise TokenRefused(claims, refused.status, refused.reason, refused.detail)
+        return claims
 
     @staticmethod
     def authorize_method(method: str, claims: Claims) -> None:
@@ -133,6 +161,7 @@ class Guard:
             self.authorize_method(method, claims)
             self.authorize_scope(target, claims)
         except Refusal as refusal:
+            claims = claims or getattr(refusal, "claims", None)
             return Decision(False, refusal.status, refusal.reason, refusal.detail, claims, target)
         return Decision(
             True, 200, "allowed", claims=claims, target=target,
@@ -160,5 +189,6 @@ class Guard:
             if claims.studies is not None and target.study not in claims.studies:
                 raise Refusal(403, "scope", "the token does not cover this study")
         except Refusal as refusal:
+            claims = claims or getattr(refusal, "claims", None)
             return Decision(False, refusal.status, refusal.reason, refusal.detail, claims, target)
         return Decision(True, 200, "stow_authorized", claims=claims, target=target)

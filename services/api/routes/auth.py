@@ -4,10 +4,17 @@ A sign-in gives a short-lived access token (sent as ``Authorization: Bearer``)
 and a longer-lived refresh token. Refresh tokens rotate: each is good for one
 refresh, and presenting one a second time means it was copied, so every refresh
 token of that user is revoked (reuse detection) and the user signs in again.
+The refresh tokens of one sign-in form a family (``refresh_tokens.family``);
+sign-out revokes the family and the access tokens minted with it.
+
+Sign-in is throttled per account (:mod:`neuronova_lib.db.throttle`), and a
+disabled account is answered exactly like a wrong password: same status, same
+body, one argon2 verification either way.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
@@ -16,12 +23,14 @@ from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 from sqlalchemy import CursorResult, update
 
+from neuronova_lib.db import throttle
 from neuronova_lib.db.models import RefreshToken, User
+from neuronova_lib.db.revocation import revoke_family, revoke_jti
 from neuronova_lib.db.users import authenticate, get_user
 from neuronova_lib.security.tokens import TokenError
 
 from ..auditing import write_audit
-from ..deps import SessionDep, SettingsDep, TokenServiceDep
+from ..deps import SessionDep, SettingsDep, TokenServiceDep, oauth2_scheme
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -43,12 +52,21 @@ class RefreshRequest(BaseModel):
     refresh_token: str = Field(min_length=1)
 
 
+class LogoutRequest(BaseModel):
+    refresh_token: str | None = Field(
+        default=None, min_length=1,
+        description="The sign-in's current refresh token: its whole family is revoked.")
+
+
 def _issue_tokens(
-    db: SessionDep, tokens: TokenServiceDep, settings: SettingsDep, user: User
+    db: SessionDep, tokens: TokenServiceDep, settings: SettingsDep, user: User,
+    family: str | None = None,
 ) -> tuple[TokenResponse, str]:
     """Mint an access and a refresh token for ``user``; record the refresh jti.
 
-    Returns the response and the access token's jti (for the audit record).
+    ``family`` is the sign-in the refresh continues (``None``: a new sign-in,
+    whose family is named after its first refresh token). Returns the response
+    and the access token's jti (for the audit record).
     """
     access, access_claims = tokens.mint(
         user.username, user.role, "access", settings.access_token_ttl
@@ -61,6 +79,8 @@ def _issue_tokens(
             jti=refresh_claims["jti"],
             username=user.username,
             expires_at=datetime.fromtimestamp(refresh_claims["exp"], UTC),
+            family=family or refresh_claims["jti"],
+            access_jti=access_claims["jti"],
         )
     )
     body = TokenResponse(
@@ -76,8 +96,9 @@ def _issue_tokens(
 @router.post(
     "/token",
     response_model=TokenResponse,
-    responses={401: {"description": "Wrong username or password"},
-               403: {"description": "Account disabled"}},
+    responses={401: {"description": "Wrong username or password, or account disabled"},
+               429: {"description": "Too many failed sign-ins for this account; see "
+                                    "Retry-After"}},
 )
 def login(
     request: Request,
@@ -86,31 +107,44 @@ def login(
     tokens: TokenServiceDep,
     settings: SettingsDep,
 ) -> TokenResponse:
-    """Sign in with username and password (OAuth2 password form); every attempt is audited."""
-    user = authenticate(db, form.username, form.password)
-    if user is None:
-        # The client is not told which of the two was wrong; the audit log is.
-        known = get_user(db, form.username) is not None
-        write_audit(
-            db, request, decision="deny", status=401, reason="bad_credentials",
-            username=form.username, detail="wrong password" if known else "unknown user",
+    """Sign in with username and password (OAuth2 password form); every attempt is audited.
+
+    A disabled account gets the answer a wrong password gets (no oracle); the
+    audit log says which it was.
+    """
+    wait = throttle.retry_after(db, form.username)
+    if wait > 0:
+        seconds = max(1, math.ceil(wait))
+        write_audit(db, request, decision="deny", status=429, reason="signin_throttled",
+                    username=form.username, detail=f"account waits {seconds} s")
+        db.commit()
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"too many failed sign-ins for this account; try again in {seconds} s",
+            headers={"Retry-After": str(seconds)},
         )
+    # One argon2 verification whatever the account's state (authenticate() verifies a
+    # dummy hash for unknown names), so timing says nothing either.
+    user = authenticate(db, form.username, form.password)
+    if user is None or not user.is_active:
+        if user is not None:
+            reason, detail, role = "inactive", "account disabled", user.role
+        else:
+            known = get_user(db, form.username) is not None
+            reason, detail, role = ("bad_credentials",
+                                    "wrong password" if known else "unknown user", None)
+        wait = throttle.record_failure(db, form.username, settings)
+        if wait:
+            detail += f"; account waits {math.ceil(wait)} s"
+        write_audit(db, request, decision="deny", status=401, reason=reason,
+                    username=form.username, role=role, detail=detail)
         db.commit()
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail=f"{BAD_CREDENTIALS}; check both and try again",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if not user.is_active:
-        write_audit(
-            db, request, decision="deny", status=403, reason="inactive",
-            username=user.username, role=user.role, detail="account disabled",
-        )
-        db.commit()
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            detail=f"account {user.username!r} is disabled; ask an administrator",
-        )
+    throttle.clear(db, user.username)
     body, jti = _issue_tokens(db, tokens, settings, user)
     write_audit(
         db, request, decision="allow", status=200, reason="login",
@@ -183,8 +217,70 @@ def refresh(
             status.HTTP_403_FORBIDDEN,
             detail=f"account {user.username!r} is disabled; ask an administrator",
         )
-    body, jti = _issue_tokens(db, tokens, settings, user)
+    body, jti = _issue_tokens(db, tokens, settings, user, family=row.family or row.jti)
     write_audit(db, request, decision="allow", status=200, reason="refresh",
                 username=user.username, role=user.role, token_id=jti)
     db.commit()
     return body
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={400: {"description": "Neither a refresh token nor an access token was sent"},
+               401: {"description": "The token sent is not valid"}},
+)
+def logout(
+    request: Request,
+    db: SessionDep,
+    tokens: TokenServiceDep,
+    settings: SettingsDep,
+    bearer: Annotated[str | None, Depends(oauth2_scheme)],
+    payload: LogoutRequest | None = None,
+) -> None:
+    """Sign out: revoke the sign-in's refresh family and its access tokens.
+
+    Send the refresh token in the body (its whole family is revoked, and every
+    access token minted with it), the access token as ``Authorization: Bearer``
+    (that token is revoked), or both. The guard refuses them within
+    ``NEURONOVA_REVOCATION_BOUND`` seconds, the API at once.
+    """
+    refresh_token = payload.refresh_token if payload else None
+    if not refresh_token and not bearer:
+        write_audit(db, request, decision="deny", status=400, reason="logout_nothing",
+                    detail="no token sent")
+        db.commit()
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            detail="send the refresh token as JSON {\"refresh_token\": ...}, the access "
+                   "token as 'Authorization: Bearer <token>', or both",
+        )
+    revoked: list[str] = []
+    username: str | None = None
+    try:
+        if refresh_token:
+            claims = tokens.verify(refresh_token, "refresh")
+            username = claims.sub
+            row = db.get(RefreshToken, claims.jti)
+            if row is not None and row.username == claims.sub:
+                count = revoke_family(db, row.family or row.jti, reason="logout",
+                                      access_ttl=settings.access_token_ttl)
+                revoked.append(f"refresh family of {count} token(s)")
+        if bearer:
+            claims = tokens.verify(bearer, "access")
+            username = username or claims.sub
+            revoke_jti(db, claims.jti, username=claims.sub, reason="logout",
+                       expires_at=datetime.fromtimestamp(claims.exp, UTC))
+            revoked.append("access token")
+    except TokenError as exc:
+        db.rollback()
+        write_audit(db, request, decision="deny", status=401, reason=f"logout_{exc.reason}",
+                    username=username, detail=exc.detail)
+        db.commit()
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, detail=exc.detail,
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        ) from None
+    write_audit(db, request, decision="allow", status=204, reason="logout",
+                username=username, detail="revoked " + " and ".join(revoked or ["nothing"]))
+    db.commit()

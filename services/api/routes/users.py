@@ -9,7 +9,8 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
 
 from neuronova_lib.db.models import User
-from neuronova_lib.db.users import MIN_PASSWORD_LENGTH, UserExists, create_user
+from neuronova_lib.db.revocation import revoke_user
+from neuronova_lib.db.users import MIN_PASSWORD_LENGTH, UserExists, create_user, get_user
 from neuronova_lib.security.roles import Role
 
 from ..auditing import write_audit
@@ -41,6 +42,11 @@ class UserCreate(BaseModel):
     role: Role
     full_name: str | None = Field(default=None, max_length=128)
     is_active: bool = True
+
+
+class UserChange(BaseModel):
+    role: Role | None = None
+    is_active: bool | None = None
 
 
 @router.get("/me", response_model=UserPublic)
@@ -82,6 +88,37 @@ def add_user(
         db, request, decision="allow", status=201, reason="user_created",
         username=admin.username, role=admin.role,
         detail=f"created {user.username!r} with role {user.role}",
+    )
+    db.commit()
+    return UserAdminView.model_validate(user, from_attributes=True)
+
+
+@router.patch("/{username}", response_model=UserAdminView,
+              responses={404: {"description": "No such user"}})
+def change_user(request: Request, username: str, payload: UserChange, db: SessionDep,
+                admin: AdminUser) -> UserAdminView:
+    """Disable or enable a user, or change their role (admins only; audited).
+
+    Disabling revokes every token the user holds. Either change reaches the
+    API at once and the guard within ``NEURONOVA_REVOCATION_BOUND`` seconds:
+    a token whose role claim is no longer the user's role is refused there.
+    """
+    user = get_user(db, username)
+    if user is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no user {username!r}")
+    changes = []
+    if payload.role is not None and payload.role.value != user.role:
+        changes.append(f"role {user.role} -> {payload.role.value}")
+        user.role = payload.role.value
+    if payload.is_active is not None and payload.is_active != user.is_active:
+        changes.append("enabled" if payload.is_active else "disabled")
+        user.is_active = payload.is_active
+        if not payload.is_active:
+            revoke_user(db, username)
+    write_audit(
+        db, request, decision="allow", status=200, reason="user_changed",
+        username=admin.username, role=admin.role,
+        detail=f"{username!r}: {', '.join(changes) or 'no change'}",
     )
     db.commit()
     return UserAdminView.model_validate(user, from_attributes=True)
