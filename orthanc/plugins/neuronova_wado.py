@@ -188,7 +188,7 @@ def frames(output, uri, **request):
     try:
         info = _lookup(study, series, sop)
         numbers = wado.parse_frame_list(frame_list, info.frames)
-        syntax = wado.choose_frame_syntax(request["headers"].get("accept"), info.syntax)
+        media, syntax = wado.choose_frame_media(request["headers"].get("accept"), info.syntax)
     except LookupError as exc:  # unknown instance, or frames it does not have
         _send_error(output, 404, str(exc))
         return
@@ -203,7 +203,7 @@ def frames(output, uri, **request):
         if data is None:
             data = [np.ascontiguousarray(_decoded_frame(info, n), dtype=info.dtype).tobytes()
                     for n in numbers]
-    body, content_type = wado.multipart_frames(data, syntax)
+    body, content_type = wado.multipart_frames(data, syntax, media)
     output.AnswerBuffer(body, content_type)
 
 
