@@ -254,10 +254,14 @@ def _sop_uids(study, series):
 
 
 def _as_explicit_little_endian(data):
-    """The file re-written in explicit VR little endian, pixel data decoded if compressed."""
+    """The file re-written in explicit VR little endian, pixel data decoded if compressed.
+
+    Decoding a lossless syntax keeps the instance (PS3.5 §8.2): its SOP Instance UID
+    stays (pydicom 3 would mint a new one by default).
+    """
     ds = pydicom.dcmread(io.BytesIO(data))
     if ds.file_meta.TransferSyntaxUID.is_compressed:
-        ds.decompress()
+        ds.decompress(generate_instance_uid=False)
     ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
