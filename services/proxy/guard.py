@@ -152,12 +152,11 @@ class Guard:
             if target is not None and target.kind == "qido" and (target.query or target.study_filter):
                 detail = f"{detail} (query: {target.query_string()})"
             return Decision(False, refusal.status, refusal.reason, detail, claims, target)
+        redirect = target.internal_uri(INTERNAL_LOCATION, self.wado_plugin)
         # A search's audit row says what Orthanc was asked (the token is never in it).
-        detail = f"query: {target.query_string()}" if target.kind == "qido" else ""
-        return Decision(
-            True, 200, "allowed", detail, claims=claims, target=target,
-            redirect=target.internal_uri(INTERNAL_LOCATION, self.wado_plugin),
-        )
+        detail = "query: " + redirect.partition("?")[2] if target.kind == "qido" else ""
+        return Decision(True, 200, "allowed", detail, claims=claims, target=target,
+                        redirect=redirect)
 
     def decide_stow(self, raw_path: str, raw_query: str, authorization: str | None) -> Decision:
         """nginx's ``auth_request`` before a STOW-RS body is read: token, role, scope.
