@@ -6,9 +6,10 @@ label otherwise) and cannot render them (415). This plugin answers, under
 ``/neuronova/dicom-web/``, the resources that carry pixel data:
 
 * ``.../instances/{sop}/frames/{list}`` — frames as stored (``transfer-syntax=*``
-  or the stored syntax) with the correct label, byte for byte; or explicit VR
-  little endian, decoded here for HTJ2K and by Orthanc's DICOMweb plugin for
-  the classic syntaxes it knows.
+  or the stored syntax) with the correct label, byte for byte, also for a
+  wildcard part type (``type="*/*"``: HTJ2K parts as ``image/jphc``); or explicit
+  VR little endian, decoded here for HTJ2K and by Orthanc's DICOMweb plugin for
+  the classic syntaxes it knows (``wado.choose_frame_media`` decides).
 * ``/studies/{study}[/series/{series}[/instances/{sop}]]`` — retrieval, each
   ``application/dicom`` part labelled with its transfer syntax: as stored for
   ``transfer-syntax=*``, else re-written in explicit VR little endian.
