@@ -70,26 +70,61 @@ def split_outside_quotes(header: str, separator: str) -> list[str]:
     return [i.strip() for i in items if i.strip()]
 
 
+#: Compressed frame media types by transfer syntax (PS3.18 Table 8.7.3-5).
+FRAME_MEDIA_TYPES = {
+    **dict.fromkeys(("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",
+                     "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"), "image/jpeg"),
+    **dict.fromkeys(("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"), "image/jls"),
+    **dict.fromkeys(("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"), "image/jp2"),
+    **dict.fromkeys(("1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93"), "image/jpx"),
+    **dict.fromkeys(HTJ2K_SYNTAXES, "image/jphc"),
+    "1.2.840.10008.1.2.5": "image/dicom-rle",
+}
+#: The syntax a compressed media type means when the request names none (Table 8.7.3-5, "D").
+_MEDIA_DEFAULT_SYNTAX = {
+    "image/jpeg": "1.2.840.10008.1.2.4.70", "image/jls": "1.2.840.10008.1.2.4.80",
+    "image/jp2": "1.2.840.10008.1.2.4.90", "image/jpx": "1.2.840.10008.1.2.4.92",
+    "image/jphc": "1.2.840.10008.1.2.4.201", "image/dicom-rle": "1.2.840.10008.1.2.5",
+}
+OCTET_STREAM = "application/octet-stream"
+_WILDCARDS = frozenset({"*/*", "*", "application/*", "image/*"})
+
+
+def _part_type(media: MediaRange, default: str) -> str:
+    """The media type a range asks for in each part (``type=`` of ``multipart/related``)."""
+    if media.media_type == "multipart/related":
+        return (media.type_param or default).strip().lower()
+    if media.media_type == "multipart/*":
+        return "*/*"
+    return media.media_type
+
+
+_NOT_ON_THE_WEB = frozenset({IMPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.2"})
+
+
+def _web_syntax(stored: str) -> str:
+    """``stored`` as the web may label it: PS3.18 §8.7.3 forbids implicit VR and big endian."""
+    return stored if stored not in _NOT_ON_THE_WEB else EXPLICIT_VR_LITTLE_ENDIAN
+
+
 def choose_syntax(accept: str | None, stored: str,
                   part_type: str = "application/octet-stream") -> str:
-    """The transfer syntax to answer in, per PS3.18 (default: explicit VR little endian).
+    """The transfer syntax to answer instances in, per PS3.18 (default: explicit VR little endian).
 
-    ``part_type`` is ``application/octet-stream`` for frames and
-    ``application/dicom`` for instances. ``transfer-syntax=*`` means "as stored":
-    the server's choice, no transcoding.
+    ``part_type`` is ``application/dicom`` for instances (frames use
+    :func:`choose_frame_media`). ``transfer-syntax=*`` means "as stored": the
+    server's choice, no transcoding; a wildcard part type (``type="*/*"``)
+    stands for ``part_type``.
     """
     for media in parse_accept(accept):
         if media.q <= 0:
             continue
-        wanted = media.media_type in ("multipart/related", "*/*", "multipart/*") and (
-            media.type_param in (None, part_type))
-        if media.media_type == part_type:
-            wanted = True
-        if not wanted:
+        part = _part_type(media, part_type)
+        if part != part_type and part not in ("*/*", "*", part_type.split("/")[0] + "/*"):
             continue
         syntax = media.transfer_syntax
         if syntax == "*" or syntax == stored:
-            return stored
+            return _web_syntax(stored)
         if syntax in (None, EXPLICIT_VR_LITTLE_ENDIAN):
             return EXPLICIT_VR_LITTLE_ENDIAN
     raise NotAcceptable(
@@ -98,14 +133,59 @@ def choose_syntax(accept: str | None, stored: str,
     )
 
 
+def choose_frame_media(accept: str | None, stored: str) -> tuple[str, str]:
+    """(part media type, transfer syntax) for frames, per PS3.18 §8.7.3 and §8.7.8.
+
+    * ``application/octet-stream``: explicit VR little endian unless the request
+      names the stored syntax or ``transfer-syntax=*`` (then the stored bytes,
+      labelled with their syntax: what OHIF and Cornerstone ask for).
+    * A wildcard (``type="*/*"``, dicomweb-client's default; ``image/*``) without
+      a syntax, or with ``*``: the server chooses, and sends what it stores:
+      compressed frames as stored under their own media type (``image/jphc``
+      for HTJ2K), uncompressed ones as ``application/octet-stream``.
+    * A compressed media type (``image/jphc``): the stored bytes when they are
+      in that type's named (or default) syntax; frames are never re-compressed.
+    * No Accept header: explicit VR little endian, the category's default.
+    """
+    native = stored not in FRAME_MEDIA_TYPES
+    stored_media = OCTET_STREAM if native else FRAME_MEDIA_TYPES[stored]
+    if not accept or not accept.strip():
+        return OCTET_STREAM, EXPLICIT_VR_LITTLE_ENDIAN
+    for media in parse_accept(accept):
+        if media.q <= 0:
+            continue
+        part, syntax = _part_type(media, OCTET_STREAM), media.transfer_syntax
+        if part == OCTET_STREAM:
+            if syntax == "*" or syntax == stored:
+                return OCTET_STREAM, _web_syntax(stored)
+            if syntax in (None, EXPLICIT_VR_LITTLE_ENDIAN):
+                return OCTET_STREAM, EXPLICIT_VR_LITTLE_ENDIAN
+        elif part in _WILDCARDS:
+            fits = part in ("*/*", "*") or stored_media.startswith(part[:-1])
+            if syntax in (None, "*") and fits:
+                return stored_media, _web_syntax(stored)
+            if syntax == stored and fits:
+                return stored_media, stored
+            if syntax in (None, EXPLICIT_VR_LITTLE_ENDIAN) and part != "image/*":
+                return OCTET_STREAM, EXPLICIT_VR_LITTLE_ENDIAN
+        elif part == stored_media and not native:
+            if syntax in ("*", stored) or (syntax is None and _MEDIA_DEFAULT_SYNTAX.get(part) == stored):
+                return stored_media, stored
+    raise NotAcceptable(
+        f"frames stored as {stored}; ask for type=\"{OCTET_STREAM}\" (explicit VR little endian), "
+        f"transfer-syntax=* (as stored) or type=\"*/*\""
+    )
+
+
 def choose_frame_syntax(accept: str | None, stored: str) -> str:
-    """:func:`choose_syntax` for frames (``application/octet-stream`` parts)."""
-    return choose_syntax(accept, stored)
+    """The transfer syntax of :func:`choose_frame_media`."""
+    return choose_frame_media(accept, stored)[1]
 
 
-def multipart_frames(frames: list[bytes], transfer_syntax: str) -> tuple[bytes, str]:
+def multipart_frames(frames: list[bytes], transfer_syntax: str,
+                     media_type: str = "application/octet-stream") -> tuple[bytes, str]:
     """A ``multipart/related`` body of frames and its Content-Type header value."""
-    return multipart_body([(f, transfer_syntax) for f in frames], "application/octet-stream")
+    return multipart_body([(f, transfer_syntax) for f in frames], media_type)
 
 
 def multipart_body(parts: list[tuple[bytes, str | None]], part_type: str) -> tuple[bytes, str]:

@@ -96,13 +96,13 @@ def test_query_is_rebuilt_encoded_and_token_removed() -> None:
     target = parse(f"{P}/studies", "PatientName=Doe%5EJohn*&limit=10&token=abc&includefield=00081030")
     assert target.token == "abc"
     uri = target.internal_uri("/internal-orthanc/")
-    assert uri == "/internal-orthanc/dicom-web/studies?PatientName=Doe^John*&limit=10&includefield=00081030"
+    assert uri == "/internal-orthanc/dicom-web/studies?00100010=Doe^John*&limit=10&includefield=00081030"
     assert "token" not in uri
 
 
 def test_query_values_cannot_break_out_of_the_query() -> None:
     target = parse(f"{P}/studies", "PatientName=a%26limit%3D1%23x%20y%22")
-    assert target.internal_uri("/internal-orthanc/").endswith("?PatientName=a%26limit%3D1%23x%20y%22")
+    assert target.internal_uri("/internal-orthanc/").endswith("?00100010=a%26limit%3D1%23x%20y%22")
 
 
 @pytest.mark.parametrize("query", ["PatientName=a%0d%0ab", "PatientName=%2500", "x%0a=1",
@@ -139,7 +139,7 @@ def test_scoped_token_on_its_own_and_other_studies(guard: Guard, tokens: TokenSe
     denied = guard.decide("GET", f"{P}/studies/{OTHER}/series", f"token={signed}", None)
     assert (denied.status, denied.reason) == (403, "scope")
     qido = guard.decide("GET", f"{P}/studies", f"token={signed}", None)
-    assert qido.allow and qido.redirect == f"/internal-orthanc/dicom-web/studies?StudyInstanceUID={S}"
+    assert qido.allow and qido.redirect == f"/internal-orthanc/dicom-web/studies?0020000D={S}"
     for query in (f"StudyInstanceUID={OTHER}", f"0020000D={S},{OTHER}"):
         assert guard.decide("GET", f"{P}/series", f"{query}&token={signed}", None).reason == "scope"
 
@@ -164,3 +164,171 @@ def test_cache_still_sees_revocation_and_expiry(guard: Guard, tokens: TokenServi
 @pytest.mark.parametrize("header", ["Basic dXNlcjpwdw==", "Bearer", "Bearer    ", "token abc"])
 def test_other_authorization_schemes(guard: Guard, header: str) -> None:
     assert guard.decide("GET", f"{P}/studies", "", header).status == 401
+
+
+# -- QIDO query keys: read one way, PS3.18's, and sent to Orthanc as tags ---------------------
+QIDO_PATHS = [f"{P}/studies", f"{P}/series", f"{P}/instances"]
+SCOPED_PATHS = [f"{P}/studies/{S}/series", f"{P}/studies/{S}/instances",
+                f"{P}/studies/{S}/series/{SE}/instances"]
+
+
+@pytest.mark.parametrize(("key", "reason"), [
+    ("studyinstanceuid", "unknown_query_key"),
+    ("STUDYINSTANCEUID", "unknown_query_key"),
+    ("studyInstanceUID", "unknown_query_key"),
+    ("StudyInstanceUid", "unknown_query_key"),
+    ("StudyInstanceUID%20", "unknown_query_key"),
+    ("%20StudyInstanceUID", "unknown_query_key"),
+    ("StudyInstanceUID+", "unknown_query_key"),
+    ("Study+InstanceUID", "unknown_query_key"),
+    ("Study%2549nstanceUID", "unknown_query_key"),  # encoded twice: decoded once, unknown
+    ("0020,000D", "unknown_query_key"),
+    ("(0020,000D)", "unknown_query_key"),
+    ("x0020000D", "unknown_query_key"),
+    ("0020000D0", "unknown_query_key"),
+    ("20000D", "unknown_query_key"),
+    ("Limit", "unknown_query_key"),
+    ("IncludeField", "unknown_query_key"),
+    ("fuzzyMatching", "unknown_query_key"),
+    ("RequestAttributesSequence.ScheduledProcedureStepID", "unsupported_query_key"),
+    ("00400275.00400009", "unsupported_query_key"),
+    ("a b", "unknown_query_key"),
+])
+@pytest.mark.parametrize("path", QIDO_PATHS + SCOPED_PATHS)
+def test_qido_keys_not_spelled_as_ps318_are_refused(guard: Guard, tokens: TokenService,
+                                                    path: str, key: str, reason: str) -> None:
+    for token in (tokens.mint("u", "clinician", "signed", 60, studies=[S])[0],
+                  tokens.mint("u", "admin", "signed", 60)[0]):
+        decision = guard.decide("GET", path, f"{key}={S}&token={token}", None)
+        assert (decision.status, decision.reason) == (400, reason), (path, key)
+        assert decision.redirect is None
+
+
+def test_refusal_names_the_key_and_the_fix(guard: Guard, tokens: TokenService) -> None:
+    decision = guard.decide("GET", f"{P}/studies", f"studyinstanceuid={S}", bearer(tokens))
+    assert "'studyinstanceuid'" in decision.detail and "'StudyInstanceUID'" in decision.detail
+    assert "'0020000D'" in decision.detail
+    limit = guard.decide("GET", f"{P}/studies", "Limit=1", bearer(tokens))
+    assert "'limit'" in limit.detail
+    spaced = guard.decide("GET", f"{P}/studies", "PatientName%20=x", bearer(tokens))
+    assert "spaces" in spaced.detail
+
+
+@pytest.mark.parametrize("key", ["StudyInstanceUID", "0020000D", "0020000d", "Study%49nstanceUID",
+                                 "%30%30%32%30%30%30%30%44"])
+@pytest.mark.parametrize("path", QIDO_PATHS)
+def test_every_spelling_of_the_study_filter_is_one_filter(guard: Guard, tokens: TokenService,
+                                                          key: str, path: str) -> None:
+    signed = tokens.mint("u", "clinician", "signed", 60, studies=[S, SE])[0]
+    allowed = guard.decide("GET", path, f"{key}={S}&token={signed}", None)
+    assert allowed.allow and allowed.redirect == f"/internal-orthanc/dicom-web{path[len(P):]}?0020000D={S}"
+    assert allowed.study == S
+    denied = guard.decide("GET", path, f"{key}={OTHER}&token={signed}", None)
+    assert (denied.status, denied.reason) == (403, "scope")
+    assert OTHER in denied.detail  # the audit row shows what was asked
+
+
+@pytest.mark.parametrize("query", [
+    f"StudyInstanceUID={S}&StudyInstanceUID={S}",
+    f"StudyInstanceUID={S}&0020000D={OTHER}",
+    f"0020000d={S}&StudyInstanceUID={S}",
+    "PatientName=a&00100010=b",
+    "PatientName=a&PatientName=b",
+    "limit=1&limit=2",
+])
+def test_repeated_attributes_are_refused(guard: Guard, tokens: TokenService, query: str) -> None:
+    for path in QIDO_PATHS:
+        decision = guard.decide("GET", path, query, bearer(tokens, studies=[S, OTHER]))
+        assert (decision.status, decision.reason) == (400, "ambiguous_query"), query
+
+
+@pytest.mark.parametrize("path", QIDO_PATHS)
+def test_scope_replaces_the_study_filter_whatever_the_query(guard: Guard, tokens: TokenService,
+                                                            path: str) -> None:
+    scoped = bearer(tokens, studies=[S, SE])
+    inner = f"/internal-orthanc/dicom-web{path[len(P):]}"
+    cases = {
+        "": f"{inner}?0020000D={S},{SE}",
+        "StudyInstanceUID=": f"{inner}?0020000D={S},{SE}",
+        f"StudyInstanceUID={SE}": f"{inner}?0020000D={SE}",
+        f"StudyInstanceUID={SE}%2C{S}": f"{inner}?0020000D={SE},{S}",
+        "PatientName=D*&limit=5": f"{inner}?00100010=D*&limit=5&0020000D={S},{SE}",
+        f"SeriesInstanceUID={OTHER}": f"{inner}?0020000E={OTHER}&0020000D={S},{SE}",
+    }
+    for query, redirect in cases.items():
+        decision = guard.decide("GET", path, query, scoped)
+        assert decision.allow and decision.redirect == redirect, query
+        assert decision.detail == "query: " + redirect.split("?", 1)[1]
+    for query in (f"StudyInstanceUID={OTHER}", f"StudyInstanceUID={S},{OTHER}",
+                  f"0020000D={OTHER}%2C{S}"):
+        decision = guard.decide("GET", path, query, scoped)
+        assert (decision.status, decision.reason) == (403, "scope"), query
+
+
+def test_study_filter_under_a_study_path(guard: Guard, tokens: TokenService) -> None:
+    scoped = bearer(tokens, studies=[S, SE])
+    for path in SCOPED_PATHS:
+        same = guard.decide("GET", path, f"StudyInstanceUID={S}", scoped)
+        assert same.allow and "?" not in (same.redirect or "")  # the path says it already
+        outside = guard.decide("GET", path, f"0020000D={OTHER}", scoped)
+        assert (outside.status, outside.reason) == (403, "scope")
+        other = guard.decide("GET", path, f"0020000D={SE}", scoped)  # in scope, not this path
+        assert (other.status, other.reason) == (400, "study_filter_conflict")
+        unscoped = guard.decide("GET", path, f"0020000D={OTHER}", bearer(tokens))
+        assert (unscoped.status, unscoped.reason) == (400, "study_filter_conflict")
+
+
+def test_a_token_scoped_to_no_study_sees_nothing(guard: Guard, tokens: TokenService) -> None:
+    empty = bearer(tokens, studies=[])
+    for path in QIDO_PATHS + [f"{P}/studies/{S}/metadata"]:
+        decision = guard.decide("GET", path, "", empty)
+        assert (decision.status, decision.reason) == (403, "scope"), path
+
+
+def test_keywords_and_parameters_are_sent_as_orthanc_reads_them(guard: Guard, tokens: TokenService) -> None:
+    query = ("PatientName=Doe*&00080060=MR"
+             + "&includefield=StudyDescription&includefield=00081030,NumberOfStudyRelatedSeries"
+             + "&limit=10&offset=20&fuzzymatching=true&StudyDate=20200101-20201231")
+    decision = guard.decide("GET", f"{P}/studies", query, bearer(tokens))
+    assert decision.redirect == (
+        "/internal-orthanc/dicom-web/studies?00100010=Doe*&00080060=MR&limit=10&offset=20"
+        "&fuzzymatching=true&00080020=20200101-20201231&includefield=00081030,00201206")
+    everything = guard.decide("GET", f"{P}/studies", "includefield=all&includefield=PatientName",
+                              bearer(tokens))
+    assert everything.redirect == "/internal-orthanc/dicom-web/studies?includefield=all"
+
+
+@pytest.mark.parametrize(("query", "reason"), [
+    ("limit=-1", "bad_query_value"),
+    ("limit=ten", "bad_query_value"),
+    ("offset=1.5", "bad_query_value"),
+    ("fuzzymatching=yes", "bad_query_value"),
+    ("includefield=patientname", "bad_query_value"),
+    ("includefield=PatientName%20", "bad_query_value"),
+    ("StudyInstanceUID=1.2.*", "bad_uid"),
+    ("StudyInstanceUID=*", "bad_uid"),
+])
+def test_bad_qido_values(guard: Guard, tokens: TokenService, query: str, reason: str) -> None:
+    decision = guard.decide("GET", f"{P}/studies", query, bearer(tokens))
+    assert (decision.status, decision.reason) == (400, reason)
+
+
+@pytest.mark.parametrize(("path", "query", "allowed"), [
+    (f"{P}/studies/{S}/series/{SE}/instances/{I}/rendered", "window=40,400&viewport=64,64&quality=80", True),
+    (f"{P}/studies/{S}/series/{SE}/instances/{I}/rendered", "Window=40,400", False),
+    (f"{P}/studies/{S}/series/{SE}/instances/{I}/rendered", "quality=1&quality=2", False),
+    (f"{P}/studies/{S}/series/{SE}/instances/{I}/frames/1", "StudyInstanceUID=1.2.3", False),
+    (f"{P}/studies/{S}/metadata", "includefield=all", False),
+    (f"{P}/studies/{S}", "_=12345", False),
+])
+def test_other_resources_take_only_their_own_parameters(guard: Guard, tokens: TokenService,
+                                                        path: str, query: str, allowed: bool) -> None:
+    decision = guard.decide("GET", path, query, bearer(tokens))
+    assert decision.allow is allowed, decision
+    if not allowed:
+        assert decision.status == 400
+
+
+def test_no_query_path_stays_free_of_query_work(guard: Guard, tokens: TokenService) -> None:
+    frames = guard.decide("GET", f"{P}/studies/{S}/series/{SE}/instances/{I}/frames/1", "", bearer(tokens))
+    assert frames.allow and frames.detail == "" and "?" not in (frames.redirect or "")

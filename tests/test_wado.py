@@ -104,3 +104,76 @@ def test_encoders_produce_decodable_images() -> None:
     assert jpeg.shape == image.shape
     assert rendering.choose_image_type(None) == "image/jpeg"
     assert rendering.choose_image_type("image/png") == "image/png"
+
+
+HTJ2K_RPCL = "1.2.840.10008.1.2.4.202"
+IMPLICIT = "1.2.840.10008.1.2"
+JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
+OCTETS = "application/octet-stream"
+
+
+@pytest.mark.parametrize(("accept", "stored", "chosen"), [
+    # dicomweb-client's default: any part type, the server chooses; it sends what it stores.
+    ('multipart/related; type="*/*"', HTJ2K, ("image/jphc", HTJ2K)),
+    ('multipart/related; type="*/*"', HTJ2K_RPCL, ("image/jphc", HTJ2K_RPCL)),
+    ('multipart/related; type="*/*"', JPEG_LOSSLESS, ("image/jpeg", JPEG_LOSSLESS)),
+    ('multipart/related; type="*/*"', ELE, (OCTETS, ELE)),
+    ('multipart/related; type="*/*"', IMPLICIT, (OCTETS, ELE)),  # implicit VR is not for the web
+    ('multipart/related; type="*/*"; transfer-syntax=*', HTJ2K, ("image/jphc", HTJ2K)),
+    (f'multipart/related; type="*/*"; transfer-syntax={ELE}', HTJ2K, (OCTETS, ELE)),
+    (f'multipart/related; type="*/*"; transfer-syntax={HTJ2K}', HTJ2K, ("image/jphc", HTJ2K)),
+    ("multipart/related; type=image/*", HTJ2K, ("image/jphc", HTJ2K)),
+    ("multipart/*", HTJ2K, ("image/jphc", HTJ2K)),
+    ("*/*", HTJ2K, ("image/jphc", HTJ2K)),
+    ("*/*", ELE, (OCTETS, ELE)),
+    ('multipart/related; type="application/*"', HTJ2K, (OCTETS, ELE)),
+    # A compressed media type: the stored bytes when they are in its (default) syntax.
+    ('multipart/related; type="image/jphc"', HTJ2K, ("image/jphc", HTJ2K)),
+    (f'multipart/related; type="image/jphc"; transfer-syntax={HTJ2K_RPCL}', HTJ2K_RPCL,
+     ("image/jphc", HTJ2K_RPCL)),
+    ('multipart/related; type="image/jphc"; transfer-syntax=*', HTJ2K_RPCL, ("image/jphc", HTJ2K_RPCL)),
+    # OHIF and Cornerstone: octet-stream with the stored syntax, as before.
+    ('multipart/related; type="application/octet-stream"; transfer-syntax=*', HTJ2K, (OCTETS, HTJ2K)),
+    ('multipart/related; type="application/octet-stream"', HTJ2K, (OCTETS, ELE)),
+    ('multipart/related; type="application/octet-stream"; transfer-syntax=*', IMPLICIT, (OCTETS, ELE)),
+    # Preferences: q orders them; a range that cannot be served gives way to the next.
+    ('multipart/related; type="image/jpeg";q=1, multipart/related; type="*/*";q=0.5', HTJ2K,
+     ("image/jphc", HTJ2K)),
+    ('multipart/related; type="application/octet-stream";q=0.9, multipart/related; type="*/*";q=0.2',
+     HTJ2K, (OCTETS, ELE)),
+    (None, HTJ2K, (OCTETS, ELE)),  # no Accept at all: the category's default
+])
+def test_frame_media_negotiation(accept: str | None, stored: str, chosen: tuple[str, str]) -> None:
+    assert wado.choose_frame_media(accept, stored) == chosen
+
+
+@pytest.mark.parametrize(("accept", "stored"), [
+    ('multipart/related; type="image/jphc"', HTJ2K_RPCL),  # its default is .201: no re-encoding
+    ('multipart/related; type="image/jphc"', ELE),
+    ('multipart/related; type="image/*"', ELE),
+    ('multipart/related; type="image/jp2"', HTJ2K),
+    ('multipart/related; type="*/*"; transfer-syntax=1.2.840.10008.1.2.4.50', HTJ2K),
+    ('multipart/related; type="*/*";q=0', HTJ2K),
+])
+def test_frames_that_cannot_be_served_as_asked(accept: str, stored: str) -> None:
+    with pytest.raises(wado.NotAcceptable, match="type="):
+        wado.choose_frame_media(accept, stored)
+
+
+@pytest.mark.parametrize(("accept", "stored", "chosen"), [
+    ('multipart/related; type="application/dicom"', HTJ2K, ELE),  # dicomweb-client's default
+    ('multipart/related; type="*/*"', HTJ2K, ELE),
+    ('multipart/related; type="application/*"; transfer-syntax=*', HTJ2K, HTJ2K),
+    ('multipart/related; type="application/dicom"; transfer-syntax=*', IMPLICIT, ELE),
+    ("*/*", HTJ2K, ELE),
+])
+def test_instance_syntax_negotiation(accept: str, stored: str, chosen: str) -> None:
+    assert wado.choose_syntax(accept, stored, "application/dicom") == chosen
+    with pytest.raises(wado.NotAcceptable):
+        wado.choose_syntax('multipart/related; type="image/jpeg"', stored, "application/dicom")
+
+
+def test_frames_labelled_with_their_media_type() -> None:
+    body, content_type = wado.multipart_frames([b"ab"], HTJ2K, "image/jphc")
+    assert content_type.startswith('multipart/related; type="image/jphc"; transfer-syntax=' + HTJ2K)
+    assert f"Content-Type: image/jphc; transfer-syntax={HTJ2K}".encode() in body

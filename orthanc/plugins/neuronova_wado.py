@@ -6,9 +6,10 @@ label otherwise) and cannot render them (415). This plugin answers, under
 ``/neuronova/dicom-web/``, the resources that carry pixel data:
 
 * ``.../instances/{sop}/frames/{list}`` — frames as stored (``transfer-syntax=*``
-  or the stored syntax) with the correct label, byte for byte; or explicit VR
-  little endian, decoded here for HTJ2K and by Orthanc's DICOMweb plugin for
-  the classic syntaxes it knows.
+  or the stored syntax) with the correct label, byte for byte, also for a
+  wildcard part type (``type="*/*"``: HTJ2K parts as ``image/jphc``); or explicit
+  VR little endian, decoded here for HTJ2K and by Orthanc's DICOMweb plugin for
+  the classic syntaxes it knows (``wado.choose_frame_media`` decides).
 * ``/studies/{study}[/series/{series}[/instances/{sop}]]`` — retrieval, each
   ``application/dicom`` part labelled with its transfer syntax: as stored for
   ``transfer-syntax=*``, else re-written in explicit VR little endian.
@@ -191,7 +192,7 @@ def frames(output, uri, **request):
     try:
         info = _lookup(study, series, sop)
         numbers = wado.parse_frame_list(frame_list, info.frames)
-        syntax = wado.choose_frame_syntax(request["headers"].get("accept"), info.syntax)
+        media, syntax = wado.choose_frame_media(request["headers"].get("accept"), info.syntax)
     except LookupError as exc:  # unknown instance, or frames it does not have
         _send_error(output, 404, str(exc))
         return
@@ -206,7 +207,7 @@ def frames(output, uri, **request):
         if data is None:
             data = [np.ascontiguousarray(_decoded_frame(info, n), dtype=info.dtype).tobytes()
                     for n in numbers]
-    body, content_type = wado.multipart_frames(data, syntax)
+    body, content_type = wado.multipart_frames(data, syntax, media)
     output.AnswerBuffer(body, content_type)
 
 
@@ -280,10 +281,14 @@ def _sop_uids(study, series):
 
 
 def _as_explicit_little_endian(data):
-    """The file re-written in explicit VR little endian, pixel data decoded if compressed."""
+    """The file re-written in explicit VR little endian, pixel data decoded if compressed.
+
+    Decoding a lossless syntax keeps the instance (PS3.5 §8.2): its SOP Instance UID
+    stays (pydicom 3 would mint a new one by default).
+    """
     ds = pydicom.dcmread(io.BytesIO(data))
     if ds.file_meta.TransferSyntaxUID.is_compressed:
-        ds.decompress()
+        ds.decompress(generate_instance_uid=False)
     ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)

@@ -137,18 +137,33 @@ class Guard:
 
     @staticmethod
     def authorize_scope(target: DicomWebTarget, claims: Claims) -> None:
-        if claims.studies is None:
-            return
-        if target.study is not None:
-            if target.study not in claims.studies:
+        """The token's studies bound every request; for QIDO they are the study filter.
+
+        Whatever a QIDO query says, a scoped token's search goes to Orthanc with
+        the study filter the guard sets: the query's own filter if it names only
+        studies in scope (else 403), the whole scope if it names none. A filter
+        beside a study in the path must name that study (Orthanc would ignore it).
+        """
+        allowed = claims.studies
+        if allowed is not None:
+            if not allowed:
+                raise Refusal(403, "scope", "the token covers no study")
+            if target.study is not None and target.study not in allowed:
                 raise Refusal(403, "scope", "the token does not cover this study")
-            # A query filter naming another study under an allowed path is refused too.
-        named = target.query_studies
-        outside = [uid for uid in named if uid not in claims.studies]
-        if outside:
-            raise Refusal(403, "scope", "the query names studies the token does not cover")
-        if target.study is None and not named:
-            target.restrict_to(claims.studies)
+        if target.kind != "qido":
+            return
+        named = target.study_filter
+        if named is not None:
+            if allowed is not None and any(uid not in allowed for uid in named):
+                raise Refusal(403, "scope", "the query names studies the token does not cover")
+            if target.study is not None:
+                if set(named) != {target.study}:
+                    raise Refusal(400, "study_filter_conflict",
+                                  f"the path names study {target.study}; leave StudyInstanceUID "
+                                  "out of the query or give that study")
+                target.study_filter = None  # the path says it already
+        elif allowed is not None and target.study is None:
+            target.restrict_to(allowed)
 
     def decide(
         self, method: str, raw_path: str, raw_query: str, authorization: str | None
@@ -162,11 +177,15 @@ class Guard:
             self.authorize_scope(target, claims)
         except Refusal as refusal:
             claims = claims or getattr(refusal, "claims", None)
-            return Decision(False, refusal.status, refusal.reason, refusal.detail, claims, target)
-        return Decision(
-            True, 200, "allowed", claims=claims, target=target,
-            redirect=target.internal_uri(INTERNAL_LOCATION, self.wado_plugin),
-        )
+            detail = refusal.detail
+            if target is not None and target.kind == "qido" and (target.query or target.study_filter):
+                detail = f"{detail} (query: {target.query_string()})"
+            return Decision(False, refusal.status, refusal.reason, detail, claims, target)
+        redirect = target.internal_uri(INTERNAL_LOCATION, self.wado_plugin)
+        # A search's audit row says what Orthanc was asked (the token is never in it).
+        detail = "query: " + redirect.partition("?")[2] if target.kind == "qido" else ""
+        return Decision(True, 200, "allowed", detail, claims=claims, target=target,
+                        redirect=redirect)
 
     def decide_stow(self, raw_path: str, raw_query: str, authorization: str | None) -> Decision:
         """nginx's ``auth_request`` before a STOW-RS body is read: token, role, scope.

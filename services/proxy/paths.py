@@ -12,14 +12,14 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
+from . import qido
+
 PREFIX = "/api/pacs/dicom-web"
 
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _FRAMES = re.compile(r"[1-9][0-9]{0,5}(,[1-9][0-9]{0,5}){0,999}")
 _BULK_TAG = re.compile(r"[0-9A-Fa-f]{8}")
-_QUERY_KEY = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}(\.[A-Za-z][A-Za-z0-9]{0,63}){0,7}|[0-9A-Fa-f]{8}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_STUDY_KEYS = {"studyinstanceuid", "0020000d"}
 MAX_URI = 8192
 #: Characters left literal in query values sent to Orthanc (QIDO wildcards, PN '^', lists).
 QUERY_SAFE = ",*?^.-_:"
@@ -38,42 +38,52 @@ class Refusal(Exception):
 
 @dataclass
 class DicomWebTarget:
-    """A checked DICOMweb request: its resource kind, UIDs and query."""
+    """A checked DICOMweb request: its resource kind, UIDs and query.
+
+    ``query`` holds what Orthanc will be sent (QIDO attributes as upper-case
+    tags, see :mod:`.qido`); a QIDO study filter is kept apart in
+    ``study_filter`` so that the scope check can replace it.
+    """
 
     kind: str  # "qido" | "wado" | "metadata" | "frames" | "rendered" | "series_rendered" | "bulk"
     segments: list[str]
     study: str | None
     query: list[tuple[str, str]] = field(default_factory=list)
     token: str | None = None
+    study_filter: tuple[str, ...] | None = None
 
     @property
     def query_studies(self) -> list[str]:
-        """Study UIDs named by QIDO filters (keyword or tag form, lists split)."""
-        found: list[str] = []
-        for key, value in self.query:
-            if key.lower() in _STUDY_KEYS:
-                found.extend(v for v in value.split(",") if v)
-        return found
+        """Study UIDs named by the QIDO study filter (keyword or tag form, lists split)."""
+        return list(self.study_filter or ())
 
     def restrict_to(self, studies: tuple[str, ...]) -> None:
-        """Limit a QIDO query without a study filter to the token's studies."""
-        self.query.append(("StudyInstanceUID", ",".join(studies)))
+        """Make ``studies`` the QIDO study filter (the token's scope replaces the query's)."""
+        self.study_filter = tuple(studies)
 
     @property
     def pixel_data(self) -> bool:
         """Retrieval, frames, rendered images: served by the NeuroNova WADO plugin when enabled."""
         return self.kind in ("wado", "frames", "rendered")
 
+    def query_string(self) -> str:
+        """The query as Orthanc gets it (never the token).
+
+        Orthanc 1.10 does not percent-decode query values, so QIDO's wildcards and the
+        PN component separator stay literal; anything else that is not a plain URI
+        character is encoded (control characters were refused earlier).
+        """
+        pairs = self.query
+        if self.study_filter:
+            pairs = [*pairs, (qido.STUDY_TAG, ",".join(self.study_filter))]
+        return "&".join(f"{quote(k, safe='')}={quote(v, safe=QUERY_SAFE)}" for k, v in pairs)
+
     def internal_uri(self, location: str, wado_plugin: bool = False) -> str:
         root = "/neuronova/dicom-web/" if wado_plugin and self.pixel_data else "/dicom-web/"
         path = location.rstrip("/") + root + "/".join(self.segments)
-        if not self.query:
+        if not self.query and not self.study_filter:
             return path
-        # Orthanc 1.10 does not percent-decode query values, so QIDO's wildcards and the
-        # PN component separator stay literal; anything else that is not a plain URI
-        # character is encoded (control characters were refused earlier).
-        encoded = "&".join(f"{quote(k, safe='')}={quote(v, safe=QUERY_SAFE)}" for k, v in self.query)
-        return f"{path}?{encoded}"
+        return f"{path}?{self.query_string()}"
 
 
 def _check_text(text: str, where: str) -> None:
@@ -156,7 +166,8 @@ def _parse_segments(path: str) -> tuple[str, list[str], str | None]:
     raise Refusal(404, "unknown_route", f"no instance resource {tail[0]!r}")
 
 
-def _parse_query(raw: str) -> tuple[list[tuple[str, str]], str | None]:
+def _parse_query(raw: str, kind: str) -> tuple[list[tuple[str, str]], str | None]:
+    """Decode the query once, take the token out, and keep only what ``kind`` takes."""
     items: list[tuple[str, str]] = []
     token: str | None = None
     if not raw:
@@ -178,12 +189,16 @@ def _parse_query(raw: str) -> tuple[list[tuple[str, str]], str | None]:
                 raise Refusal(400, "duplicate_token", "more than one token in the query")
             token = value
             continue
-        if not _QUERY_KEY.fullmatch(key):
-            raise Refusal(400, "bad_query", f"{key[:64]!r} is not a DICOMweb query parameter")
         items.append((key, value))
-    study_filters = [k for k, _ in items if k.lower() in _STUDY_KEYS]
-    if len(study_filters) > 1:
-        raise Refusal(400, "ambiguous_query", "StudyInstanceUID given more than once")
+    if items and kind in ("rendered", "series_rendered"):
+        try:
+            qido.check_rendered(items)
+        except qido.QueryError as exc:
+            raise Refusal(400, exc.reason, exc.detail) from None
+    elif items and kind != "qido":
+        raise Refusal(400, "query_not_allowed",
+                      f"query key {items[0][0][:80]!r}: this resource takes no query parameters "
+                      "(only a signed URL's token)")
     return items, token
 
 
@@ -193,8 +208,14 @@ def parse(raw_path: str, raw_query: str) -> DicomWebTarget:
         raise Refusal(414, "uri_too_long", "request URI too long")
     _check_text(raw_path, "path")
     kind, segments, study = _parse_segments(raw_path)
-    query, token = _parse_query(raw_query)
-    target = DicomWebTarget(kind=kind, segments=segments, study=study, query=query, token=token)
-    for uid in target.query_studies:
-        check_uid(uid, "StudyInstanceUID filter")
+    items, token = _parse_query(raw_query, kind)
+    target = DicomWebTarget(kind=kind, segments=segments, study=study, query=items, token=token)
+    if items and kind == "qido":
+        try:
+            checked = qido.canonical(items)
+        except qido.QueryError as exc:
+            raise Refusal(400, exc.reason, exc.detail) from None
+        target.query, target.study_filter = checked.pairs, checked.studies
+        for uid in checked.studies or ():
+            check_uid(uid, "StudyInstanceUID filter")
     return target
