@@ -7,6 +7,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -295,6 +296,22 @@ def cmd_transcode(args: argparse.Namespace) -> int:
     return summary.exit_code
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """Every NEURONOVA_* variable: the Markdown page, or the values this shell would use."""
+    from .config_markdown import configuration_markdown, variable_name
+
+    if args.markdown:
+        sys.stdout.write(configuration_markdown())
+        return 0
+    for name, value in get_settings().model_dump(mode="json").items():
+        if "password" in name and value is not None:
+            value = "(set)"
+        elif isinstance(value, str):  # a database URL's password stays off the screen
+            value = re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", value)
+        print(f"{variable_name(name)}={'' if value is None else json.dumps(value)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neuronova", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="verbose logs")
@@ -367,6 +384,14 @@ def build_parser() -> argparse.ArgumentParser:
     qr_purge.add_argument("--older-than-days", type=float, metavar="N",
                           help="instead of NEURONOVA_QUARANTINE_RETENTION_DAYS")
     qr.set_defaults(func=cmd_quarantine)
+
+    cfg = sub.add_parser("config", help="the settings in effect, or their Markdown reference",
+                         description="Without options: each NEURONOVA_* variable with the "
+                         "value this environment gives it. --markdown: the page "
+                         "docs/configuration.md (every variable, default and meaning).")
+    cfg.add_argument("--markdown", action="store_true",
+                     help="print docs/configuration.md, generated from the settings object")
+    cfg.set_defaults(func=cmd_config)
     return parser
 
 
