@@ -81,6 +81,8 @@ class Supervisor:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self.failed: str | None = None
+        #: Called after a service was restarted (``up`` records the new pid in the data dir).
+        self.on_change: Callable[[], None] | None = None
 
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
@@ -187,6 +189,8 @@ class Supervisor:
             except StartError as exc:
                 log.error("%s", exc)
             restarted.append(name)
+        if restarted and self.on_change is not None:
+            self.on_change()
         return restarted
 
     def request_stop(self) -> None:
