@@ -42,7 +42,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from .stack.platform import ensure_demo_files, load_demo, prepare_home
     from .stack.services import platform_services
     from .stack.state import StackState
-    from .stack.supervisor import StartError, Supervisor
+    from .stack.supervisor import StartError, StopRequested, Supervisor
 
     settings = get_settings()
     first_run = not (settings.home / "demo-users.json").exists()
@@ -66,6 +66,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     except StartError as exc:
         print(f"neuronova up: {exc}", file=sys.stderr)
         return 1
+    except StopRequested:  # Ctrl-C while starting: what had started is stopped already
+        print("NeuroNova stopped before it was up.")
+        return 0
     StackState.of(settings, supervisor.pids()).write(settings)
     loaded = "none (--no-demo)"
     try:
