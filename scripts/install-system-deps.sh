@@ -3,7 +3,8 @@
 # Usage: scripts/install-system-deps.sh [extra-package ...]
 set -euo pipefail
 
-packages=(orthanc orthanc-dicomweb orthanc-python orthanc-postgresql nginx dicom3tools openjph-tools "$@")
+# postgresql: the server the PostgreSQL tests start (tests/test_orthanc_postgres_e2e.py).
+packages=(orthanc orthanc-dicomweb orthanc-python orthanc-postgresql postgresql nginx dicom3tools openjph-tools "$@")
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
