@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 EXTRAS := services,notebook,postgres,test
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 
-.PHONY: up down status test test-fast bench deps system-deps python-deps clean
+.PHONY: up down status test test-fast bench bench-quick deps system-deps python-deps clean
 
 up: deps
 	$(VENV)/bin/neuronova up
@@ -26,9 +26,19 @@ test: deps
 test-fast: deps
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
 
+# Every runnable benchmark in benchmarks/ (tests/test_project.py checks that none is left
+# out), each printing JSON with its baseline. About 15 minutes; `make bench-quick` (QUICK=1)
+# runs each one short, as a smoke test, in a few minutes.
 bench: deps
 	scripts/install-system-deps.sh wrk
-	$(PY) benchmarks/proxy_overhead.py
+	$(PY) benchmarks/proxy_overhead.py $(if $(QUICK),--duration 2 --warmup 1 --connections 8 --frames 32)
+	$(PY) benchmarks/htj2k.py $(if $(QUICK),--frames 4 --repeat 1)
+	$(PY) benchmarks/load_series.py $(if $(QUICK),--size small --repeats 1 --concurrency 8)
+	$(PY) benchmarks/transcode.py $(if $(QUICK),--size small --repeat 1)
+	$(PY) benchmarks/ingest.py $(if $(QUICK),--size small --repeat 1)
+
+bench-quick:
+	$(MAKE) bench QUICK=1
 
 deps: system-deps python-deps
 

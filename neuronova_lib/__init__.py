@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> object:
     # `neuronova_lib.connect()` without importing requests and dicomweb-client up front.
     if name in ("connect", "connect_signed"):
-        from .dicomweb import client
+        from .dicomweb import session
 
-        return getattr(client, name)
+        return getattr(session, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,6 +7,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -16,10 +17,6 @@ from typing import Any
 from .config import Settings, get_settings
 
 log = logging.getLogger("neuronova")
-
-
-def _state_path(settings: Settings) -> Path:
-    return settings.run_dir / "stack.json"
 
 
 def _print_welcome(settings: Settings, credentials: dict[str, Any] | None, loaded: str) -> None:
@@ -48,7 +45,8 @@ def _print_welcome(settings: Settings, credentials: dict[str, Any] | None, loade
 def cmd_up(args: argparse.Namespace) -> int:
     from .stack.platform import ensure_demo_files, load_demo, prepare_home
     from .stack.services import platform_services
-    from .stack.supervisor import StartError, Supervisor
+    from .stack.state import StackState
+    from .stack.supervisor import StartError, StopRequested, Supervisor
 
     settings = get_settings()
     first_run = not (settings.home / "demo-users.json").exists()
@@ -56,6 +54,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     if not first_run:
         prepare_home(settings)
     supervisor = Supervisor(platform_services(settings), settings.log_dir)
+    # `status` and `down` in another shell find this platform through the data dir, and a
+    # restarted service's new pid is recorded too.
+    supervisor.on_change = lambda: StackState.of(settings, supervisor.pids()).write(settings)
     stop = {"requested": False}
 
     def request_stop(signum: int, _frame: Any) -> None:
@@ -69,8 +70,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     except StartError as exc:
         print(f"neuronova up: {exc}", file=sys.stderr)
         return 1
-    state = {"supervisor": os.getpid(), "services": supervisor.pids(), "started": time.time()}
-    _state_path(settings).write_text(json.dumps(state))
+    except StopRequested:  # Ctrl-C while starting: what had started is stopped already
+        print("NeuroNova stopped before it was up.")
+        return 0
+    StackState.of(settings, supervisor.pids()).write(settings)
     loaded = "none (--no-demo)"
     try:
         cases = settings.demo_cases if args.cases is None else args.cases
@@ -82,7 +85,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         supervisor.run_forever()
     finally:
         supervisor.stop()
-        _state_path(settings).unlink(missing_ok=True)
+        StackState.remove(settings)
     if supervisor.failed:
         print(f"neuronova up: {supervisor.failed}", file=sys.stderr)
         return 1
@@ -90,44 +93,77 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wait_gone(pid: int, seconds: float) -> bool:
+    """Whether ``pid`` ends within ``seconds`` (an exited child its parent has not reaped counts)."""
+    from .stack.state import process_running
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not process_running(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def cmd_down(_args: argparse.Namespace) -> int:
+    """Stop the platform recorded in the data dir (whatever this shell's ports say)."""
+    from .stack.state import StackState, state_path
+
     settings = get_settings()
-    path = _state_path(settings)
-    if not path.exists():
-        print(f"nothing to stop: no running platform for {settings.home}")
+    state = StackState.read(settings)
+    if state is None:
+        print(f"nothing to stop: no running platform for {settings.home} "
+              f"(no {state_path(settings)})")
         return 0
-    pid = int(json.loads(path.read_text())["supervisor"])
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        path.unlink(missing_ok=True)
-        print("the platform was not running (stale state removed)")
-        return 0
-    for _ in range(300):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+    if state.supervisor_alive():
+        os.kill(state.supervisor, signal.SIGTERM)
+        # The supervisor stops the services in reverse order, up to 15 s each.
+        if _wait_gone(state.supervisor, 90):
             print("NeuroNova stopped.")
             return 0
-        time.sleep(0.1)
-    print(f"the supervisor (pid {pid}) did not stop in 30 s", file=sys.stderr)
-    return 1
+        print(f"the supervisor (pid {state.supervisor}) did not stop in 90 s; "
+              f"`kill {state.supervisor}` it, then run `neuronova down` again", file=sys.stderr)
+        return 1
+    # The supervisor died without stopping its services (SIGKILL, a crash): stop them here.
+    leftovers = state.live_services()
+    for name, pid in reversed(list(leftovers.items())):
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        if not _wait_gone(pid, 15):
+            os.killpg(pid, signal.SIGKILL)
+        print(f"stopped {name} (pid {pid}), left running by a supervisor that is gone")
+    StackState.remove(settings)
+    print("NeuroNova stopped." if leftovers else
+          "the platform was not running (stale state removed)")
+    return 0
 
 
 def cmd_status(_args: argparse.Namespace) -> int:
+    """Health of the platform recorded in the data dir, probed on the ports it was started with."""
     from .stack.services import platform_services
+    from .stack.state import StackState, state_path
 
-    settings = get_settings()
-    path = _state_path(settings)
-    pids = json.loads(path.read_text())["services"] if path.exists() else {}
-    healthy = True
+    base = get_settings()
+    state = StackState.read(base)
+    if state is None:
+        print(f"no running platform for {base.home} (no {state_path(base)}); "
+              "start one with `neuronova up`")
+        return 1
+    settings = state.platform_settings(base)
+    supervised = state.supervisor_alive()
+    live = state.live_services()
+    print(f"NeuroNova at {settings.public_url}/  data dir {settings.home}  supervisor pid "
+          f"{state.supervisor}{'' if supervised else ' (gone: `neuronova down` cleans up)'}")
+    healthy = supervised
     for service in platform_services(settings):
         try:
             ok = bool(service.health())
         except Exception:
             ok = False
         healthy &= ok
-        pid = pids.get(service.name, "-")
+        pid = live.get(service.name, "-")
         print(f"{service.name:10s} {'healthy' if ok else 'DOWN':8s} pid {pid}  "
               f"log {settings.log_dir / (service.name + '.log')}")
     return 0 if healthy else 1
@@ -329,6 +365,22 @@ def cmd_transcode(args: argparse.Namespace) -> int:
     return summary.exit_code
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """Every NEURONOVA_* variable: the Markdown page, or the values this shell would use."""
+    from .config_markdown import configuration_markdown, variable_name
+
+    if args.markdown:
+        sys.stdout.write(configuration_markdown())
+        return 0
+    for name, value in get_settings().model_dump(mode="json").items():
+        if "password" in name and value is not None:
+            value = "(set)"
+        elif isinstance(value, str):  # a database URL's password stays off the screen
+            value = re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", value)
+        print(f"{variable_name(name)}={'' if value is None else json.dumps(value)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neuronova", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="verbose logs")
@@ -410,6 +462,14 @@ def build_parser() -> argparse.ArgumentParser:
     qr_purge.add_argument("--older-than-days", type=float, metavar="N",
                           help="instead of NEURONOVA_QUARANTINE_RETENTION_DAYS")
     qr.set_defaults(func=cmd_quarantine)
+
+    cfg = sub.add_parser("config", help="the settings in effect, or their Markdown reference",
+                         description="Without options: each NEURONOVA_* variable with the "
+                         "value this environment gives it. --markdown: the page "
+                         "docs/configuration.md (every variable, default and meaning).")
+    cfg.add_argument("--markdown", action="store_true",
+                     help="print docs/configuration.md, generated from the settings object")
+    cfg.set_defaults(func=cmd_config)
     return parser
 
 

@@ -26,6 +26,7 @@ from neuronova_lib.db.users import demo_password
 from neuronova_lib.orthanc_store import OrthancStore
 from neuronova_lib.security.tokens import TokenService, token_service
 from neuronova_lib.stack.local import LocalPlatform, local_platform
+from process_guard import pytest_runtest_setup, pytest_runtest_teardown  # noqa: F401 (hooks)
 
 
 @pytest.fixture(autouse=True)
@@ -152,13 +153,18 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatfo
 @pytest.fixture(scope="session")
 def postgres_socket() -> Iterator[Path]:
     """A throwaway PostgreSQL cluster; yields the folder of its Unix socket (user postgres, trust)."""
-    pytest.importorskip("psycopg", reason="psycopg not installed (pip install '.[postgres]')")
+    try:
+        import psycopg
+    except ImportError:
+        pytest.fail("psycopg is missing: run `make test` (it installs the `postgres` extra, "
+                    "pip install -e '.[postgres]')")
     # Debian keeps the server binaries off PATH, under /usr/lib/postgresql/<version>/bin.
     debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
     search = os.pathsep.join([os.environ.get("PATH", ""), *map(str, debian)])
     initdb, postgres = shutil.which("initdb", path=search), shutil.which("postgres", path=search)
     if not (initdb and postgres):
-        pytest.skip("PostgreSQL server binaries (initdb, postgres) not on PATH")
+        pytest.fail("the PostgreSQL server (initdb, postgres) is missing: run `make test` "
+                    "(scripts/install-system-deps.sh installs Debian `postgresql`)")
     run_as: dict[str, int] = {}
     workdir = Path(tempfile.mkdtemp(prefix="neuronova-pg-"))
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root
@@ -168,20 +174,21 @@ def postgres_socket() -> Iterator[Path]:
                 run_as = {"user": entry.pw_uid, "group": entry.pw_gid}
                 break
         else:
-            pytest.skip("running as root and no 'postgres' or 'nobody' user to run PostgreSQL")
+            pytest.fail("running as root and there is no 'postgres' or 'nobody' user to run "
+                        "PostgreSQL as (Debian `postgresql` creates 'postgres')")
         os.chown(workdir, run_as["user"], run_as["group"])
     data, sock = workdir / "data", workdir
     subprocess.run(
         [initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
         check=True, capture_output=True, **run_as,  # type: ignore[call-overload]
     )
-    server = subprocess.Popen(
-        [postgres, "-D", str(data), "-k", str(sock), "-c", "listen_addresses="],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **run_as,  # type: ignore[call-overload]
-    )
+    log = workdir / "postgres.log"
+    with open(log, "wb") as log_handle:
+        server = subprocess.Popen(
+            [postgres, "-D", str(data), "-k", str(sock), "-c", "listen_addresses="],
+            stdout=log_handle, stderr=subprocess.STDOUT, **run_as,  # type: ignore[call-overload]
+        )
     try:
-        import psycopg
-
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -189,7 +196,8 @@ def postgres_socket() -> Iterator[Path]:
                 break
             except psycopg.OperationalError:
                 if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.skip("throwaway PostgreSQL did not start")
+                    pytest.fail("the throwaway PostgreSQL did not start:\n"
+                                + log.read_text(errors="replace")[-2000:])
                 time.sleep(0.2)
         yield sock
     finally:

@@ -314,6 +314,7 @@ def _rt_struct() -> Dataset:
     ],
     ids=["not-dicom", "htj2k", "no-pixels", "rtplan", "palette", "truncated"],
 )
+@pytest.mark.e2e  # starts processes
 def test_bad_input_is_classified_before_anything_is_stored(
     tmp_path: Path, make, state: str, reason: str,  # type: ignore[no-untyped-def]
 ) -> None:
@@ -337,6 +338,7 @@ def test_bad_input_is_classified_before_anything_is_stored(
         assert entries == [] and result["quarantine_sha256"] is None
 
 
+@pytest.mark.e2e  # starts processes
 def test_every_findings_bad_input_is_refused_and_quarantined(tmp_path: Path) -> None:
     cases = bad_inputs()
     items = {name: _file_path(tmp_path / f"{name}.dcm", data)
@@ -354,6 +356,7 @@ def test_every_findings_bad_input_is_refused_and_quarantined(tmp_path: Path) -> 
     assert len(store.list()) == len(cases)
 
 
+@pytest.mark.e2e  # process_batch starts the worker's gate (sandbox processes)
 def test_not_dicom_from_an_upload_is_quarantined(tmp_path: Path) -> None:
     item = _file_path(tmp_path / "notes.txt", b"a note, not an image\n")
     result = process_item(item, _config(tmp_path, route="upload", sender="admin"), _NOWHERE)
@@ -368,6 +371,7 @@ def _file_path(path: Path, data: bytes) -> Item:
     return next(parse_source(str(path)).items())
 
 
+@pytest.mark.e2e  # process_batch starts the worker's gate (sandbox processes)
 def test_unreadable_file_is_a_read_failure(tmp_path: Path) -> None:
     item = Item("file:gone", "file", str(tmp_path / "gone.dcm"), 0, "src")
     result = process_item(item, _config(tmp_path), _NOWHERE)
@@ -375,6 +379,7 @@ def test_unreadable_file_is_a_read_failure(tmp_path: Path) -> None:
     assert "shared file system" in (result.message or "")
 
 
+@pytest.mark.e2e  # process_batch starts the worker's gate (sandbox processes)
 def test_deeply_nested_sequences_never_reach_orthanc(tmp_path: Path) -> None:
     data, reason = bad_inputs()["nested_48"]
     result = process_item(_file_path(tmp_path / "nested.dcm", data), _config(tmp_path),
@@ -383,6 +388,7 @@ def test_deeply_nested_sequences_never_reach_orthanc(tmp_path: Path) -> None:
     assert result.quarantine_sha256 and _quarantine(tmp_path).get(result.quarantine_sha256)
 
 
+@pytest.mark.e2e  # starts processes
 def test_the_gate_follows_the_limits_in_the_config(tmp_path: Path) -> None:
     """Workers build the gate from WorkerConfig alone; other limits, another gate."""
     item = _file(tmp_path, "mr.dcm", mr())
@@ -406,6 +412,7 @@ def _in_a_daemonic_process(item: Item, config: WorkerConfig, out: object) -> Non
     out.put(process_item(item, config, _NOWHERE).as_dict())  # type: ignore[attr-defined]
 
 
+@pytest.mark.e2e  # starts processes
 def test_a_daemonic_worker_fails_the_files_with_what_to_do(tmp_path: Path) -> None:
     """Dask's default (daemonic worker processes) cannot start the gate's checker."""
     item = _file(tmp_path, "mr.dcm", mr())
@@ -421,6 +428,7 @@ def test_a_daemonic_worker_fails_the_files_with_what_to_do(tmp_path: Path) -> No
     assert _quarantine(tmp_path).list() == []  # not the file's fault: not quarantined
 
 
+@pytest.mark.e2e  # starts processes
 def test_local_cluster_workers_run_the_gate_and_stop_it_on_shutdown(tmp_path: Path) -> None:
     from neuronova_lib.bulk import local_client
 
@@ -489,6 +497,7 @@ def test_setup_errors_come_before_any_work(tmp_path: Path) -> None:
     assert not (tmp_path / "bulk").exists()
 
 
+@pytest.mark.e2e  # process_batch starts the worker's gate (sandbox processes)
 def test_worker_results_are_plain_data(tmp_path: Path) -> None:
     """Results cross process boundaries and go into JSON: only plain types."""
     item = _file_path(tmp_path / "x.dcm", b"plain text")

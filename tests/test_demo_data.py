@@ -413,6 +413,7 @@ def test_cli_writes_cases_and_prints_a_summary(
     assert "overwrite" in capsys.readouterr().err
 
 
+@pytest.mark.e2e  # starts processes
 def test_dciodvfy_reports_no_errors(small_set: Path) -> None:
     dciodvfy = tool("dciodvfy", "dicom3tools")
     for key in CHANNEL_KEYS:

@@ -195,6 +195,7 @@ def test_htj2k_and_implicit_accepted_all_frames() -> None:
 # --------------------------------------------------------------------------- the sandboxed gate
 
 
+@pytest.mark.e2e  # starts processes
 def test_gate_refuses_each_bad_input_class(gate: Gate) -> None:
     cases = bad_inputs()
     verdicts = gate.check_many([data for data, _ in cases.values()])
@@ -204,6 +205,7 @@ def test_gate_refuses_each_bad_input_class(gate: Gate) -> None:
         assert verdict.size == len(data) and len(verdict.sha256) == 64
 
 
+@pytest.mark.e2e  # starts processes
 def test_gate_accepts_good_files(gate: Gate, demo_file: bytes) -> None:
     good = [
         Path(get_testdata_file("MR_small.dcm")).read_bytes(),
@@ -220,6 +222,7 @@ def test_gate_accepts_good_files(gate: Gate, demo_file: bytes) -> None:
     assert verdicts[2].transfer_syntax.startswith("1.2.840.10008.1.2.4.20")
 
 
+@pytest.mark.e2e  # starts processes
 def test_gate_too_large_refused_without_worker(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, ingest_max_bytes=4096)
     with Gate(settings) as g:
@@ -258,6 +261,7 @@ def _marked(text: str) -> bytes:
     return dicom_bytes(ds)
 
 
+@pytest.mark.e2e  # starts processes
 @pytest.mark.slow
 def test_crash_hang_and_memory_are_refusals_caller_alive(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, ingest_workers=1, ingest_timeout=4.0,
@@ -279,12 +283,14 @@ def test_crash_hang_and_memory_are_refusals_caller_alive(tmp_path: Path) -> None
         assert g.workers and g.workers[0] != first_pid
 
 
+@pytest.mark.e2e  # starts processes
 def test_check_many_runs_in_parallel_workers(gate: Gate) -> None:
     data = [dicom_bytes(mr())] * 6
     assert all(v.accepted for v in gate.check_many(data))
     assert len(gate.workers) == 2
 
 
+@pytest.mark.e2e  # starts processes
 def test_corpus_regressions_replayed(gate: Gate) -> None:
     """Inputs that once broke the gate (from the fuzz test) now answer cleanly."""
     files = sorted(CORPUS.glob("*.dcm")) if CORPUS.is_dir() else []
@@ -305,6 +311,7 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+@pytest.mark.e2e  # starts processes
 def test_quarantine_round_trip(tmp_path: Path, gate: Gate) -> None:
     settings = Settings(home=tmp_path, quarantine_retention_days=7)
     store = Quarantine(settings)
@@ -342,6 +349,7 @@ def test_quarantine_round_trip(tmp_path: Path, gate: Gate) -> None:
     assert store.delete("0" * 64) is False
 
 
+@pytest.mark.e2e  # starts processes
 @pytest.mark.slow
 def test_check_many_survives_workers_dying_while_others_wait(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, ingest_workers=2, ingest_timeout=10.0)

@@ -130,6 +130,7 @@ def _keep(data: bytes, why: str) -> None:
     (CORPUS / f"fuzz-{name}.txt").write_text(why + "\n")
 
 
+@pytest.mark.e2e  # starts processes
 @settings(max_examples=EXAMPLES, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.function_scoped_fixture])

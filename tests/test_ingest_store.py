@@ -67,6 +67,7 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(home=tmp_path / "home", ingest_workers=1, ingest_orthanc_wait=1.5)
 
 
+@pytest.mark.e2e  # starts processes
 def test_orthanc_never_answering_is_reported_not_quarantined(settings: Settings) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     with Gate(settings) as gate:

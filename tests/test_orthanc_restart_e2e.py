@@ -16,11 +16,14 @@ import time
 from typing import Any
 
 import pydicom
+import pytest
 import requests
 from bad_inputs import good_mr
 from test_stow_e2e import FAILED, failed_items, new_instances_since, referenced_uids, stow
 
 INSTANCES = 240
+
+pytestmark = pytest.mark.e2e  # the session platform; Orthanc is killed and restarted
 
 
 def _uid(data: bytes) -> str:

@@ -25,3 +25,41 @@ def test_makefile_installs_the_same_extras_as_environment_yml() -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     assert "make test" in (ROOT / "README.md").read_text()
     assert re.search(r"^make test$", (ROOT / ".ci" / "run").read_text(), re.M)
+
+
+def _make_recipe(target: str) -> str:
+    """The recipe lines of one Makefile target."""
+    text = (ROOT / "Makefile").read_text()
+    match = re.search(rf"^{re.escape(target)}:[^\n]*\n((?:\t[^\n]*\n)*)", text, re.M)
+    assert match, f"the Makefile has no {target} target"
+    return match.group(1)
+
+
+def test_make_bench_runs_every_benchmark() -> None:
+    runnable = {p.name for p in (ROOT / "benchmarks").glob("*.py")
+                if 'if __name__ == "__main__"' in p.read_text()}
+    run = set(re.findall(r"benchmarks/([A-Za-z0-9_]+\.py)", _make_recipe("bench")))
+    assert runnable, "no runnable benchmark found"
+    assert runnable <= run, f"make bench leaves out {sorted(runnable - run)}"
+    listed = (ROOT / "benchmarks" / "README.md").read_text()
+    assert all(f"`{name}`" in listed for name in runnable), "benchmarks/README.md lists each one"
+
+
+def test_make_test_fast_deselects_e2e() -> None:
+    assert '-m "not e2e"' in _make_recipe("test-fast")
+
+
+def test_no_test_skips_because_something_is_missing() -> None:
+    """Missing things are installed by `make test`, or the test fails naming them: never a skip."""
+    skip = "skip"  # spelled apart so that this file does not match itself
+    pattern = re.compile(rf"pytest\.{skip}\(|importor{skip}\(|mark\.{skip}(if)?\b")
+    offenders = [f"{path.name}:{n}: {line.strip()}"
+                 for path in sorted((ROOT / "tests").glob("*.py")) if path.name != "test_project.py"
+                 for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not offenders, "tests that skip:\n" + "\n".join(offenders)
+
+
+def test_system_deps_install_the_postgresql_server() -> None:
+    script = (ROOT / "scripts" / "install-system-deps.sh").read_text()
+    packages = re.search(r"^packages=\(([^)]*)\)", script, re.M)
+    assert packages and "postgresql" in packages.group(1).split()

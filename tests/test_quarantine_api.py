@@ -355,6 +355,7 @@ def ok(settings: Settings, *args: str) -> str:
     return result.stdout
 
 
+@pytest.mark.e2e  # starts processes
 def test_cli_list_and_json(settings: Settings, kept: dict[str, Kept]) -> None:
     lines = ok(settings, "list").splitlines()
     assert lines[0].split() == ["SHA256", "SIZE", "REASON", "ROUTE", "SENDER", "LAST", "SEEN"]
@@ -372,6 +373,7 @@ def test_cli_list_and_json(settings: Settings, kept: dict[str, Kept]) -> None:
     assert body["entries"][1]["reason_description"] == REASONS["photometric_mismatch"]
 
 
+@pytest.mark.e2e  # starts processes
 def test_cli_show_export_delete_by_prefix(settings: Settings, store: Quarantine,
                                           kept: dict[str, Kept], tmp_path: Path) -> None:
     sha = kept["ybr"].sha
@@ -401,6 +403,7 @@ def test_cli_show_export_delete_by_prefix(settings: Settings, store: Quarantine,
         assert result.returncode != 0 and "at least 8 hex digits" in result.stderr, bad
 
 
+@pytest.mark.e2e  # starts processes
 def test_cli_purge(settings: Settings, store: Quarantine, kept: dict[str, Kept]) -> None:
     out = ok(settings, "purge")
     assert f"removed {kept['expired'].sha}" in out and "purged 1 file(s)" in out
@@ -424,6 +427,7 @@ def _two_with_one_prefix() -> tuple[bytes, bytes]:
     raise AssertionError("no 32-bit prefix collision in 2 million hashes")
 
 
+@pytest.mark.e2e  # starts processes
 def test_cli_refuses_an_ambiguous_prefix(settings: Settings, store: Quarantine) -> None:
     one, two = _two_with_one_prefix()
     now = datetime.now(UTC)

@@ -39,6 +39,7 @@ def test_orthanc_defaults_keep_the_dicom_listener_off(tmp_path: Path) -> None:
     assert "PostgreSQL" not in config
 
 
+@pytest.mark.e2e  # starts processes
 def test_nginx_accepts_the_rendered_config(tmp_path: Path) -> None:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(nginx).exists():

@@ -26,6 +26,8 @@ from neuronova_lib.ingest.stow import (
 from neuronova_lib.wado import multipart_body
 
 STOW = "/api/pacs/dicom-web/studies"
+
+pytestmark = pytest.mark.e2e  # the session platform: Orthanc, nginx, guard, API
 FAILED, REFERENCED, RETRIEVE_URL = "00081198", "00081199", "00081190"
 
 

@@ -309,6 +309,7 @@ def transcoded(
     yield pairs
 
 
+@pytest.mark.e2e  # starts processes
 def test_dciodvfy_accepts_the_output(transcoded: list[tuple[Path, Path]], tmp_path: Path) -> None:
     # dciodvfy predates the HTJ2K UIDs, so it reads our file as unknown
     # encapsulated syntax and stops. A copy relabelled JPEG 2000 lossless has
@@ -325,6 +326,7 @@ def test_dciodvfy_accepts_the_output(transcoded: list[tuple[Path, Path]], tmp_pa
         assert any("Undefined value length" in e for e in _dciodvfy_errors(dciodvfy, dst))
 
 
+@pytest.mark.e2e  # starts processes
 def test_ojph_expand_decodes_every_frame(
     transcoded: list[tuple[Path, Path]], tmp_path: Path
 ) -> None:

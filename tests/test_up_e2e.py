@@ -122,3 +122,92 @@ def test_up_explains_a_busy_port(tmp_path: Path) -> None:
                                 text=True, timeout=120)
     assert result.returncode == 1
     assert f"port {port}" in result.stderr and "NEURONOVA_ORTHANC_PORT" in result.stderr
+
+
+def _shell_without_ports(home: Path) -> dict[str, str]:
+    """Another shell: the same data dir, none of the ports `up` was started with."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEURONOVA_")}
+    env["NEURONOVA_HOME"] = str(home)
+    return env
+
+
+def test_status_and_down_find_the_platform_from_its_data_dir(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ports = {name: free_port() for name in ("PORT", "API_PORT", "PROXY_PORT", "ORTHANC_PORT")}
+    env = {**os.environ, "NEURONOVA_HOME": str(home),
+           **{f"NEURONOVA_{k}": str(v) for k, v in ports.items()}}
+    up = subprocess.Popen([*NEURONOVA, "up", "--no-demo"], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    output: list[str] = []
+    try:
+        assert up.stdout is not None
+        for line in up.stdout:
+            output.append(line)
+            if "Ctrl-C or `neuronova down`" in line:
+                break
+        else:
+            pytest.fail("neuronova up did not come up:\n" + "".join(output))
+        other = _shell_without_ports(home)
+        status = subprocess.run([*NEURONOVA, "status"], env=other, capture_output=True,
+                                text=True, timeout=60)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert status.stdout.count(" healthy ") == 4, status.stdout
+        assert f"127.0.0.1:{ports['PORT']}/" in status.stdout
+        state = json.loads((home / "run" / "stack.json").read_text())
+        assert state["supervisor"] == up.pid
+        for name, pid in state["services"].items():
+            assert f"{name:10s} healthy  pid {pid} " in status.stdout
+
+        # The same shell with the default ports set would probe the wrong ones: the record wins.
+        misled = {**other, "NEURONOVA_PORT": str(free_port())}
+        again = subprocess.run([*NEURONOVA, "status"], env=misled, capture_output=True,
+                               text=True, timeout=60)
+        assert again.returncode == 0 and again.stdout.count(" healthy ") == 4, again.stdout
+
+        down = subprocess.run([*NEURONOVA, "down"], env=other, capture_output=True, text=True,
+                              timeout=120)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert "NeuroNova stopped." in down.stdout
+        assert up.wait(timeout=30) == 0
+    finally:
+        if up.poll() is None:
+            up.send_signal(signal.SIGINT)
+            up.communicate(timeout=60)
+    for port in ports.values():
+        assert port_free("127.0.0.1", port), f"port {port} still in use after `neuronova down`"
+    assert not (home / "run" / "stack.json").exists()
+    after = subprocess.run([*NEURONOVA, "status"], env=_shell_without_ports(home),
+                           capture_output=True, text=True, timeout=60)
+    assert after.returncode == 1 and "no running platform" in after.stdout
+
+
+def test_down_stops_services_left_by_a_killed_supervisor(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ports = {name: free_port() for name in ("PORT", "API_PORT", "PROXY_PORT", "ORTHANC_PORT")}
+    env = {**os.environ, "NEURONOVA_HOME": str(home),
+           **{f"NEURONOVA_{k}": str(v) for k, v in ports.items()}}
+    up = subprocess.Popen([*NEURONOVA, "up", "--no-demo"], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    try:
+        assert up.stdout is not None
+        for line in up.stdout:
+            if "Ctrl-C or `neuronova down`" in line:
+                break
+        up.kill()  # no clean-up: the four services keep running, orphaned
+        up.wait(timeout=10)
+        other = _shell_without_ports(home)
+        status = subprocess.run([*NEURONOVA, "status"], env=other, capture_output=True,
+                                text=True, timeout=60)
+        assert status.returncode == 1 and "gone" in status.stdout, status.stdout
+        down = subprocess.run([*NEURONOVA, "down"], env=other, capture_output=True, text=True,
+                              timeout=120)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert down.stdout.count("left running by a supervisor that is gone") == 4, down.stdout
+    finally:
+        if up.poll() is None:
+            up.kill()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not all(port_free("127.0.0.1", p) for p in ports.values()):
+        time.sleep(0.2)
+    for port in ports.values():
+        assert port_free("127.0.0.1", port), f"port {port} still in use after `neuronova down`"

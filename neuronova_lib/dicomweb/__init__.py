@@ -2,10 +2,19 @@
 
 Modules, by what they hold:
 
-* :mod:`.client` — :func:`connect`, :func:`connect_signed`, :class:`Client`
-  (built on ``dicomweb_client.DICOMwebClient``), study/series summaries,
+Split by concern, the way dicomweb-client splits its own:
+
+* :mod:`.client` — :class:`Client`, the transport (built on
+  ``dicomweb_client.DICOMwebClient``): searches, signing, frames,
   ``load_series`` / ``load_study``.
+* :mod:`.session` — :func:`connect`, :func:`connect_signed`: the platform URL,
+  the HTTP session (pool, retries), sign-in.
 * :mod:`.auth` — bearer token that renews itself; signed-URL query token.
+* :mod:`.results` — :class:`StudySummary`, :class:`SeriesSummary`,
+  :class:`SignedStudy`: what searches and signing return.
+* :mod:`.brats` — which series is T1, T1c, T2 or FLAIR.
+* :mod:`.uid_arguments` — UID arguments: a ``str`` holding a UID, else
+  ``TypeError``.
 * :mod:`.frames` — pixel format, the decoder table keyed by transfer syntax,
   multipart parsing.
 * :mod:`.cache` — on-disk frame and metadata cache.
@@ -20,11 +29,14 @@ from typing import Any
 
 _EXPORTS = {
     "Client": "client",
-    "SeriesSummary": "client",
-    "SignedStudy": "client",
-    "StudySummary": "client",
-    "connect": "client",
-    "connect_signed": "client",
+    "SeriesSummary": "results",
+    "SignedStudy": "results",
+    "StudySummary": "results",
+    "BRATS_CHANNELS": "brats",
+    "classify_brats_series": "brats",
+    "match_brats_series": "brats",
+    "connect": "session",
+    "connect_signed": "session",
     "BearerAuth": "auth",
     "SignedUrlAuth": "auth",
     "TokenExpiredError": "auth",
@@ -36,6 +48,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "BRATS_CHANNELS",
     "BearerAuth",
     "Client",
     "CodecUnavailableError",
@@ -47,9 +60,11 @@ __all__ = [
     "SignedUrlAuth",
     "StudySummary",
     "TokenExpiredError",
+    "classify_brats_series",
     "connect",
     "connect_signed",
     "decode_frame",
+    "match_brats_series",
 ]
 
 

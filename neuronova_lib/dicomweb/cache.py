@@ -21,21 +21,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
+from .uid_arguments import is_uid, require_uid
+
 logger = logging.getLogger(__name__)
-
-_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
-
-
-def _uid(value: str, what: str) -> str:
-    if not isinstance(value, str) or len(value) > 64 or not _UID.fullmatch(value):
-        raise ValueError(f"{what} {str(value)[:80]!r} is not a DICOM UID; it cannot key the cache")
-    return value
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -84,7 +77,7 @@ class FrameCache:
 
     # -- frames --------------------------------------------------------------
     def _instance_dir(self, sop_uid: str) -> Path:
-        return self.root / "frames" / _uid(sop_uid, "SOPInstanceUID")
+        return self.root / "frames" / require_uid(sop_uid, "SOPInstanceUID")
 
     def get_frame(self, sop_uid: str, frame: int) -> tuple[str, bytes] | None:
         """``(transfer syntax, bytes)`` of a cached frame, or ``None``."""
@@ -96,7 +89,7 @@ class FrameCache:
             names = []
         for name in sorted(names):
             syntax = name[len(prefix):-len(".bin")]
-            if not _UID.fullmatch(syntax):
+            if not is_uid(syntax):
                 continue
             try:
                 data = (folder / name).read_bytes()
@@ -110,19 +103,19 @@ class FrameCache:
     def put_frame(self, sop_uid: str, frame: int, transfer_syntax: str,
                   data: bytes | memoryview) -> None:
         """Store one frame as served."""
-        syntax = _uid(transfer_syntax, "transfer syntax")
+        syntax = require_uid(transfer_syntax, "transfer syntax")
         _atomic_write(self._instance_dir(sop_uid) / f"{int(frame)}_{syntax}.bin", bytes(data))
         self._count("writes")
 
     def discard_frame(self, sop_uid: str, frame: int, transfer_syntax: str) -> None:
         """Forget one frame (it failed to decode)."""
-        path = self._instance_dir(sop_uid) / f"{int(frame)}_{_uid(transfer_syntax, 'transfer syntax')}.bin"
+        path = self._instance_dir(sop_uid) / f"{int(frame)}_{require_uid(transfer_syntax, 'transfer syntax')}.bin"
         path.unlink(missing_ok=True)
 
     # -- metadata -------------------------------------------------------------
     def _metadata_path(self, study_uid: str, series_uid: str) -> Path:
-        return (self.root / "metadata" / _uid(study_uid, "StudyInstanceUID")
-                / f"{_uid(series_uid, 'SeriesInstanceUID')}.json")
+        return (self.root / "metadata" / require_uid(study_uid, "StudyInstanceUID")
+                / f"{require_uid(series_uid, 'SeriesInstanceUID')}.json")
 
     def get_metadata(self, study_uid: str, series_uid: str) -> list[dict[str, Any]] | None:
         path = self._metadata_path(study_uid, series_uid)

@@ -1,11 +1,14 @@
-"""The platform's DICOMweb client: sign in, find studies, load series as volumes.
+"""The platform's DICOMweb transport: find studies, fetch frames, load series as volumes.
 
-``neuronova_lib.connect()`` builds a :class:`requests.Session` that carries
-the platform's authentication (:mod:`.auth`), hands it to
-:class:`dicomweb_client.DICOMwebClient` (exposed as :attr:`Client.dicomweb`
-for everything DICOMweb can do), and adds what the platform needs on top:
-token refresh, signed URLs, and series → :class:`~neuronova_lib.volume.Volume`
-with frames fetched and decoded concurrently.
+:class:`Client` wraps :class:`dicomweb_client.DICOMwebClient` (exposed as
+:attr:`Client.dicomweb` for everything DICOMweb can do) on the session that
+:mod:`.session` builds, and adds what the platform needs on top: signed URLs
+and series → :class:`~neuronova_lib.volume.Volume` with frames fetched and
+decoded concurrently. The rest lives apart, by concern, the way dicomweb-client
+splits its own: records in :mod:`.results`, session and sign-in in
+:mod:`.session` (:func:`connect`, :func:`connect_signed`) and :mod:`.auth`,
+BraTS channel rules in :mod:`.brats`, UID arguments in :mod:`.uid_arguments`,
+frame decoding in :mod:`.frames`, the cache in :mod:`.cache`.
 
 Server errors surface as :class:`requests.HTTPError` carrying the status and
 the server's reason — a 403 is an error, never an empty result.
@@ -14,40 +17,25 @@ the server's reason — a 403 is an error, never an empty result.
 from __future__ import annotations
 
 import logging
-import os
-import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
-from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
-from .. import __version__
 from ..volume import (
     GeometryError,
     Volume,
-    dicom_json_value,
-    dicom_json_values,
     instances_json,
     series_geometry,
     volume_from_datasets,
 )
-from .auth import (
-    DEFAULT_REFRESH_MARGIN_S,
-    BearerAuth,
-    SignedUrlAuth,
-    http_error,
-    jwt_claims,
-    redact,
-)
+from .auth import SignedUrlAuth, http_error
+from .brats import BRATS_CHANNELS, classify_brats_series, match_brats_series
 from .cache import FrameCache
 from .frames import (
     DEFAULT_FRAME_SYNTAX,
@@ -59,16 +47,13 @@ from .frames import (
     response_transfer_syntax,
     split_multipart,
 )
+from .results import SeriesSummary, SignedStudy, StudySummary
+from .session import DICOMWEB_PATH, connect, connect_signed
+from .session import base_url as base_url_of
+from .uid_arguments import series_uid_of, study_uid_of
 
 logger = logging.getLogger(__name__)
 
-#: Environment variables JupyterHub sets in every kernel.
-ENV_URL = "NEURONOVA_URL"
-ENV_TOKEN = "NEURONOVA_TOKEN"
-#: Optional: a refresh token beside the access token, so a long-lived kernel can renew.
-ENV_REFRESH_TOKEN = "NEURONOVA_REFRESH_TOKEN"
-
-DICOMWEB_PATH = "/api/pacs/dicom-web"
 _OCTETS = 'multipart/related; type="application/octet-stream"'
 #: Frames request: HTJ2K as stored (decoded here), anything else as uncompressed
 #: (transcoded by the server), so the client needs no JPEG/JPEG-LS codecs. Not
@@ -82,202 +67,11 @@ FRAME_ACCEPT = ", ".join(
 FRAME_ACCEPT_PLAIN = _OCTETS
 #: Default size of a batched frames answer (``frames/1,2,…``) for multi-frame instances.
 BATCH_BYTES = 1 << 20
-#: The four BraTS channels, in the order of :meth:`Client.load_study`'s first axis.
-BRATS_CHANNELS: tuple[str, ...] = ("t1", "t1c", "t2", "flair")
-
-_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
-_CONTRAST_WORDS = {"post", "contrast", "postcontrast", "gd", "gad", "gado", "gadolinium",
-                   "ce", "c", "t1c", "t1ce", "t1gd", "t1post", "enhanced"}
-
-
-# -- small results ---------------------------------------------------------------
-
-@dataclass(frozen=True)
-class StudySummary:
-    """One QIDO-RS study match."""
-
-    study_uid: str
-    patient_id: str
-    patient_name: str
-    study_date: str
-    description: str
-    accession_number: str
-    modalities: tuple[str, ...]
-    series_count: int | None
-    instance_count: int | None
-
-    @classmethod
-    def from_json(cls, item: Mapping[str, Any]) -> StudySummary:
-        def count(keyword: str) -> int | None:
-            value = dicom_json_value(item, keyword)
-            return int(value) if value not in (None, "") else None
-
-        return cls(
-            study_uid=str(dicom_json_value(item, "StudyInstanceUID", "")),
-            patient_id=str(dicom_json_value(item, "PatientID", "")),
-            patient_name=str(dicom_json_value(item, "PatientName", "")),
-            study_date=str(dicom_json_value(item, "StudyDate", "")),
-            description=str(dicom_json_value(item, "StudyDescription", "")),
-            accession_number=str(dicom_json_value(item, "AccessionNumber", "")),
-            modalities=tuple(str(m) for m in dicom_json_values(item, "ModalitiesInStudy")),
-            series_count=count("NumberOfStudyRelatedSeries"),
-            instance_count=count("NumberOfStudyRelatedInstances"),
-        )
-
-
-@dataclass(frozen=True)
-class SeriesSummary:
-    """One QIDO-RS series match."""
-
-    study_uid: str
-    series_uid: str
-    modality: str
-    description: str
-    number: int | None
-    instance_count: int | None
-
-    @classmethod
-    def from_json(cls, item: Mapping[str, Any], study_uid: str) -> SeriesSummary:
-        number = dicom_json_value(item, "SeriesNumber")
-        count = dicom_json_value(item, "NumberOfSeriesRelatedInstances")
-        return cls(
-            study_uid=str(dicom_json_value(item, "StudyInstanceUID", study_uid)),
-            series_uid=str(dicom_json_value(item, "SeriesInstanceUID", "")),
-            modality=str(dicom_json_value(item, "Modality", "")),
-            description=str(dicom_json_value(item, "SeriesDescription", "")),
-            number=int(number) if number not in (None, "") else None,
-            instance_count=int(count) if count not in (None, "") else None,
-        )
-
-
-@dataclass(frozen=True)
-class SignedStudy:
-    """A signed URL minted by :meth:`Client.sign`.
-
-    Attributes
-    ----------
-    url : str
-        The study's DICOMweb URL with ``?token=…`` (for a viewer or a colleague).
-    token : str
-        The study-scoped token itself.
-    query : str
-        ``token=…``, to append to any DICOMweb URL of the study.
-    studies : tuple of str
-        The studies it covers.
-    expires_at : float
-        Epoch seconds.
-    base_url : str
-        The platform the client that minted it talks to.
-    """
-
-    url: str
-    token: str
-    query: str
-    studies: tuple[str, ...]
-    expires_at: float
-    base_url: str
-
-    def __repr__(self) -> str:  # the token is a credential: keep it out of notebook output
-        return f"SignedStudy(studies={self.studies}, expires_at={self.expires_at:.0f})"
-
-    def connect(self, **kwargs: Any) -> Client:
-        """A client that uses only this signed URL (see :func:`connect_signed`)."""
-        return _signed_client(self.base_url, self.token, **kwargs)
-
-
-# -- helpers -----------------------------------------------------------------------------
-
-def _uid(value: Any, what: str) -> str:
-    uid = getattr(value, "series_uid", None) if what == "SeriesInstanceUID" else None
-    uid = uid or getattr(value, "study_uid", None) or value
-    if not isinstance(uid, str) or len(uid) > 64 or not _UID.fullmatch(uid):
-        raise ValueError(f"{what} {str(uid)[:80]!r} is not a DICOM UID")
-    return uid
-
-
-def _base_url(url: str) -> str:
-    """``http://host:port`` from a platform URL, with or without the DICOMweb path."""
-    url = url.strip().rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        raise ValueError(f"platform URL must start with http:// or https://, got {url!r}")
-    if DICOMWEB_PATH in url:
-        url = url[: url.index(DICOMWEB_PATH)]
-    return url.split("?", 1)[0].rstrip("/")
 
 
 def _wildcard(text: str) -> str:
     """QIDO matching: wildcards as given, else a substring match."""
     return text if any(c in text for c in "*?") else f"*{text}*"
-
-
-def _session(max_workers: int) -> requests.Session:
-    """Keep-alive session with a pool as large as the frame workers and retries on 429/503."""
-    session = requests.Session()
-    retry = Retry(
-        total=4, connect=3, read=0, status=3, backoff_factor=0.25,
-        status_forcelist=(429, 502, 503, 504), allowed_methods=frozenset({"GET", "HEAD"}),
-        respect_retry_after_header=True, raise_on_status=False,
-    )
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(10, max_workers), max_retries=retry)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers["User-Agent"] = f"neuronova/{__version__} {requests.utils.default_user_agent()}"
-
-    def redact_error_url(response: requests.Response, **_: Any) -> requests.Response:
-        # raise_for_status() prints response.url: keep a signed token out of tracebacks.
-        if response.status_code >= 400 and response.url:
-            response.url = redact(response.url)
-        return response
-
-    session.hooks["response"].append(redact_error_url)
-    return session
-
-
-def classify_brats_series(description: str) -> str | None:
-    """BraTS channel of a series from its SeriesDescription, or ``None``.
-
-    Rules, in order (case-insensitive, on words): ``flair`` → ``flair``;
-    ``t1`` (or MPRAGE/SPGR) with a contrast word (post, contrast, gd, gad,
-    ce, c, …) → ``t1c``; ``t1``/MPRAGE/SPGR → ``t1``; ``t2`` → ``t2``. The
-    demo data's descriptions: "T1 MPRAGE 3D", "T1 MPRAGE 3D post-contrast",
-    "T2 TSE 3D", "T2 FLAIR 3D".
-    """
-    text = description.lower()
-    words = set(re.split(r"[^a-z0-9+]+", text)) - {""}
-    if "flair" in words or "flair" in text:
-        return "flair"
-    t1 = bool(words & {"t1", "t1w", "mprage", "spgr", "t1c", "t1ce", "t1gd", "t1post"}) \
-        or text.startswith("t1")
-    if t1 and (words & _CONTRAST_WORDS or "+c" in text or "post" in text):
-        return "t1c"
-    if t1:
-        return "t1"
-    if words & {"t2", "t2w"} or text.startswith("t2"):
-        return "t2"
-    return None
-
-
-def match_brats_series(series: Sequence[SeriesSummary]) -> dict[str, SeriesSummary]:
-    """Channel → series for the series :func:`classify_brats_series` recognises.
-
-    Raises
-    ------
-    LookupError
-        When two series claim one channel (pass ``series=`` to choose).
-    """
-    found: dict[str, SeriesSummary] = {}
-    for item in series:
-        channel = classify_brats_series(item.description)
-        if channel is None:
-            continue
-        if channel in found:
-            raise LookupError(
-                f"two series look like {channel}: {found[channel].description!r} "
-                f"({found[channel].series_uid}) and {item.description!r} ({item.series_uid}); "
-                f"pass series={{'{channel}': <SeriesInstanceUID>, ...}} to choose"
-            )
-        found[channel] = item
-    return found
 
 
 class _Progress:
@@ -342,7 +136,7 @@ class Client:
 
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
-        self.base_url = _base_url(base_url)
+        self.base_url = base_url_of(base_url)
         self.dicomweb_url = f"{self.base_url}{DICOMWEB_PATH}"
         self.session = session
         self.max_workers = int(max_workers)
@@ -439,8 +233,8 @@ class Client:
             filters["PatientName"] = _wildcard(patient_name)
         if description:
             filters["StudyDescription"] = _wildcard(description)
-        if study_uid:
-            filters["StudyInstanceUID"] = _uid(study_uid, "StudyInstanceUID")
+        if study_uid is not None:
+            filters["StudyInstanceUID"] = study_uid_of(study_uid)
         fields = ["StudyDescription", "ModalitiesInStudy", "NumberOfStudyRelatedSeries",
                   "NumberOfStudyRelatedInstances", "AccessionNumber"]
         with self._server_errors("study search refused"):
@@ -450,7 +244,7 @@ class Client:
 
     def series(self, study: str | StudySummary) -> list[SeriesSummary]:
         """The series of one study (QIDO-RS), by SeriesNumber."""
-        study_uid = _uid(study, "StudyInstanceUID")
+        study_uid = study_uid_of(study)
         fields = ["SeriesDescription", "SeriesNumber", "Modality", "NumberOfSeriesRelatedInstances"]
         with self._server_errors("series search refused"):
             found = self.dicomweb.search_for_series(study_uid, fields=fields)
@@ -465,8 +259,8 @@ class Client:
         With a cache it is stored; ``offline=True`` reads it from the cache and
         sends nothing (:class:`LookupError` when it is not there).
         """
-        study_uid = _uid(study, "StudyInstanceUID")
-        series_uid = _uid(series, "SeriesInstanceUID")
+        study_uid = study_uid_of(study)
+        series_uid = series_uid_of(series)
         if offline:
             cached = self.cache.get_metadata(study_uid, series_uid) if self.cache else None
             if cached is None:
@@ -501,9 +295,9 @@ class Client:
         if self.is_signed:
             raise RuntimeError("a signed-URL client cannot mint signed URLs; sign in first")
         if isinstance(study, (list, tuple)):
-            body: dict[str, Any] = {"studies": [_uid(s, "StudyInstanceUID") for s in study]}
+            body: dict[str, Any] = {"studies": [study_uid_of(s) for s in study]}
         else:
-            body = {"study_uid": _uid(study, "StudyInstanceUID")}
+            body = {"study_uid": study_uid_of(study)}
         if ttl is not None:
             body["ttl_seconds"] = max(1, int(ttl))
         response = self.session.post(f"{self.base_url}/api/pacs/sign", json=body, timeout=self.timeout)
@@ -605,8 +399,8 @@ class Client:
         FrameDecodeError
             A frame does not match its label or metadata (e.g. a mislabelled HTJ2K frame).
         """
-        study_uid = _uid(study, "StudyInstanceUID")
-        series_uid = _uid(series, "SeriesInstanceUID")
+        study_uid = study_uid_of(study)
+        series_uid = series_uid_of(series)
         if transport not in ("frames", "series"):
             raise ValueError(f"transport must be 'frames' or 'series', got {transport!r}")
         if offline and self.cache is None:
@@ -751,12 +545,12 @@ class Client:
         LookupError
             A channel has no series, or two series claim one.
         """
-        study_uid = _uid(study, "StudyInstanceUID")
+        study_uid = study_uid_of(study)
         channels = tuple(channels)
         reference = reference or channels[0]
         if reference not in channels:
             raise ValueError(f"reference {reference!r} is not one of the channels {channels}")
-        chosen = {ch: _uid(uid, "SeriesInstanceUID") for ch, uid in (series or {}).items()}
+        chosen = {ch: series_uid_of(uid) for ch, uid in (series or {}).items()}
         if any(ch not in chosen for ch in channels):
             found = self.series(study_uid)
             matched = match_brats_series(found)
@@ -794,127 +588,6 @@ class Client:
             metadata=metadata, channels=channels,
             channel_series={ch: volumes[ch].series_uid for ch in channels},
         )
-
-
-# -- entry points -------------------------------------------------------------------------
-
-def connect(
-    url: str | None = None,
-    token: str | None = None,
-    *,
-    username: str | None = None,
-    password: str | None = None,
-    refresh_token: str | None = None,
-    cache_dir: str | Path | None = None,
-    max_workers: int = 8,
-    refresh_margin: float = DEFAULT_REFRESH_MARGIN_S,
-    timeout: float = 30.0,
-) -> Client:
-    """A DICOMweb client signed in to the platform.
-
-    Credentials, first match wins: ``token`` (with ``refresh_token`` and/or
-    ``password`` to renew it); ``username`` + ``password`` (signs in now);
-    the kernel's environment, ``NEURONOVA_TOKEN`` (and, if set,
-    ``NEURONOVA_REFRESH_TOKEN``) as JupyterHub injects them.
-
-    Parameters
-    ----------
-    url : str, optional
-        The platform (``http://host:port``); default ``NEURONOVA_URL``.
-    token : str, optional
-        An access token (JWT).
-    username, password : str, optional
-        Sign in with these, and again whenever the token cannot be refreshed.
-    refresh_token : str, optional
-        Renews the access token shortly before it expires.
-    cache_dir : str or Path, optional
-        On-disk frame cache (see :class:`~.cache.FrameCache`).
-    max_workers : int
-        Concurrent frame requests.
-    refresh_margin : float
-        Renew this many seconds before the token's ``exp``.
-    timeout : float
-        Seconds per request.
-
-    Returns
-    -------
-    Client
-
-    Raises
-    ------
-    ValueError
-        No URL, or no credentials.
-    requests.HTTPError
-        The sign-in was refused (wrong password: 401).
-
-    Examples
-    --------
-    >>> import neuronova_lib
-    >>> client = neuronova_lib.connect()                       # doctest: +SKIP
-    >>> study = client.find_studies(patient_id="NNDEMO-7-001")[0]  # doctest: +SKIP
-    >>> volume = client.load_study(study)                      # doctest: +SKIP
-    """
-    url = url or os.environ.get(ENV_URL)
-    if not url:
-        raise ValueError(
-            f"no platform URL: pass url=... or set {ENV_URL} (JupyterHub sets it in every kernel)")
-    if (username is None) != (password is None):
-        raise ValueError("signing in needs both username and password")
-    if token is None and password is None:
-        token = os.environ.get(ENV_TOKEN) or None
-        refresh_token = refresh_token or os.environ.get(ENV_REFRESH_TOKEN) or None
-    if token is None and password is None:
-        raise ValueError(
-            f"no credentials: pass token=..., or username=... and password=..., or set "
-            f"{ENV_TOKEN} (JupyterHub injects it into every kernel)")
-    base = _base_url(url)
-    session = _session(max_workers)
-    auth = BearerAuth(
-        base, token, refresh_token=refresh_token, username=username, password=password,
-        margin=refresh_margin, session=_session(2), timeout=timeout,
-    )
-    if token is None:
-        auth.login()
-    session.auth = auth
-    return Client(base, session, max_workers=max_workers, cache_dir=cache_dir, timeout=timeout)
-
-
-def _signed_client(base: str, token: str, *, cache_dir: str | Path | None = None,
-                   max_workers: int = 8, timeout: float = 30.0) -> Client:
-    session = _session(max_workers)
-    session.auth = SignedUrlAuth(token)
-    return Client(base, session, max_workers=max_workers, cache_dir=cache_dir, timeout=timeout)
-
-
-def connect_signed(
-    url: str,
-    *,
-    cache_dir: str | Path | None = None,
-    max_workers: int = 8,
-    timeout: float = 30.0,
-) -> Client:
-    """A client that uses only a signed URL (no sign-in, no refresh).
-
-    Parameters
-    ----------
-    url : str
-        A signed DICOMweb URL, ``http://host:port/api/pacs/dicom-web/studies/<uid>?token=…``
-        (what :meth:`Client.sign` or ``POST /api/pacs/sign`` return).
-
-    Every request the client sends, metadata and frames included, carries
-    the token in its query string; requests outside the token's studies are
-    refused by the server (:class:`requests.HTTPError` 403), and once the
-    token expires the client raises :class:`~.auth.TokenExpiredError`.
-    """
-    parts = urlsplit(url)
-    tokens = [v for k, v in parse_qsl(parts.query) if k == "token"]
-    if len(tokens) != 1:
-        raise ValueError(f"not a signed URL (it needs exactly one token= parameter): {redact(url)}")
-    claims = jwt_claims(tokens[0])
-    if claims and claims.get("typ") not in (None, "signed"):
-        raise ValueError(f"the token in this URL is a {claims.get('typ')!r} token, not a signed URL")
-    return _signed_client(_base_url(url), tokens[0], cache_dir=cache_dir,
-                          max_workers=max_workers, timeout=timeout)
 
 
 __all__ = [

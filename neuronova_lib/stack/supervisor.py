@@ -27,6 +27,10 @@ class StartError(RuntimeError):
     """A service could not start; the message says which, why, and what to do."""
 
 
+class StopRequested(Exception):
+    """A stop was asked for (Ctrl-C, ``neuronova down``) while a service was starting."""
+
+
 @dataclass
 class Service:
     """One supervised process."""
@@ -81,6 +85,8 @@ class Supervisor:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self.failed: str | None = None
+        #: Called after a service was restarted (``up`` records the new pid in the data dir).
+        self.on_change: Callable[[], None] | None = None
 
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
@@ -115,9 +121,12 @@ class Supervisor:
         return _Running(service, process, handle)
 
     def _wait_healthy(self, running: _Running) -> None:
+        """Until the health probe passes; a stop request ends the wait at once (no timeout)."""
         service = running.service
         deadline = time.monotonic() + service.start_timeout
         while time.monotonic() < deadline:
+            if self._stopping.is_set():
+                raise StopRequested(f"stop requested while {service.name} was starting")
             code = running.process.poll()
             if code is not None:
                 raise StartError(
@@ -130,19 +139,31 @@ class Supervisor:
                     return
             except Exception:  # not up yet
                 pass
-            time.sleep(0.2)
+            self._stopping.wait(0.2)
         raise StartError(
             f"{service.name} did not become healthy within {service.start_timeout:.0f} s. "
             f"Last lines of {self.log_path(service.name)}:\n{log_tail(self.log_path(service.name))}"
         )
 
+    def _spawn_registered(self, service: Service) -> _Running:
+        """Spawn and register as one step under the lock, unless a stop has begun.
+
+        ``stop()`` sets the stop event before it takes the lock to collect what runs,
+        so a process is either registered before that (and stopped with the rest) or
+        never spawned: none can slip in after ``stop()`` has looked.
+        """
+        with self._lock:
+            if self._stopping.is_set():
+                raise StopRequested(f"stop requested before {service.name} was started")
+            running = self._spawn(service)
+            self._running[service.name] = running
+            return running
+
     def start_one(self, service: Service) -> None:
         if service.prepare:
             service.prepare()
         self._check_ports(service)
-        running = self._spawn(service)
-        with self._lock:
-            self._running[service.name] = running
+        running = self._spawn_registered(service)
         self._wait_healthy(running)
         log.info("%s is up (pid %d)", service.name, running.process.pid)
 
@@ -151,7 +172,7 @@ class Supervisor:
         try:
             for service in self.services:
                 self.start_one(service)
-        except BaseException:
+        except BaseException:  # StartError, StopRequested, KeyboardInterrupt
             self.stop()
             raise
 
@@ -161,10 +182,19 @@ class Supervisor:
             return {name: r.process.pid for name, r in self._running.items()}
 
     def check(self) -> list[str]:
-        """Restart services that died; return the names restarted."""
+        """Restart services that died; return the names restarted.
+
+        Safe against a concurrent ``stop()`` (a signal handler, another thread): a
+        service restarted while stopping is stopped too, and a stop request ends the
+        wait for the restarted service's health at once.
+        """
         restarted = []
-        for name, running in list(self._running.items()):
-            if self._stopping.is_set() or running.process.poll() is None:
+        with self._lock:
+            items = list(self._running.items())
+        for name, running in items:
+            if self._stopping.is_set():
+                break
+            if running.process.poll() is None:
                 continue
             code = running.process.returncode
             now = time.monotonic()
@@ -178,15 +208,23 @@ class Supervisor:
                 continue
             log.warning("%s exited with code %s; restarting", name, code)
             running.log_handle.close()
-            fresh = self._spawn(running.service)
+            try:
+                fresh = self._spawn_registered(running.service)
+            except StopRequested:
+                break
+            except StartError as exc:  # e.g. its program was removed meanwhile
+                log.error("%s", exc)
+                continue
             fresh.restarts = recent + [now]
-            with self._lock:
-                self._running[name] = fresh
+            restarted.append(name)
             try:
                 self._wait_healthy(fresh)
+            except StopRequested:
+                break
             except StartError as exc:
                 log.error("%s", exc)
-            restarted.append(name)
+        if restarted and self.on_change is not None and not self._stopping.is_set():
+            self.on_change()
         return restarted
 
     def request_stop(self) -> None:
@@ -202,7 +240,11 @@ class Supervisor:
 
     # -- stop ------------------------------------------------------------
     def stop(self, timeout: float = 15.0) -> None:
-        """Stop in reverse order: SIGTERM, then SIGKILL after ``timeout``."""
+        """Stop in reverse order: SIGTERM, then SIGKILL after ``timeout``.
+
+        The stop event is set before the lock is taken: a restart in another thread
+        then either registered its process already (stopped here) or spawns none.
+        """
         self._stopping.set()
         with self._lock:
             items = list(self._running.items())[::-1]

@@ -26,7 +26,8 @@ from neuronova_lib.ingest import Gate
 from neuronova_lib.ingest.store import Ingestor
 from neuronova_lib.security.tokens import token_service
 
-from .docs import mount_offline_docs
+from services.openapi_docs import mount_offline_docs
+
 from .jobs import JobRunner
 from .quarantine_retention import RetentionSweeper
 from .routes import audit, auth, health, jobs, quarantine, refused, stow, studies, tokens, users

@@ -32,6 +32,7 @@ from neuronova_lib.nginx_refusals import nginx_refusal
 from neuronova_lib.db.revocation import Refused, RevocationWatcher, token_refusal
 from neuronova_lib.security.tokens import Claims, token_service
 
+from services.openapi_docs import mount_offline_docs
 
 from .guard import Decision, Guard
 from .paths import PREFIX, Refusal, check_uid
@@ -206,9 +207,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="NeuroNova guard proxy",
         lifespan=lifespan,
-        docs_url="/api/pacs/docs",
+        docs_url=None,  # served by mount_offline_docs: no CDN
         openapi_url="/api/pacs/openapi.json",
     )
+    mount_offline_docs(app, "/api/pacs")
     methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
     app.router.routes.append(Route(PREFIX + "/{path:path}", DicomWebEndpoint(), methods=methods))
     app.router.routes.append(Route("/api/pacs/_refused", refused_by_nginx, methods=methods))

@@ -1,8 +1,8 @@
-"""Swagger UI served from the platform itself.
+"""Swagger UI served from the platform itself (the API's ``/api/docs``, the guard's ``/api/pacs/docs``).
 
 FastAPI's default docs page loads Swagger UI from a CDN, which a hospital
 network (and this machine) cannot reach: the page stays blank. The assets ship
-in the ``swagger-ui-bundle`` wheel and are served under the API's prefix.
+in the ``swagger-ui-bundle`` wheel and are served under each service's prefix.
 """
 
 from __future__ import annotations
