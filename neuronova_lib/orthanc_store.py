@@ -108,13 +108,25 @@ class OrthancStore:
         """Orthanc's own identifiers of every study."""
         return list(self.get_json("/studies"))
 
+    def lookup_all(self, uid: str, level: str) -> list[str]:
+        """Orthanc's identifiers of every ``level`` ("Patient", "Study", "Series",
+        "Instance") resource with this identifier.
+
+        ``/tools/lookup`` is an exact match in Orthanc's index (its
+        ``DicomIdentifiers`` table, indexed on the value), not a scan. Orthanc
+        hashes a resource's identifier from its parents' too, so one UID can
+        come back more than once: a study under two patients, or an instance
+        stored twice under different studies in an archive filled before the
+        platform checked it.
+        """
+        response = self.session.post(f"{self.base_url}/tools/lookup", data=uid, timeout=self.timeout)
+        return [str(item["ID"]) for item in self._check(response, "the lookup").json()
+                if item.get("Type") == level]
+
     def lookup(self, uid: str, level: str) -> str | None:
         """Orthanc's identifier of the ``level`` ("Study", "Series", "Instance") with this UID."""
-        response = self.session.post(f"{self.base_url}/tools/lookup", data=uid, timeout=self.timeout)
-        for item in self._check(response, "the lookup").json():
-            if item.get("Type") == level:
-                return str(item["ID"])
-        return None
+        found = self.lookup_all(uid, level)
+        return found[0] if found else None
 
     def find_study(self, study_uid: str) -> str | None:
         """Orthanc's identifier of the study with this StudyInstanceUID, if stored."""

@@ -21,19 +21,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
+from ..uids import valid_uid
+
 logger = logging.getLogger(__name__)
 
-_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 
 def _uid(value: str, what: str) -> str:
-    if not isinstance(value, str) or len(value) > 64 or not _UID.fullmatch(value):
+    if not valid_uid(value):
         raise ValueError(f"{what} {str(value)[:80]!r} is not a DICOM UID; it cannot key the cache")
     return value
 
@@ -96,7 +96,7 @@ class FrameCache:
             names = []
         for name in sorted(names):
             syntax = name[len(prefix):-len(".bin")]
-            if not _UID.fullmatch(syntax):
+            if not valid_uid(syntax):
                 continue
             try:
                 data = (folder / name).read_bytes()

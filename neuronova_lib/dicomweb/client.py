@@ -48,6 +48,7 @@ from .auth import (
     jwt_claims,
     redact,
 )
+from ..uids import valid_uid
 from .cache import FrameCache
 from .frames import (
     DEFAULT_FRAME_SYNTAX,
@@ -85,7 +86,6 @@ BATCH_BYTES = 1 << 20
 #: The four BraTS channels, in the order of :meth:`Client.load_study`'s first axis.
 BRATS_CHANNELS: tuple[str, ...] = ("t1", "t1c", "t2", "flair")
 
-_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _CONTRAST_WORDS = {"post", "contrast", "postcontrast", "gd", "gad", "gado", "gadolinium",
                    "ce", "c", "t1c", "t1ce", "t1gd", "t1post", "enhanced"}
 
@@ -190,7 +190,7 @@ class SignedStudy:
 def _uid(value: Any, what: str) -> str:
     uid = getattr(value, "series_uid", None) if what == "SeriesInstanceUID" else None
     uid = uid or getattr(value, "study_uid", None) or value
-    if not isinstance(uid, str) or len(uid) > 64 or not _UID.fullmatch(uid):
+    if not valid_uid(uid):
         raise ValueError(f"{what} {str(uid)[:80]!r} is not a DICOM UID")
     return uid
 

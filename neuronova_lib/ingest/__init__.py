@@ -14,15 +14,18 @@ processes with resource limits), :mod:`.quarantine` (refused files on disk).
 
 from __future__ import annotations
 
-from .checks import REASONS, Accepted, Limits, Refusal, check_bytes
+from neuronova_lib.reasons import REASONS
+
+from .checks import Accepted, Limits, Refusal, check_bytes
 from .quarantine import Quarantine, QuarantineEntry
 from .conflict import same_instance
-from .sandbox import Gate, Verdict
+from .sandbox import Gate, GateConfig, Verdict
 
 __all__ = [
     "REASONS",
     "Accepted",
     "Gate",
+    "GateConfig",
     "Limits",
     "Quarantine",
     "QuarantineEntry",

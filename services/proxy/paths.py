@@ -12,9 +12,10 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
+from neuronova_lib.uids import valid_uid
+
 PREFIX = "/api/pacs/dicom-web"
 
-_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _FRAMES = re.compile(r"[1-9][0-9]{0,5}(,[1-9][0-9]{0,5}){0,999}")
 _BULK_TAG = re.compile(r"[0-9A-Fa-f]{8}")
 _QUERY_KEY = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}(\.[A-Za-z][A-Za-z0-9]{0,63}){0,7}|[0-9A-Fa-f]{8}")
@@ -92,7 +93,7 @@ def _check_text(text: str, where: str) -> None:
 
 
 def check_uid(value: str, what: str) -> str:
-    if len(value) > 64 or not _UID.fullmatch(value):
+    if not valid_uid(value):
         raise Refusal(400, "bad_uid", f"{what} {value[:80]!r} is not a DICOM UID")
     return value
 
