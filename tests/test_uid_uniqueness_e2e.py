@@ -32,7 +32,7 @@ from test_upload_e2e import _bearer, _wait_for_job
 
 from neuronova_lib.bulk import WorkerConfig, parse_source, process_batch
 from neuronova_lib.ingest import Gate, Quarantine
-from neuronova_lib.ingest.stow import DUPLICATE_SOP_INSTANCE
+from neuronova_lib.ingest.stow import DUPLICATE_SOP_INSTANCE, PROCESSING_FAILURE
 from neuronova_lib.ingest.store import Ingestor
 from neuronova_lib.ingest.uid_audit import duplicate_uids
 from neuronova_lib.ingest.uniqueness import orthanc_id
@@ -116,6 +116,8 @@ def test_stow_series_or_study_uid_under_another_patient_is_refused(platform: Any
     assert response.status_code == 409, response.text
     text = " ".join(warnings_of(response))
     assert ": series_instance_conflict: " in text and ": study_instance_conflict: " in text
+    assert {i["00081197"]["Value"][0] for i in failed_items(response.json())} == {
+        PROCESSING_FAILURE}
     assert quarantined(platform, series_elsewhere) == "series_instance_conflict"
     assert quarantined(platform, study_elsewhere) == "study_instance_conflict"
     for data in (series_elsewhere, study_elsewhere):
