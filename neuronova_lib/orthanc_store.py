@@ -44,6 +44,7 @@ class OrthancStore:
         self.session.auth = (username, password)
         parts = urlsplit(self.base_url)
         self._store_path = f"{parts.path}/instances"
+        self._lookup_path = f"{parts.path}/tools/lookup"
         self._store_headers = {
             **urllib3.util.make_headers(basic_auth=f"{username}:{password}"),
             "Content-Type": "application/dicom",
@@ -118,9 +119,19 @@ class OrthancStore:
         come back more than once: a study under two patients, or an instance
         stored twice under different studies in an archive filled before the
         platform checked it.
+
+        Sent through the urllib3 pool like :meth:`store`: the ingest core asks
+        this twice per instance, and requests' layers would double its CPU cost.
         """
-        response = self.session.post(f"{self.base_url}/tools/lookup", data=uid, timeout=self.timeout)
-        return [str(item["ID"]) for item in self._check(response, "the lookup").json()
+        try:
+            response = self._pool.urlopen("POST", self._lookup_path, body=uid.encode(),
+                                          headers=self._store_headers)
+        except urllib3.exceptions.HTTPError as exc:
+            raise requests.ConnectionError(f"Orthanc is unreachable: {exc}") from exc
+        if response.status >= 400:
+            text = response.data[:300].decode("utf-8", "replace")
+            raise requests.HTTPError(f"Orthanc refused the lookup: HTTP {response.status}: {text}")
+        return [str(item["ID"]) for item in json.loads(response.data)
                 if item.get("Type") == level]
 
     def lookup(self, uid: str, level: str) -> str | None:
