@@ -161,7 +161,17 @@ class IngestCore:
         verify : bool
             Read the stored file back and require it byte for byte (always done
             after a failed attempt).
+
+        Raises
+        ------
+        ValueError
+            ``verdict`` is not the gate's acceptance (no UIDs or Patient ID to check).
+        OSError
+            The UID lock folder cannot be written (a set-up error, not the file's).
         """
+        if not verdict.accepted or not verdict.patient_id:
+            raise ValueError("IngestCore.put needs the gate's verdict of an accepted file "
+                             "(with its UIDs and Patient ID); check the bytes with Gate first")
         sent = original if original is not None else data
         identity = Identity(str(verdict.sop_instance_uid), str(verdict.series_uid),
                             str(verdict.study_uid), str(verdict.patient_id or ""))
