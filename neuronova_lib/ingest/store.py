@@ -294,4 +294,6 @@ class Ingestor:
                 data, verdict, Reason.STUDY_MISMATCH,
                 f"the instance belongs to study {verdict.study_uid}, not to {study} named in "
                 "the URL; send it to /studies or to its own study", sender=sender, route=route)
-        return self.core.put(data, verdict, sender=sender, route=route)
+        outcome = self.core.put(data, verdict, sender=sender, route=route)
+        outcome.held = None  # a STOW-RS request keeps every outcome: not the stored files
+        return outcome
