@@ -133,7 +133,8 @@ def run_gate(url: str, token: str, series: list[list[bytes]]) -> float:
                                 headers={"Content-Type": content_type,
                                          "Authorization": f"Bearer {token}"})
         if response.status_code != 200:
-            raise SystemExit(f"gate: HTTP {response.status_code}: {response.text[:500]}")
+            raise SystemExit(f"gate: HTTP {response.status_code}: "
+                             f"{response.raw.headers.getlist('Warning')[:3]}")
     return time.perf_counter() - started
 
 
@@ -145,6 +146,7 @@ def warm_up(url: str, token: str, count: int) -> None:
     for _ in range(count):
         ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
         ds.StudyInstanceUID = pydicom.uid.generate_uid()
+        ds.SeriesInstanceUID = pydicom.uid.generate_uid()  # a series UID lives in one study
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
         buf = io.BytesIO()
         ds.save_as(buf, enforce_file_format=True)

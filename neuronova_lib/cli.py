@@ -304,6 +304,17 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Archive checks: ``uids`` finds UIDs Orthanc holds more than once (exit 1 if any)."""
+    from .ingest.uid_audit import duplicate_uids, readable
+    from .orthanc_store import OrthancStore
+
+    report = duplicate_uids(OrthancStore.from_settings(get_settings()))
+    print(json.dumps(report, indent=2) if args.json else readable(report))
+    found = sum(len(report[k]) for k in ("instances", "series", "studies"))
+    return 1 if found else 0
+
+
 def cmd_users(args: argparse.Namespace) -> int:
     from .db.engine import session_factory
     from .db.migrate import upgrade_database
@@ -470,6 +481,11 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_argument("--markdown", action="store_true",
                      help="print docs/configuration.md, generated from the settings object")
     cfg.set_defaults(func=cmd_config)
+    ck = sub.add_parser("check", help="check the archive (Orthanc) for problems to repair")
+    ck.add_argument("what", choices=["uids"],
+                    help="uids: SOP/Series/Study Instance UIDs held more than once")
+    ck.add_argument("--json", action="store_true", help="JSON instead of text")
+    ck.set_defaults(func=cmd_check)
     return parser
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from urllib.parse import urlsplit
 
@@ -259,6 +259,11 @@ class Settings(BaseSettings):
         return self.home / "quarantine"
 
     @property
+    def uid_lock_dir(self) -> Path:
+        """Lock files that make "is this UID free? then store it" atomic across processes."""
+        return self.run_dir / "uid-locks"
+
+    @property
     def orthanc_storage(self) -> Path:
         return self.home / "orthanc-storage"
 
@@ -274,6 +279,16 @@ class Settings(BaseSettings):
     @property
     def orthanc_url(self) -> str:
         return f"http://127.0.0.1:{self.orthanc_port}"
+
+
+def default(name: str) -> Any:
+    """The default of setting ``name``, for classes that carry a setting without the rest.
+
+    A Dask worker's config or the gate's limits hold a few settings' values;
+    their defaults come from here, so each default is written once, in
+    :class:`Settings`.
+    """
+    return Settings.model_fields[name].get_default(call_default_factory=True)
 
 
 @lru_cache(maxsize=1)

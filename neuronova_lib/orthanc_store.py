@@ -44,6 +44,7 @@ class OrthancStore:
         self.session.auth = (username, password)
         parts = urlsplit(self.base_url)
         self._store_path = f"{parts.path}/instances"
+        self._lookup_path = f"{parts.path}/tools/lookup"
         self._store_headers = {
             **urllib3.util.make_headers(basic_auth=f"{username}:{password}"),
             "Content-Type": "application/dicom",
@@ -108,13 +109,35 @@ class OrthancStore:
         """Orthanc's own identifiers of every study."""
         return list(self.get_json("/studies"))
 
+    def lookup_all(self, uid: str, level: str) -> list[str]:
+        """Orthanc's identifiers of every ``level`` ("Patient", "Study", "Series",
+        "Instance") resource with this identifier.
+
+        ``/tools/lookup`` is an exact match in Orthanc's index (its
+        ``DicomIdentifiers`` table, indexed on the value), not a scan. Orthanc
+        hashes a resource's identifier from its parents' too, so one UID can
+        come back more than once: a study under two patients, or an instance
+        stored twice under different studies in an archive filled before the
+        platform checked it.
+
+        Sent through the urllib3 pool like :meth:`store`: the ingest core asks
+        this twice per instance, and requests' layers would double its CPU cost.
+        """
+        try:
+            response = self._pool.urlopen("POST", self._lookup_path, body=uid.encode(),
+                                          headers=self._store_headers)
+        except urllib3.exceptions.HTTPError as exc:
+            raise requests.ConnectionError(f"Orthanc is unreachable: {exc}") from exc
+        if response.status >= 400:
+            text = response.data[:300].decode("utf-8", "replace")
+            raise requests.HTTPError(f"Orthanc refused the lookup: HTTP {response.status}: {text}")
+        return [str(item["ID"]) for item in json.loads(response.data)
+                if item.get("Type") == level]
+
     def lookup(self, uid: str, level: str) -> str | None:
         """Orthanc's identifier of the ``level`` ("Study", "Series", "Instance") with this UID."""
-        response = self.session.post(f"{self.base_url}/tools/lookup", data=uid, timeout=self.timeout)
-        for item in self._check(response, "the lookup").json():
-            if item.get("Type") == level:
-                return str(item["ID"])
-        return None
+        found = self.lookup_all(uid, level)
+        return found[0] if found else None
 
     def find_study(self, study_uid: str) -> str | None:
         """Orthanc's identifier of the study with this StudyInstanceUID, if stored."""

@@ -28,7 +28,6 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -45,29 +44,15 @@ from neuronova_lib.htj2k import (
     codestream_info,
     declared_precision,
     encode,
+    register,
 )
+from neuronova_lib.reasons import Reason
 
 logger = logging.getLogger(__name__)
 
 _PIXEL_DATA = 0x7FE00010
 _OFFSET_TABLES = ("ExtendedOffsetTable", "ExtendedOffsetTableLengths")
 _BOT_LIMIT = 2**32 - 1  # a Basic Offset Table holds 32-bit offsets
-
-
-class Reason(StrEnum):
-    """Why a transcode was refused: the ``reason`` of a :class:`TranscodeError`."""
-
-    ALREADY_HTJ2K = "already_htj2k"
-    UNSUPPORTED_SYNTAX = "unsupported_target_syntax"
-    NO_TRANSFER_SYNTAX = "no_transfer_syntax"
-    NO_PIXEL_DATA = "no_pixel_data"
-    UNSUPPORTED_PHOTOMETRIC = "unsupported_photometric_interpretation"
-    UNSUPPORTED_PIXEL_FORMAT = "unsupported_pixel_format"
-    TRUNCATED_PIXEL_DATA = "truncated_pixel_data"
-    DECODE_FAILED = "decode_failed"
-    ENCODE_FAILED = "encode_failed"
-    VERIFICATION_MISMATCH = "verification_mismatch"
-    READ_FAILED = "read_failed"
 
 
 class TranscodeError(ValueError):
@@ -142,9 +127,10 @@ def transcode_to_htj2k(ds: Dataset, *, syntax: str = HTJ2K_LOSSLESS) -> Dataset:
     TranscodeError
         With ``reason`` telling why; the input is unchanged in every case.
     """
+    register()  # the verification decodes through pydicom, with the platform's HTJ2K decoder
     if syntax not in HTJ2K_SYNTAXES:
         raise TranscodeError(
-            Reason.UNSUPPORTED_SYNTAX,
+            Reason.UNSUPPORTED_TARGET_SYNTAX,
             f"{syntax!r} is not an HTJ2K transfer syntax; use one of {', '.join(HTJ2K_SYNTAXES)}",
         )
     source_syntax = _source_syntax(ds)

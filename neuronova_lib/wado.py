@@ -14,13 +14,13 @@ import re
 import secrets
 from dataclasses import dataclass
 
-EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
-IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
-#: Syntaxes whose frames are plain little-endian pixel bytes.
-NATIVE_LITTLE_ENDIAN = frozenset({EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN})
-HTJ2K_SYNTAXES = frozenset({
-    "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203",
-})
+# The transfer syntaxes live in the one UID module; re-exported for the plugin and client.
+from .uids import (  # noqa: F401
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    HTJ2K_SYNTAXES,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    NATIVE_LITTLE_ENDIAN,
+)
 
 _PARAM = re.compile(r';\s*([A-Za-z-]+)\s*=\s*("([^"]*)"|[^;,\s]*)')
 

@@ -45,7 +45,7 @@ from neuronova_lib.bulk.sources import (
 )
 from neuronova_lib.bulk.worker import close_gate, gate_for, process_batch, process_item
 from neuronova_lib.config import Settings
-from neuronova_lib.ingest import Limits, Quarantine
+from neuronova_lib.ingest import GateConfig, Limits, Quarantine
 from neuronova_lib.transcode import transcode_to_htj2k
 
 from bad_inputs import bad_inputs, mr
@@ -273,7 +273,8 @@ _NOWHERE = OrthancAccess("http://127.0.0.1:9", "nobody", "secret", timeout=1)
 
 def _config(tmp_path: Path, route: str = "transcode", sender: str = "tester") -> WorkerConfig:
     return WorkerConfig("http://127.0.0.1:9", "nobody", "secret", str(tmp_path / "backup"),
-                        quarantine_dir=str(tmp_path / "quarantine"), route=route, sender=sender)
+                        quarantine_dir=str(tmp_path / "quarantine"), route=route, sender=sender,
+                        orthanc_wait=1.0)
 
 
 def _quarantine(tmp_path: Path) -> Quarantine:
@@ -393,7 +394,7 @@ def test_the_gate_follows_the_limits_in_the_config(tmp_path: Path) -> None:
     """Workers build the gate from WorkerConfig alone; other limits, another gate."""
     item = _file(tmp_path, "mr.dcm", mr())
     strict = WorkerConfig("http://127.0.0.1:9", "nobody", "secret", str(tmp_path / "b"),
-                          limits=Limits(sop_classes=frozenset({"1.2.3"})),
+                          gate=GateConfig(Limits(sop_classes=frozenset({"1.2.3"})), workers=1),
                           quarantine_dir=str(tmp_path / "quarantine"))
     try:
         result = process_item(item, strict, _NOWHERE)
@@ -402,7 +403,7 @@ def test_the_gate_follows_the_limits_in_the_config(tmp_path: Path) -> None:
         assert gate_for(strict) is first and len(first.workers) == 1  # one checker per process
         # Accepted by the default limits: it gets as far as Orthanc (which is not there).
         result = process_item(item, _config(tmp_path), _NOWHERE)
-        assert (result.state, result.reason) == (State.FAILED, "store_failed")
+        assert (result.state, result.reason) == (State.FAILED, "orthanc_unavailable")
         assert gate_for(_config(tmp_path)) is not first and first.workers == []
     finally:
         close_gate()

@@ -33,7 +33,7 @@ def case(platform: Any, tmp_path_factory: pytest.TempPathFactory) -> CaseInfo:
     [info] = write_demo_cases(tmp_path_factory.mktemp("demo"), cases=1, seed=7,
                               shape=shape, spacing=spacing)
     # Stored as `make up` stores the demo: transcoded to HTJ2K lossless, verified.
-    load_folder(platform.store, info.directory, htj2k=True)
+    load_folder(platform.settings, info.directory, htj2k=True)
     return info
 
 

@@ -35,6 +35,8 @@ from neuronova_lib.htj2k import (
 
 AVAILABLE_DECODERS = [b.NAME for b in backends.decoders()]
 
+htj2k.register()  # the pydicom tests below use the plugins, as any caller must ask for them
+
 
 def _testdata(name: str) -> Path:
     """A file bundled with pydicom's wheel (never downloaded)."""
@@ -286,8 +288,8 @@ def test_registration_is_idempotent_and_in_pydicom() -> None:
     from pydicom.pixels import get_decoder, get_encoder
     from pydicom.pixels.encoders.base import ENCODING_PROFILES
 
-    assert htj2k.register_pydicom_encoder() is False  # done on import already
-    assert htj2k.register_pydicom_encoder() is False
+    htj2k.register()
+    assert htj2k.register() is False  # already registered: nothing changes
     for uid in HTJ2K_SYNTAXES:
         encoder = get_encoder(uid)
         assert encoder.is_available and encoder.available_plugins == ("neuronova",)
@@ -380,12 +382,19 @@ def test_pydicom_decoder_plugin_reads_colour_like_pylibjpeg(mct: bool, photometr
 
 
 @pytest.mark.e2e  # starts processes
-def test_registration_happens_on_import_in_a_fresh_process() -> None:
-    # What a Dask worker does: import the package, then use pydicom only.
+def test_registration_is_an_explicit_call_in_a_fresh_process() -> None:
+    # What a Dask worker does: import the package, register, then use pydicom only.
     code = (
         "import numpy as np, pydicom\n"
         "from pydicom.data import get_testdata_file\n"
-        "import neuronova_lib.htj2k\n"
+        "from pydicom.pixels import get_encoder\n"
+        "from neuronova_lib import htj2k, transcode, ingest, bulk\n"
+        "try:\n"
+        "    get_encoder('1.2.840.10008.1.2.4.201')\n"
+        "    raise SystemExit('importing registered the encoder')\n"
+        "except NotImplementedError:\n"
+        "    pass  # importing changed nothing in pydicom\n"
+        "assert htj2k.register() is True\n"
         "ds = pydicom.dcmread(get_testdata_file('MR_small.dcm'))\n"
         "ref = ds.pixel_array.copy()\n"
         "ds.compress('1.2.840.10008.1.2.4.201')\n"

@@ -77,3 +77,43 @@ def test_orthanc_never_answering_is_reported_not_quarantined(settings: Settings)
     assert not result.stored and result.reason == "orthanc_unavailable"
     assert result.attempts > 1 and "send it again" in result.message
     assert not result.quarantined and Quarantine(settings).list() == []
+
+
+def test_the_core_needs_the_gates_acceptance(settings: Settings) -> None:
+    """Nothing reaches the store step without the gate's verdict (its UIDs and Patient ID)."""
+    from neuronova_lib.ingest.sandbox import Verdict
+    from neuronova_lib.ingest.store import IngestCore
+
+    core = IngestCore.from_settings(settings)
+    refused = Verdict(False, "malformed", "no", "ab" * 32, 3)
+    with pytest.raises(ValueError, match="verdict"):
+        core.put(b"x", refused, sender="t", route="stow")
+    no_patient = Verdict(True, None, "accepted", "ab" * 32, 3, "1.2", "1.3", "1.4", "1.5")
+    with pytest.raises(ValueError, match="Patient ID"):
+        core.put(b"x", no_patient, sender="t", route="stow")
+
+
+def test_uid_locks_exclude_across_processes(tmp_path: Path) -> None:
+    """A second process cannot take a UID's lock while the first holds it."""
+    import subprocess
+    import sys
+
+    from neuronova_lib.ingest.uniqueness import UidLocks
+
+    locks = UidLocks(tmp_path / "locks")
+    marker = tmp_path / "marker"
+    code = ("import sys, time, pathlib\n"
+            "from neuronova_lib.ingest.uniqueness import UidLocks\n"
+            "with UidLocks(sys.argv[1]).hold('sop', ['1.2.3']):\n"
+            "    print('held', flush=True)\n"
+            "    time.sleep(1.0)\n"
+            "    pathlib.Path(sys.argv[2]).write_text('released')\n")
+    other = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "locks"), str(marker)],
+                             stdout=subprocess.PIPE, text=True)
+    assert other.stdout is not None and other.stdout.readline().strip() == "held"
+    with locks.hold("sop", ["1.2.3"]):
+        # Written by the other process just before it let go: we got the lock after that.
+        assert marker.read_text() == "released"
+    other.wait(30)
+    with locks.hold("sop", ["1.2.3", "1.2.3"]), locks.hold("parent", ["1.2.3", "9.9"]):
+        pass  # one stripe taken once; the kinds are separate: no self-deadlock

@@ -201,7 +201,7 @@ def test_already_htj2k_and_bad_target() -> None:
     assert caught.value.reason is Reason.ALREADY_HTJ2K
     with pytest.raises(TranscodeError) as caught:
         transcode_to_htj2k(ds, syntax=JPEG2000Lossless)
-    assert caught.value.reason is Reason.UNSUPPORTED_SYNTAX
+    assert caught.value.reason is Reason.UNSUPPORTED_TARGET_SYNTAX
     del ds.file_meta.TransferSyntaxUID
     with pytest.raises(TranscodeError) as caught:
         transcode_to_htj2k(ds)

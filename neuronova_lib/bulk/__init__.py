@@ -32,7 +32,7 @@ from .batching import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_ITEMS, batches
 from .manifest import Manifest, ManifestBusyError
 from .orthanc_source import OrthancAccess
 from .report import RunSummary
-from .results import BulkReason, InstanceResult, State
+from .results import InstanceResult, State
 from .runner import BulkSetupError, bulk_dir, local_client, transcode_sources
 from .sources import Item, SourceError, parse_source, parse_sources
 from .worker import WorkerConfig, process_batch
@@ -40,7 +40,6 @@ from .worker import WorkerConfig, process_batch
 __all__ = [
     "DEFAULT_BATCH_BYTES",
     "DEFAULT_BATCH_ITEMS",
-    "BulkReason",
     "BulkSetupError",
     "InstanceResult",
     "Item",

@@ -1,11 +1,11 @@
 """What one instance of a bulk run came to: its state, the reason, the bytes.
 
 Workers return these as plain dicts (cheap to pickle, no class needed on the
-other side); the client writes them into the manifest. The reasons extend
-:class:`neuronova_lib.transcode.Reason` with what can go wrong around the
-transcoder: reading, storing, re-reading, replacing in Orthanc, and losing a
-worker. A file the ingest gate refuses carries the gate's own reason code
-(:data:`neuronova_lib.ingest.REASONS`, e.g. ``nesting_too_deep``).
+other side); the client writes them into the manifest. Every reason is a
+:class:`neuronova_lib.reasons.Reason`: the transcoder's, the ingest gate's and
+store step's (a refused file carries the gate's own code, e.g.
+``nesting_too_deep``), and what can go wrong around them in a bulk run
+(reading, re-reading, replacing in Orthanc, losing a worker).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
-from neuronova_lib.transcode import Reason
 
 
 class State(StrEnum):
@@ -32,30 +31,6 @@ class State(StrEnum):
     FAILED = "failed"
 
 
-class BulkReason(StrEnum):
-    """Reasons a bulk run adds to :class:`~neuronova_lib.transcode.Reason` and the gate's."""
-
-    NOT_DICOM = "not_dicom"
-    READ_FAILED = "read_failed"
-    GATE_UNAVAILABLE = "gate_unavailable"
-    STORE_FAILED = "store_failed"
-    REREAD_MISMATCH = "reread_mismatch"
-    SOP_INSTANCE_CONFLICT = "sop_instance_conflict"
-    ORTHANC_INSTANCE_MISSING = "orthanc_instance_missing"
-    BACKUP_FAILED = "backup_failed"
-    BACKUP_CONFLICT = "backup_conflict"
-    WORKER_LOST = "worker_lost"
-    ERROR = "error"
-
-
-#: Outcomes that mean "not an image to transcode" rather than "an image that went wrong":
-#: a file that is not DICOM at all (a README, a NIfTI beside the series), an image
-#: already in HTJ2K, an object without pixels (SR, RT plan). Reported, not failed.
-SKIP_REASONS = frozenset({
-    Reason.ALREADY_HTJ2K.value, Reason.NO_PIXEL_DATA.value, BulkReason.NOT_DICOM.value,
-})
-
-
 @dataclass
 class InstanceResult:
     """The outcome of one instance, as a worker reports it.
@@ -67,7 +42,7 @@ class InstanceResult:
     state : State
         ``done``, ``skipped`` or ``failed`` (a worker never reports ``pending``).
     reason : str or None
-        A :class:`~neuronova_lib.transcode.Reason` or :class:`BulkReason` value.
+        A :class:`~neuronova_lib.reasons.Reason` value.
     message : str or None
         What happened, for people; says what to do where something can be done.
     bytes_in, bytes_out : int

@@ -23,13 +23,14 @@ from typing import Any
 
 from neuronova_lib.config import Settings, get_settings
 from neuronova_lib.htj2k import HTJ2K_LOSSLESS
+from neuronova_lib.reasons import Reason
 from neuronova_lib.security.secret_store import orthanc_service_account
 
 from .batching import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_ITEMS, batches
 from .manifest import Manifest, exclusive
 from .orthanc_source import OrthancAccess
 from .report import Progress, RunSummary, Tally, write_report
-from .results import BulkReason, InstanceResult, State
+from .results import InstanceResult, State
 from .sources import BackupSource, Item, OrthancSource, Source, iter_items, parse_source
 from .worker import ROUTES, WorkerConfig, process_batch
 
@@ -347,7 +348,7 @@ def _threads(dask: Any) -> int:
 
 def _lost(item: Item, cause: str, attempts: int) -> dict[str, Any]:
     return InstanceResult(
-        item.key, State.FAILED, BulkReason.WORKER_LOST,
+        item.key, State.FAILED, Reason.WORKER_LOST,
         f"its batch was lost {attempts} times ({cause}); check worker memory and logs, "
         "then run again",
     ).as_dict()

@@ -20,16 +20,16 @@ time, so the client never holds a whole archive in memory.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from neuronova_lib.uids import valid_uid
+
 from .orthanc_source import OrthancAccess
 
 ORTHANC_PREFIX = "orthanc:"
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
 class SourceError(ValueError):
@@ -215,10 +215,10 @@ def parse_source(spec: str) -> Source:
             raise SourceError(
                 f"{spec!r}: name the studies, e.g. orthanc:1.2.840.1234 or orthanc:all"
             )
-        bad = [u for u in uids if not _UID.match(u) or len(u) > 64]
+        bad = [u for u in uids if not valid_uid(u)]
         if bad:
             raise SourceError(
-                f"{spec!r}: {bad[0]!r} is not a Study Instance UID (digits and dots, at most 64)"
+                f"{spec!r}: {bad[0]!r} is not a Study Instance UID (PS3.5 9.1: digits and dots, no leading zeros, at most 64)"
             )
         return OrthancSource(uids, spec)
     if spec.startswith("@"):

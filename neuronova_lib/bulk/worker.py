@@ -8,14 +8,16 @@ A failure of one instance is reported and the batch goes on; the task
 itself only fails if its worker does, and then the client submits the batch
 again — which is safe, because every step below is idempotent.
 
-Importing this module imports :mod:`neuronova_lib.transcode`, which
-registers the HTJ2K codec with pydicom inside the worker process.
+Each task registers the HTJ2K codec with pydicom in its worker process
+(:func:`neuronova_lib.htj2k.register`, an explicit call; it is cheap once done).
 
 **Files** (``kind == "file"``): read → the ingest gate
 (:class:`neuronova_lib.ingest.Gate`: the bytes are checked in a sandboxed,
 resource-limited process before any parser here sees them) → transcode →
-``POST /instances`` → re-read ``/instances/{id}/file`` → ``done`` only if the
-stored bytes are the bytes sent. A file the gate refuses is ``failed`` with
+the ingest core's store step (:class:`neuronova_lib.ingest.store.IngestCore`,
+the one STOW-RS uses: UID checks under a lock, ``POST /instances``, the same
+retries while Orthanc is down) → re-read ``/instances/{id}/file`` → ``done``
+only if the stored bytes are the bytes sent. A file the gate refuses is ``failed`` with
 the gate's reason (``nesting_too_deep``, ``pixel_length_mismatch``, …) and
 kept in the quarantine (``WorkerConfig.quarantine_dir``; route and sender
 from the config), its sha256 in the result. The exception is ``not_dicom``
@@ -34,13 +36,14 @@ Dask workers must run with ``distributed.worker.daemon: False``
 ``gate_unavailable`` and a message saying so. The checker is stopped when
 the worker process exits (and exits by itself when its parent dies).
 
-Orthanc keeps the first copy of a SOP Instance UID
-(``"OverwriteInstances": false``). When it already holds the UID as another
-file, :func:`neuronova_lib.ingest.same_instance` decides: the same instance
-(equal attributes and decoded pixels, in any transfer syntax, e.g. an HTJ2K
-copy stored earlier) is ``done`` and the stored file kept; a different one is
+A SOP Instance UID is unique in the archive (:mod:`neuronova_lib.ingest.uniqueness`).
+When Orthanc already holds the UID, :func:`neuronova_lib.ingest.same_instance`
+decides: the same instance (equal attributes and decoded pixels, in any
+transfer syntax, e.g. an HTJ2K copy stored earlier) is ``done`` and the stored
+file kept; a different one — under any patient, study or series — is
 ``failed`` (``sop_instance_conflict``), the file sent is quarantined and the
-stored one is left untouched.
+stored one is left untouched. A series or study UID stored under another
+owner is ``series_instance_conflict`` / ``study_instance_conflict``.
 
 **Orthanc instances** (``kind == "orthanc"``), replaced in place. They do not
 go through the gate: they are already stored (Orthanc accepted them, however
@@ -96,12 +99,17 @@ import requests
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from neuronova_lib import htj2k
 from neuronova_lib.htj2k import HTJ2K_LOSSLESS, HTJ2K_SYNTAXES
-from neuronova_lib.ingest import Gate, Limits, Quarantine, Verdict, same_instance
-from neuronova_lib.transcode import Reason, TranscodeError, transcode_to_htj2k
+from neuronova_lib.config import default
+from neuronova_lib.ingest import Gate, GateConfig, Quarantine, Verdict
+from neuronova_lib.ingest.store import IngestCore
+from neuronova_lib.ingest.uniqueness import UidLocks, lock_folder
+from neuronova_lib.reasons import SKIP_REASONS, Reason
+from neuronova_lib.transcode import TranscodeError, transcode_to_htj2k
 
 from .orthanc_source import OrthancAccess
-from .results import SKIP_REASONS, BulkReason, InstanceResult, State
+from .results import InstanceResult, State
 from .sources import Item
 
 logger = logging.getLogger(__name__)
@@ -130,11 +138,16 @@ class WorkerConfig:
         Target transfer syntax (HTJ2K lossless by default).
     timeout : float
         Seconds for each Orthanc request.
-    limits : Limits
-        What the ingest gate accepts (:meth:`Limits.from_settings`).
-    ingest_timeout, ingest_cpu_seconds, ingest_memory_bytes
-        The gate's per-file wall-clock and CPU budgets and its checker's
-        address-space limit (``NEURONOVA_INGEST_*``).
+    gate : GateConfig
+        The ingest gate's limits and budgets (``NEURONOVA_INGEST_*``; one
+        checker per worker process).
+    orthanc_wait : float
+        How long the store step keeps trying while Orthanc is down
+        (``NEURONOVA_INGEST_ORTHANC_WAIT``).
+    uid_lock_dir : str or None
+        The UID locks shared with every other writer to this Orthanc
+        (``Settings.uid_lock_dir``; see :mod:`neuronova_lib.ingest.uniqueness`);
+        ``None``: ``<backup_dir>/.uid-locks``.
     quarantine_dir : str or None
         Where refused files are kept (every worker must reach it, like
         ``backup_dir``); ``None``: refused files are reported, not kept.
@@ -152,12 +165,11 @@ class WorkerConfig:
     backup_dir: str
     syntax: str = HTJ2K_LOSSLESS
     timeout: float = 120.0
-    limits: Limits = field(default_factory=Limits)
-    ingest_timeout: float = 60.0
-    ingest_cpu_seconds: int = 60
-    ingest_memory_bytes: int = 6 * 1024**3
+    gate: GateConfig = field(default_factory=lambda: GateConfig(workers=1))
+    orthanc_wait: float = default("ingest_orthanc_wait")
+    uid_lock_dir: str | None = None
     quarantine_dir: str | None = None
-    quarantine_retention_days: float = 30.0
+    quarantine_retention_days: float = default("quarantine_retention_days")
     route: str = "transcode"
     sender: str | None = None
 
@@ -169,13 +181,12 @@ class WorkerConfig:
     def for_settings(cls, settings: Any, *, orthanc_url: str, username: str, password: str,
                      backup_dir: str, route: str = "transcode", sender: str | None = None,
                      **kwargs: Any) -> "WorkerConfig":
-        """A config with the gate limits and the quarantine of ``settings``."""
+        """A config with the gate, the UID locks and the quarantine of ``settings``."""
         return cls(
             orthanc_url=orthanc_url, username=username, password=password,
-            backup_dir=backup_dir, limits=Limits.from_settings(settings),
-            ingest_timeout=float(settings.ingest_timeout),
-            ingest_cpu_seconds=int(settings.ingest_cpu_seconds),
-            ingest_memory_bytes=int(settings.ingest_memory_bytes),
+            backup_dir=backup_dir, gate=GateConfig.from_settings(settings, workers=1),
+            orthanc_wait=float(settings.ingest_orthanc_wait),
+            uid_lock_dir=str(settings.uid_lock_dir),
             quarantine_dir=str(settings.quarantine_dir),
             quarantine_retention_days=float(settings.quarantine_retention_days),
             route=route, sender=sender, **kwargs,
@@ -198,12 +209,7 @@ class GateUnavailable(RuntimeError):
 
 
 _gate_lock = threading.Lock()
-_gate: tuple[tuple[Any, ...], Gate] | None = None
-
-
-def _gate_key(config: WorkerConfig) -> tuple[Any, ...]:
-    return (config.limits, config.ingest_timeout, config.ingest_cpu_seconds,
-            config.ingest_memory_bytes)
+_gate: tuple[GateConfig, Gate] | None = None
 
 
 def gate_for(config: WorkerConfig) -> Gate:
@@ -216,7 +222,7 @@ def gate_for(config: WorkerConfig) -> Gate:
         ``distributed.worker.daemon: False``), which may not start the checker.
     """
     global _gate
-    key = _gate_key(config)
+    key = config.gate
     with _gate_lock:
         if _gate is not None and _gate[0] == key:
             return _gate[1]
@@ -224,9 +230,7 @@ def gate_for(config: WorkerConfig) -> Gate:
             raise GateUnavailable(f"this Dask worker process is daemonic: {DAEMON_HINT}")
         if _gate is not None:  # other limits: a new gate, the old one stopped
             _gate[1].close()
-        gate = Gate.with_limits(  # one checker: parallelism comes from the Dask workers
-            config.limits, workers=1, timeout=config.ingest_timeout,
-            cpu_seconds=config.ingest_cpu_seconds, memory_bytes=config.ingest_memory_bytes)
+        gate = Gate.from_config(key)  # one checker (for_settings): Dask workers give parallelism
         _gate = (key, gate)
         return gate
 
@@ -255,13 +259,26 @@ def _check(config: WorkerConfig, data: bytes) -> Verdict:
                               "worker's log") from exc
 
 
-def _quarantine(config: WorkerConfig, data: bytes, reason: str, message: str) -> str | None:
-    """Keep refused bytes; their sha256, or ``None`` when no quarantine is configured."""
+def _quarantine_of(config: WorkerConfig) -> Quarantine | None:
     if not config.quarantine_dir:
         return None
-    store = Quarantine(root=Path(config.quarantine_dir),
-                       retention=timedelta(days=config.quarantine_retention_days))
+    return Quarantine(root=Path(config.quarantine_dir),
+                      retention=timedelta(days=config.quarantine_retention_days))
+
+
+def _quarantine(config: WorkerConfig, data: bytes, reason: str, message: str) -> str | None:
+    """Keep refused bytes; their sha256, or ``None`` when no quarantine is configured."""
+    store = _quarantine_of(config)
+    if store is None:
+        return None
     return store.put(data, reason, message, sender=config.sender, route=config.route).sha256
+
+
+def _core(config: WorkerConfig, orthanc: OrthancAccess) -> IngestCore:
+    """The ingest core STOW-RS uses, with this worker's Orthanc session."""
+    return IngestCore(store_factory=lambda: orthanc,
+                      locks=UidLocks(lock_folder(config.uid_lock_dir, config.backup_dir)),
+                      wait=config.orthanc_wait, quarantine=_quarantine_of(config))
 
 
 class _Stop(Exception):
@@ -288,6 +305,7 @@ def process_batch(items: Sequence[Item], config: WorkerConfig) -> list[dict[str,
         that fails is a ``failed`` result, never an exception: only a dead
         worker fails the task.
     """
+    htj2k.register()  # pydicom decodes HTJ2K (re-reads, same-instance checks) with it
     orthanc = _orthanc(config)
     return [process_item(item, config, orthanc).as_dict() for item in items]
 
@@ -307,7 +325,7 @@ def process_item(item: Item, config: WorkerConfig, orthanc: OrthancAccess) -> In
     except Exception as exc:  # one instance must not sink its batch; the report names it
         logger.exception("unexpected error on %s", item.key)
         result = InstanceResult(
-            item.key, State.FAILED, BulkReason.ERROR, f"{type(exc).__name__}: {exc}"
+            item.key, State.FAILED, Reason.ERROR, f"{type(exc).__name__}: {exc}"
         )
     result.seconds = time.perf_counter() - started
     result.worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -323,20 +341,20 @@ def _file_instance(item: Item, config: WorkerConfig, orthanc: OrthancAccess) -> 
         data = path.read_bytes()
     except OSError as exc:
         return InstanceResult(
-            item.key, State.FAILED, BulkReason.READ_FAILED,
+            item.key, State.FAILED, Reason.READ_FAILED,
             f"cannot read {path}: {exc.strerror or exc}; workers read files themselves, so on "
             "a remote cluster the path must exist on every worker (a shared file system)",
         )
     try:
         verdict = _check(config, data)
     except GateUnavailable as exc:
-        return InstanceResult(item.key, State.FAILED, BulkReason.GATE_UNAVAILABLE, str(exc),
+        return InstanceResult(item.key, State.FAILED, Reason.GATE_UNAVAILABLE, str(exc),
                               bytes_in=len(data))
     if not verdict.accepted:
         reason = verdict.reason or "refused"
-        if reason == BulkReason.NOT_DICOM and config.route != "upload":
+        if reason == Reason.NOT_DICOM and config.route != "upload":
             return InstanceResult(
-                item.key, State.SKIPPED, BulkReason.NOT_DICOM,
+                item.key, State.SKIPPED, Reason.NOT_DICOM,
                 "not a DICOM Part 10 file (no 'DICM' prefix after the 128-byte preamble); "
                 "left alone", bytes_in=len(data),
             )
@@ -345,44 +363,30 @@ def _file_instance(item: Item, config: WorkerConfig, orthanc: OrthancAccess) -> 
     ds = _parse(item.key, data)
     new = _transcode(item.key, ds, data, config.syntax)
     base: dict[str, Any] = {"key": item.key, "bytes_in": len(data), "sop_instance_uid": _sop(ds)}
-    try:
-        answer = orthanc.store(new)
-        stored = orthanc.instance_file(str(answer["ID"]))
-    except requests.RequestException as exc:
-        return InstanceResult(
-            state=State.FAILED, reason=BulkReason.STORE_FAILED,
-            message=f"Orthanc did not store it: {exc}; a re-run retries it", **base,
-        )
-    if stored == new:
-        return InstanceResult(
-            state=State.DONE, bytes_out=len(new), sha256=_sha(new),
-            orthanc_id=str(answer["ID"]), **base,
-        )
-    if stored is None:
-        return InstanceResult(
-            state=State.FAILED, reason=BulkReason.REREAD_MISMATCH,
-            message=f"Orthanc answered {answer.get('Status')} but has no file for "
-            f"{answer['ID']}; a re-run retries it", **base,
-        )
-    # Orthanc kept an earlier file with this SOP Instance UID (OverwriteInstances is off).
-    if same_instance(stored, data):
-        syntax = _syntax_of(stored)
-        advice = "" if _is_htj2k_of(stored, ds) else (
-            "; convert it in place with `neuronova transcode "
-            f"orthanc:{ds.get('StudyInstanceUID', '<StudyInstanceUID>')}`")
-        return InstanceResult(
-            state=State.DONE, bytes_out=len(stored), sha256=_sha(stored),
-            orthanc_id=str(answer["ID"]),
-            message=f"Orthanc already held this instance (same attributes and pixels, "
-            f"{syntax}); kept it{advice}", **base,
-        )
-    return _refused(
-        item.key, config, data, BulkReason.SOP_INSTANCE_CONFLICT,
-        f"Orthanc already holds a different instance with SOP Instance UID {_sop(ds)} "
-        f"(Orthanc id {answer['ID']}); the stored one is kept unchanged and this file is "
-        "quarantined: compare the two and delete the wrong one from Orthanc before sending "
-        "it again", sop_instance_uid=_sop(ds), orthanc_id=str(answer["ID"]),
-    )
+    # The store step is the ingest core's (UID checks under a lock, Orthanc-down policy,
+    # quarantine), the same as STOW-RS; a refused file is quarantined as it was sent.
+    outcome = _core(config, orthanc).put(new, verdict, sender=config.sender, route=config.route,
+                                         original=data, verify=True)
+    if outcome.stored:
+        held = outcome.held if outcome.held is not None else new
+        message = None
+        if outcome.duplicate:
+            advice = "" if _is_htj2k_of(held, ds) else (
+                "; convert it in place with `neuronova transcode "
+                f"orthanc:{ds.get('StudyInstanceUID', '<StudyInstanceUID>')}`")
+            message = (f"Orthanc already held this instance (same attributes and pixels, "
+                       f"{_syntax_of(held)}); kept it{advice}")
+        return InstanceResult(state=State.DONE, bytes_out=len(held), sha256=_sha(held),
+                              orthanc_id=outcome.orthanc_id, message=message, **base)
+    message = outcome.message
+    if outcome.quarantined:
+        message = f"{message}; quarantined as {outcome.sha256}"
+    elif outcome.reason in (Reason.ORTHANC_UNAVAILABLE, Reason.REREAD_MISMATCH):
+        message = f"{message}; a re-run retries it"
+    return InstanceResult(state=State.FAILED, reason=str(outcome.reason), message=message,
+                          orthanc_id=outcome.orthanc_id,
+                          quarantine_sha256=outcome.sha256 if outcome.quarantined else None,
+                          **base)
 
 
 def _refused(key: str, config: WorkerConfig, data: bytes, reason: str, message: str,
@@ -410,12 +414,12 @@ def _orthanc_instance(item: Item, config: WorkerConfig, orthanc: OrthancAccess) 
     try:
         current = orthanc.instance_file(iid)
     except requests.RequestException as exc:
-        return InstanceResult(item.key, State.FAILED, BulkReason.READ_FAILED,
+        return InstanceResult(item.key, State.FAILED, Reason.READ_FAILED,
                               f"cannot fetch instance {iid} from Orthanc: {exc}", orthanc_id=iid)
     held = backup.read_bytes() if backup.exists() else None
     if held is None and current is None:
         return InstanceResult(
-            item.key, State.FAILED, BulkReason.ORTHANC_INSTANCE_MISSING,
+            item.key, State.FAILED, Reason.ORTHANC_INSTANCE_MISSING,
             f"instance {iid} is no longer in Orthanc (deleted since it was listed) and no "
             f"backup of it exists in {config.backup_dir}; nothing to do", orthanc_id=iid,
         )
@@ -430,7 +434,7 @@ def _orthanc_instance(item: Item, config: WorkerConfig, orthanc: OrthancAccess) 
                 message="finished an interrupted replacement (HTJ2K copy was stored)",
             )
         return InstanceResult(
-            item.key, State.FAILED, BulkReason.BACKUP_CONFLICT,
+            item.key, State.FAILED, Reason.BACKUP_CONFLICT,
             f"Orthanc holds a different file for {iid} than the backup {backup} left by an "
             "interrupted run; compare the two, keep the right one, then delete the backup",
             bytes_in=len(held), orthanc_id=iid, backup=str(backup),
@@ -460,7 +464,7 @@ def _orthanc_instance(item: Item, config: WorkerConfig, orthanc: OrthancAccess) 
         except requests.RequestException as exc:
             kept = _restore(orthanc, iid, original, backup)
             return InstanceResult(
-                state=State.FAILED, reason=BulkReason.STORE_FAILED, backup=kept,
+                state=State.FAILED, reason=Reason.STORE_FAILED, backup=kept,
                 message=f"Orthanc refused to delete the original: {exc}; nothing replaced",
                 **base,
             )
@@ -474,8 +478,8 @@ def _orthanc_instance(item: Item, config: WorkerConfig, orthanc: OrthancAccess) 
         kept = _restore(orthanc, iid, original, backup)
         where = (f"the original is kept in {kept}: restore it with POST /instances"
                  if kept else "the original was stored again, unchanged")
-        reason = (BulkReason.REREAD_MISMATCH if isinstance(exc, _Mismatch)
-                  else BulkReason.STORE_FAILED)
+        reason = (Reason.REREAD_MISMATCH if isinstance(exc, _Mismatch)
+                  else Reason.STORE_FAILED)
         return InstanceResult(
             state=State.FAILED, reason=reason, backup=kept,
             message=f"storing the HTJ2K copy failed ({exc}); {where}", **base,
@@ -508,7 +512,7 @@ def _write_backup(key: str, backup: Path, original: bytes) -> None:
             raise OSError(f"{backup} does not read back as written")
     except OSError as exc:
         raise _Stop(InstanceResult(
-            key, State.FAILED, BulkReason.BACKUP_FAILED,
+            key, State.FAILED, Reason.BACKUP_FAILED,
             f"cannot keep a backup of the original in {backup.parent} ({exc}); nothing was "
             "deleted. Give the workers a writable backup folder (--backup-dir)",
         )) from exc
@@ -544,13 +548,13 @@ def _parse(key: str, data: bytes) -> Dataset:
         return pydicom.dcmread(io.BytesIO(data))
     except InvalidDicomError as exc:
         raise _Stop(InstanceResult(
-            key, State.SKIPPED, BulkReason.NOT_DICOM,
+            key, State.SKIPPED, Reason.NOT_DICOM,
             "not a DICOM Part 10 file (no 'DICM' prefix after the 128-byte preamble); "
             "left alone", bytes_in=len(data),
         )) from exc
     except Exception as exc:  # pydicom raises many types on damaged headers
         raise _Stop(InstanceResult(
-            key, State.FAILED, BulkReason.READ_FAILED,
+            key, State.FAILED, Reason.READ_FAILED,
             f"pydicom cannot parse it: {type(exc).__name__}: {exc}", bytes_in=len(data),
         )) from exc
 

@@ -12,18 +12,13 @@ accepted as it is.
 
 from __future__ import annotations
 
-import re
-
+from ..uids import MAX_UID_LENGTH, valid_uid
 from .results import SeriesSummary, StudySummary
-
-# The UID grammar of PS3.5 §9.1 as the client has always checked it.
-_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
-MAX_UID_LENGTH = 64
 
 
 def is_uid(text: str) -> bool:
-    """Whether ``text`` follows the UID grammar (for names read back, e.g. from the cache)."""
-    return len(text) <= MAX_UID_LENGTH and _UID.fullmatch(text) is not None
+    """Whether ``text`` is a DICOM UID (PS3.5 §9.1, the platform's one rule: :mod:`..uids`)."""
+    return valid_uid(text)
 
 
 def require_uid(value: object, what: str) -> str:
@@ -33,7 +28,7 @@ def require_uid(value: object, what: str) -> str:
                         f"not {type(value).__name__}: {value!r:.80}")
     if not is_uid(value):
         raise ValueError(f"{what} {value[:80]!r} is not a DICOM UID (digits in dot-separated "
-                         f"components, at most {MAX_UID_LENGTH} characters)")
+                         f"components without leading zeros, at most {MAX_UID_LENGTH} characters)")
     return str(value)
 
 

@@ -7,9 +7,14 @@ Front doors::
     full = decode(cs)                             # numpy array, bit-exact
     thumb = decode(cs, reduce=2)                  # quarter size, much faster
 
-Importing this package also registers its encoder (and its OpenJPH decoder)
-with pydicom, so ``ds.compress(HTJ2K_LOSSLESS)`` and ``ds.pixel_array`` work
-in every process that imports it — a Dask worker included.
+Importing this package changes nothing in pydicom. Call :func:`register` to
+add its encoder (and its OpenJPH decoder, tried first) to pydicom's
+registries, so that ``ds.compress(HTJ2K_LOSSLESS)`` and ``ds.pixel_array``
+use them; do it in every process that needs them (a Dask worker, a gate
+checker, Orthanc's plugin), as pydicom does with ``add_plugin``::
+
+    from neuronova_lib import htj2k
+    htj2k.register()
 
 Modules, by role:
 
@@ -51,23 +56,20 @@ from .uids import (
 )
 
 
-def register_pydicom_encoder() -> bool:
-    """Register the HTJ2K encoder (and decoder) with pydicom; safe to call again.
+def register() -> bool:
+    """Register the HTJ2K encoder (and decoder) with pydicom; cheap and safe to call again.
 
-    Called on import of this package. Call it yourself only where pydicom's
-    registries were set up without importing :mod:`neuronova_lib.htj2k`.
+    Explicit rather than an import side effect: a process that only decodes
+    codestreams with :func:`decode` leaves pydicom as it found it.
 
     Returns
     -------
     bool
         Whether this call changed pydicom's registries.
     """
-    from .pydicom_plugin import register
+    from .pydicom_plugin import register as _register
 
-    return register()
-
-
-register_pydicom_encoder()
+    return _register()
 
 __all__ = [
     "DECOMPOSITIONS",
@@ -89,5 +91,5 @@ __all__ = [
     "declared_precision",
     "decode",
     "encode",
-    "register_pydicom_encoder",
+    "register",
 ]

@@ -8,21 +8,32 @@ Front doors::
     if not verdict.accepted:
         Quarantine(settings).put(data, verdict, sender="alice", route="stow")
 
-Modules: :mod:`.checks` (pure checks, reason codes), :mod:`.sandbox` (worker
-processes with resource limits), :mod:`.quarantine` (refused files on disk).
+Storing what the gate accepted is :mod:`.store` (:class:`~.store.Ingestor`, the
+gate in front of :class:`~.store.IngestCore`, the one store step of every way
+in).
+
+Modules: :mod:`.checks` (pure checks), :mod:`.sandbox` (worker processes with
+resource limits), :mod:`.quarantine` (refused files on disk), :mod:`.store`
+(the ingest core), :mod:`.uniqueness` (one UID, one object; the UID locks),
+:mod:`.conflict` (same instance or not), :mod:`.uid_audit` (UIDs an archive
+holds twice), :mod:`.stow` (the STOW-RS answer). Reason codes:
+:mod:`neuronova_lib.reasons`.
 """
 
 from __future__ import annotations
 
-from .checks import REASONS, Accepted, Limits, Refusal, check_bytes
+from neuronova_lib.reasons import REASONS
+
+from .checks import Accepted, Limits, Refusal, check_bytes
 from .quarantine import Quarantine, QuarantineEntry
 from .conflict import same_instance
-from .sandbox import Gate, Verdict
+from .sandbox import Gate, GateConfig, Verdict
 
 __all__ = [
     "REASONS",
     "Accepted",
     "Gate",
+    "GateConfig",
     "Limits",
     "Quarantine",
     "QuarantineEntry",

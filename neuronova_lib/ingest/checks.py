@@ -14,62 +14,30 @@ sequences nest ~48 deep kills it. :func:`check_bytes` therefore
    against the transfer syntax and the declared image, and decodes the first
    frame (every frame when configured) of a compressed image.
 
-Each failure raises :class:`Refusal` with a stable ``reason`` code (see
-:data:`REASONS`). These functions hold no state and may run in any process;
+Each failure raises :class:`Refusal` with a stable ``reason`` code (a
+:class:`neuronova_lib.reasons.Reason`). These functions hold no state and may run in any process;
 :mod:`neuronova_lib.ingest.sandbox` runs them in a resource-limited worker.
 """
 
 from __future__ import annotations
 
 import io
-import re
 import struct
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Every reason code a refusal can carry (stable: counters, audit rows and clients use them).
-REASONS: dict[str, str] = {
-    "not_dicom": "not a DICOM Part 10 file",
-    "no_preamble": "DICOM without the Part 10 preamble and 'DICM' prefix",
-    "too_large": "file larger than the configured cap",
-    "malformed": "element structure pydicom or the raw walk cannot follow",
-    "nesting_too_deep": "sequences nested deeper than the configured cap",
-    "too_many_elements": "more data elements than the configured cap",
-    "length_exceeds_data": "a declared length runs past the bytes present",
-    "unsupported_syntax": "transfer syntax unknown or not decodable here",
-    "sop_class_not_allowed": "SOP Class not in the allow-list",
-    "bad_uid": "SOP/Study/Series Instance UID missing, malformed or over 64 chars",
-    "no_patient_id": "Patient ID missing or empty",
-    "no_pixel_data": "an image SOP class without Pixel Data",
-    "missing_attribute": "a required Image Pixel module attribute is missing or invalid",
-    "bad_dimensions": "Rows, Columns or Number of Frames zero or negative",
-    "bad_bits": "BitsAllocated/BitsStored/HighBit inconsistent",
-    "photometric_mismatch": "photometric interpretation does not fit SamplesPerPixel/LUTs",
-    "image_too_large": "Rows x Columns x Frames x Samples over the configured cap",
-    "pixel_length_mismatch": "pixel data length does not match the declared image",
-    "syntax_mismatch": "native syntax with encapsulated pixel data, or the reverse",
-    "codestream_invalid": "a compressed frame does not decode to the declared image",
-    # Set when storing an accepted file, not by these functions.
-    "study_mismatch": "STOW-RS to /studies/{uid}: the instance belongs to another study",
-    "sop_instance_conflict": "Orthanc holds another file under this SOP Instance UID",
-    "orthanc_refused": "Orthanc refused a file the gate accepted",
-    "orthanc_unavailable": "Orthanc could not be reached within the wait (not quarantined)",
-    # Set by the sandbox, not by these functions.
-    "checker_crashed": "the checker process died on this file",
-    "checker_timeout": "the checker ran past its time limit on this file",
-    "checker_out_of_memory": "the checker ran out of memory on this file",
-}
-
-IMPLICIT_VR_LE = "1.2.840.10008.1.2"
-EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
-DEFLATED_LE = "1.2.840.10008.1.2.1.99"
-EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
-NATIVE_SYNTAXES = frozenset({IMPLICIT_VR_LE, EXPLICIT_VR_LE, DEFLATED_LE, EXPLICIT_VR_BE})
-HTJ2K_SYNTAXES = frozenset(
-    {"1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"}
+from neuronova_lib.config import default
+from neuronova_lib.uids import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_BIG_ENDIAN,
+    HTJ2K_SYNTAXES,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    NATIVE_SYNTAXES,
+    valid_uid,
 )
+
 
 #: Default allow-list: the common image storage classes (and RT Structure Set, no pixels).
 DEFAULT_SOP_CLASSES: frozenset[str] = frozenset({
@@ -91,12 +59,6 @@ DEFAULT_SOP_CLASSES: frozenset[str] = frozenset({
 #: Allowed classes that carry no Pixel Data.
 NON_IMAGE_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.481.3"})
 
-_UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
-
-
-def valid_uid(text: str) -> bool:
-    """Whether ``text`` is a DICOM UID (PS3.5 §9.1: digits and dots, no leading zeros, ≤ 64)."""
-    return 0 < len(text) <= 64 and _UID_RE.match(text) is not None
 _UNDEFINED = 0xFFFFFFFF
 _PIXEL_DATA = 0x7FE00010
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
@@ -104,7 +66,7 @@ _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b
 
 
 class Refusal(Exception):  # noqa: N818 - it is a verdict, not a programming error
-    """A file the gate refuses: ``reason`` is one of :data:`REASONS`."""
+    """A file the gate refuses: ``reason`` is a :class:`~neuronova_lib.reasons.Reason` value."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(f"{message} [{reason}]")
@@ -117,13 +79,16 @@ class Refusal(Exception):  # noqa: N818 - it is a verdict, not a programming err
 
 @dataclass(frozen=True)
 class Limits:
-    """What the checks allow; :meth:`from_settings` reads the ``NEURONOVA_INGEST_*`` fields."""
+    """What the checks allow; :meth:`from_settings` reads the ``NEURONOVA_INGEST_*`` fields.
 
-    max_bytes: int = 2 * 1024**3
-    max_depth: int = 16
-    max_elements: int = 200_000
-    max_samples: int = 2**29
-    decode_all_frames: bool = False
+    The defaults are the settings' defaults (:func:`neuronova_lib.config.default`).
+    """
+
+    max_bytes: int = default("ingest_max_bytes")
+    max_depth: int = default("ingest_max_depth")
+    max_elements: int = default("ingest_max_elements")
+    max_samples: int = default("ingest_max_samples")
+    decode_all_frames: bool = default("ingest_decode_all_frames")
     sop_classes: frozenset[str] = DEFAULT_SOP_CLASSES
 
     @classmethod
@@ -353,7 +318,7 @@ def scan_raw(data: bytes, limits: Limits) -> RawScan:
     syntax = _meta_syntax(data, meta_end)
     scan.transfer_syntax = syntax
     body, start = data, meta_end
-    if syntax == DEFLATED_LE:
+    if syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
         inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         try:
             body = inflater.decompress(data[meta_end:], limits.max_bytes)
@@ -362,7 +327,7 @@ def scan_raw(data: bytes, limits: Limits) -> RawScan:
         if inflater.unconsumed_tail:
             raise _refuse("too_large", f"deflated dataset inflates past {limits.max_bytes} bytes")
         start = 0
-    _walk(body, start, implicit=syntax == IMPLICIT_VR_LE, big=syntax == EXPLICIT_VR_BE,
+    _walk(body, start, implicit=syntax == IMPLICIT_VR_LITTLE_ENDIAN, big=syntax == EXPLICIT_VR_BIG_ENDIAN,
           limits=limits, scan=scan)
     return scan
 
@@ -381,7 +346,7 @@ def _meta_syntax(data: bytes, meta_end: int) -> str:
         if (group, elem) == (0x0002, 0x0010):
             value = data[pos + hdr:pos + hdr + length]
             syntax = value.rstrip(b"\x00 ").decode("ascii", "replace")
-            if not _UID_RE.match(syntax):
+            if not valid_uid(syntax):
                 raise _refuse("unsupported_syntax", f"transfer syntax {syntax!r} is not a UID")
             return syntax
         if length == _UNDEFINED:

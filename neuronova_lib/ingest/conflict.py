@@ -37,7 +37,9 @@ def same_instance(stored: bytes, sent: bytes) -> bool:
         return True
     import pydicom
 
-    import neuronova_lib.htj2k  # noqa: F401 - registers the HTJ2K decoder with pydicom
+    from neuronova_lib import htj2k
+
+    htj2k.register()  # an HTJ2K copy's pixels decode through the platform's codec
 
     try:
         a = pydicom.dcmread(io.BytesIO(stored))

@@ -39,11 +39,13 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .checks import (Limits, Refusal, check_dataset, check_preamble, parse, scan_raw,
-                     valid_uid)
+from neuronova_lib.config import default
+from neuronova_lib.uids import valid_uid
+
+from .checks import Limits, Refusal, check_dataset, check_preamble, parse, scan_raw
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +71,36 @@ class Verdict:
     sop_class_uid: str | None = None
     transfer_syntax: str | None = None
     seconds: float = 0.0
+    patient_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """What a gate is built from: the checks' limits, its workers and their budgets.
+
+    A process without the platform's settings (a Dask worker) is sent one of
+    these; every default is the setting's (:func:`neuronova_lib.config.default`).
+    """
+
+    limits: Limits = field(default_factory=Limits)
+    workers: int = default("ingest_workers")
+    timeout: float = default("ingest_timeout")
+    cpu_seconds: int = default("ingest_cpu_seconds")
+    memory_bytes: int = default("ingest_memory_bytes")
+
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> "GateConfig":
+        """The ``NEURONOVA_INGEST_*`` settings, with ``overrides`` (e.g. ``workers=1``)."""
+        values: dict[str, Any] = {
+            "limits": Limits.from_settings(settings), "workers": int(settings.ingest_workers),
+            "timeout": float(settings.ingest_timeout),
+            "cpu_seconds": int(settings.ingest_cpu_seconds),
+            "memory_bytes": int(settings.ingest_memory_bytes),
+        }
+        return cls(**{**values, **overrides})
 
 
 # --------------------------------------------------------------------------- worker side
@@ -127,7 +156,7 @@ def _check_in_worker(data: bytes, limits: Limits, extra: Sequence[ExtraCheck]) -
         return ("refused", "checker_crashed",
                 f"checker error {type(exc).__name__}: {str(exc)[:300]}")
     return ("accepted", accepted.sop_class_uid, accepted.sop_instance_uid, accepted.study_uid,
-            accepted.series_uid, accepted.transfer_syntax)
+            accepted.series_uid, accepted.transfer_syntax, accepted.patient_id)
 
 
 def _worker_main(conn: Any, limits: Limits, memory_bytes: int, cpu_seconds: int,
@@ -139,7 +168,9 @@ def _worker_main(conn: Any, limits: Limits, memory_bytes: int, cpu_seconds: int,
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
     import pydicom  # noqa: F401 - warm imports before the first file
 
-    import neuronova_lib.htj2k  # noqa: F401 - registers the HTJ2K decoder with pydicom
+    from neuronova_lib import htj2k
+
+    htj2k.register()  # HTJ2K pixel data decode through the platform's codec
 
     conn.send(("ready",))
     while True:
@@ -241,7 +272,7 @@ class Gate:
         importable functions (they are pickled by name).
 
     A process without the settings (a Dask worker) builds one with
-    :meth:`with_limits` from values it was sent.
+    :meth:`from_config` from a :class:`GateConfig` it was sent.
     """
 
     def __init__(self, settings: Any = None, *, extra_checks: Iterable[ExtraCheck] = ()) -> None:
@@ -249,18 +280,19 @@ class Gate:
             from neuronova_lib.config import get_settings
 
             settings = get_settings()
-        self._setup(Limits.from_settings(settings), workers=int(settings.ingest_workers),
-                    timeout=float(settings.ingest_timeout),
-                    cpu_seconds=int(settings.ingest_cpu_seconds),
-                    memory_bytes=int(settings.ingest_memory_bytes), extra_checks=extra_checks)
+        config = GateConfig.from_settings(settings)
+        self._setup(config.limits, workers=config.workers, timeout=config.timeout,
+                    cpu_seconds=config.cpu_seconds, memory_bytes=config.memory_bytes,
+                    extra_checks=extra_checks)
 
     @classmethod
-    def with_limits(cls, limits: Limits, *, workers: int, timeout: float, cpu_seconds: int,
-                    memory_bytes: int, extra_checks: Iterable[ExtraCheck] = ()) -> "Gate":
-        """A gate from explicit limits: ``workers`` checker processes, per-file budgets."""
+    def from_config(cls, config: GateConfig, *,
+                    extra_checks: Iterable[ExtraCheck] = ()) -> "Gate":
+        """A gate from a :class:`GateConfig` (its limits, workers and per-file budgets)."""
         gate = cls.__new__(cls)
-        gate._setup(limits, workers=workers, timeout=timeout, cpu_seconds=cpu_seconds,
-                    memory_bytes=memory_bytes, extra_checks=extra_checks)
+        gate._setup(config.limits, workers=config.workers, timeout=config.timeout,
+                    cpu_seconds=config.cpu_seconds, memory_bytes=config.memory_bytes,
+                    extra_checks=extra_checks)
         return gate
 
     def _setup(self, limits: Limits, *, workers: int, timeout: float, cpu_seconds: int,
@@ -334,9 +366,9 @@ class Gate:
         sha = remote_sha or hashlib.sha256(data).hexdigest()
         elapsed = time.monotonic() - started
         if answer[0] == "accepted":
-            _, sop_class, sop, study, series, syntax = answer
+            _, sop_class, sop, study, series, syntax, patient = answer
             return Verdict(True, None, "accepted", sha, len(data), sop, study, series,
-                           sop_class, syntax, elapsed)
+                           sop_class, syntax, elapsed, patient)
         _, reason, message, *identity = answer
         sop_class, sop, study = (identity + [None, None, None])[:3]
         return Verdict(False, reason, message, sha, len(data), sop, study, None, sop_class,

@@ -13,7 +13,6 @@ from typing import Any
 from ..config import Settings
 from ..db.migrate import upgrade_database
 from ..db.users import ensure_demo_users
-from ..orthanc_store import OrthancStore
 from ..security.keyring import KeyRing
 from ..security.secret_store import ensure_private_dir, orthanc_service_account
 
@@ -69,26 +68,36 @@ def _htj2k_bytes(path: Path) -> bytes:
     return buffer.getvalue()
 
 
-def load_folder(store: OrthancStore, folder: Path, *, htj2k: bool = True,
+def load_folder(settings: Settings, folder: Path, *, htj2k: bool = True,
                 workers: int = 2, progress: bool = False) -> dict[str, Any]:
     """Store every ``*.dcm`` under ``folder`` in Orthanc, as HTJ2K lossless by default.
 
-    Storing is idempotent (Orthanc answers ``AlreadyStored``). This is the demo
-    loader; bulk imports go through ``neuronova transcode`` on Dask.
+    Each file goes through the ingest gate and the ingest core like any
+    upload (route ``demo``), so the demo loader obeys the archive's rules too
+    (a UID is unique). Storing again is harmless (``AlreadyStored``). Bulk
+    imports go through ``neuronova transcode`` on Dask.
     """
-    files = sorted(folder.rglob("*.dcm"))
-
-    def store_one(path: Path) -> dict[str, Any]:
-        return store.store(_htj2k_bytes(path) if htj2k else path.read_bytes())
-
     from ..demo.progress import Progress
+    from ..ingest import Gate
+    from ..ingest.store import Ingestor
 
+    files = sorted(folder.rglob("*.dcm"))
     counts: dict[str, int] = {}
     meter = Progress(len(files), "storing in Orthanc", enabled=progress, unit="instance")
     try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for answer in pool.map(store_one, files):
-                status = str(answer.get("Status", "?"))
+        with Gate(settings) as gate, ThreadPoolExecutor(max_workers=workers) as pool:
+            ingestor = Ingestor(settings, gate)
+
+            def store_one(path: Path) -> str:
+                data = _htj2k_bytes(path) if htj2k else path.read_bytes()
+                outcome = ingestor.ingest(data, sender="neuronova-demo", route="demo")
+                if outcome.stored:
+                    return "AlreadyStored" if outcome.duplicate else "Success"
+                log.warning("demo file %s not stored: %s: %s", path, outcome.reason,
+                            outcome.message)
+                return str(outcome.reason)
+
+            for status in pool.map(store_one, files):
                 counts[status] = counts.get(status, 0) + 1
                 meter.step()
     finally:
@@ -105,8 +114,7 @@ def load_demo(settings: Settings, folder: Path) -> str:
     """
     dicom_dirs = sorted(str(d) for d in folder.glob("case-*/dicom"))
     if not settings.demo_htj2k:
-        result = load_folder(OrthancStore.from_settings(settings), folder, htj2k=False,
-                             progress=True)
+        result = load_folder(settings, folder, htj2k=False, progress=True)
         return f"{result['files']} instances, uncompressed ({folder})"
     from ..bulk import transcode_sources
 

@@ -22,7 +22,7 @@ from ..config import Settings
 
 #: The settings ``status`` needs to probe what ``up`` started; no secrets among them.
 RECORDED_SETTINGS = ("host", "port", "api_port", "proxy_port", "orthanc_port",
-                     "orthanc_dicom_port", "orthanc_dicom_enabled")
+                     "dicom_enabled", "dicom_host", "dicom_port")
 
 
 def state_path(settings: Settings) -> Path:

@@ -43,7 +43,9 @@ for _path in reversed(_CONFIG.get("PythonPath", [])):
 import numpy as np  # noqa: E402
 import pydicom  # noqa: E402
 
-from neuronova_lib import htj2k, rendering, wado  # noqa: E402
+from neuronova_lib import htj2k, rendering, uids, wado  # noqa: E402
+
+htj2k.register()  # pydicom decodes HTJ2K instances (retrieval re-written as native) with it
 
 PREFIX = "/neuronova/dicom-web"
 # A retrieve is answered from memory (AnswerBuffer): bound what one request may ask for.
@@ -114,8 +116,16 @@ def _get_json(uri):
     return json.loads(orthanc.RestApiGet(uri))
 
 
+def _require_uids(*values):
+    """The route patterns are broad; a UID is what :func:`neuronova_lib.uids.valid_uid` says."""
+    for value in values:
+        if value is not None and not uids.valid_uid(value):
+            raise _NotFound(f"{value[:80]!r} is not a DICOM UID")
+
+
 def _lookup(study, series, sop):
     """The instance's info, checked to belong to ``study`` (and ``series`` unless None)."""
+    _require_uids(study, series, sop)
     info = _instances.get(sop)
     if info is None:
         try:
@@ -131,7 +141,7 @@ def _lookup(study, series, sop):
             oid,
             study_json["MainDicomTags"]["StudyInstanceUID"],
             series_json["MainDicomTags"]["SeriesInstanceUID"],
-            header.get("TransferSyntaxUID", wado.EXPLICIT_VR_LITTLE_ENDIAN),
+            header.get("TransferSyntaxUID", uids.EXPLICIT_VR_LITTLE_ENDIAN),
             tags,
         )
         _instances.put(sop, info)
@@ -159,7 +169,7 @@ def _native_frames_from_dicomweb(info, sop, numbers):
     parts = wado.split_multipart(body)
     if parts is None or len(parts) != len(numbers):
         return None
-    if any(label != wado.EXPLICIT_VR_LITTLE_ENDIAN or len(data) != info.frame_bytes
+    if any(label != uids.EXPLICIT_VR_LITTLE_ENDIAN or len(data) != info.frame_bytes
            for label, data in parts):
         return None
     return [data for _, data in parts]
@@ -168,10 +178,10 @@ def _native_frames_from_dicomweb(info, sop, numbers):
 def _decoded_frame(info, number, reduce=0):
     """One frame as a numpy array (rows, columns[, samples])."""
     raw = _raw_frame(info, number)
-    if info.syntax in wado.NATIVE_LITTLE_ENDIAN:
+    if info.syntax in uids.NATIVE_LITTLE_ENDIAN:
         shape = (info.rows, info.columns) + ((info.samples,) if info.samples > 1 else ())
         return np.frombuffer(raw, dtype=info.dtype, count=int(np.prod(shape))).reshape(shape)
-    if info.syntax in wado.HTJ2K_SYNTAXES:
+    if info.syntax in uids.HTJ2K_SYNTAXES:
         return htj2k.decode(raw, reduce=reduce)
     # Classic compressed syntaxes: pydicom decodes the whole instance.
     ds = pydicom.dcmread(io.BytesIO(orthanc.RestApiGet(f"/instances/{info.orthanc_id}/file")))
@@ -199,8 +209,8 @@ def frames(output, uri, **request):
     except wado.NotAcceptable as exc:
         _send_error(output, 406, str(exc))
         return
-    if syntax == info.syntax or (syntax in wado.NATIVE_LITTLE_ENDIAN
-                                 and info.syntax in wado.NATIVE_LITTLE_ENDIAN):
+    if syntax == info.syntax or (syntax in uids.NATIVE_LITTLE_ENDIAN
+                                 and info.syntax in uids.NATIVE_LITTLE_ENDIAN):
         data = [_raw_frame(info, n) for n in numbers]
     else:
         data = _native_frames_from_dicomweb(info, sop, numbers)
@@ -231,7 +241,7 @@ def rendered(output, uri, **request):
         _send_error(output, 400 if not isinstance(exc, wado.NotAcceptable) else 406, str(exc))
         return
     reduce = 0
-    if info.syntax in wado.HTJ2K_SYNTAXES:
+    if info.syntax in uids.HTJ2K_SYNTAXES:
         reduce = rendering.reduce_level(info.rows, info.columns, params.viewport)
     array = _decoded_frame(info, number, reduce=reduce)
     image = rendering.render(array, info.tags, params)
@@ -263,6 +273,7 @@ def _check_retrieve_size(parent, study, series):
 
 def _sop_uids(study, series):
     """SOP Instance UIDs of a study or one of its series, in Orthanc's order (size checked)."""
+    _require_uids(study, series)
     try:
         if series is None:
             parent = f"/studies/{orthanc.LookupStudy(study)}"

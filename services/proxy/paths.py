@@ -12,11 +12,12 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
+from neuronova_lib.uids import valid_uid
+
 from . import qido
 
 PREFIX = "/api/pacs/dicom-web"
 
-_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _FRAMES = re.compile(r"[1-9][0-9]{0,5}(,[1-9][0-9]{0,5}){0,999}")
 _BULK_TAG = re.compile(r"[0-9A-Fa-f]{8}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -102,7 +103,7 @@ def _check_text(text: str, where: str) -> None:
 
 
 def check_uid(value: str, what: str) -> str:
-    if len(value) > 64 or not _UID.fullmatch(value):
+    if not valid_uid(value):
         raise Refusal(400, "bad_uid", f"{what} {value[:80]!r} is not a DICOM UID")
     return value
 

@@ -31,10 +31,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from neuronova_lib.db.models import User
-from neuronova_lib.ingest.checks import valid_uid
 from neuronova_lib.ingest.store import Ingestor, Outcome
 from neuronova_lib.ingest.stow import stow_response
 from neuronova_lib.security.roles import IMAGE_WRITERS
+from neuronova_lib.uids import valid_uid
 
 from ..auditing import write_audit
 from ..deps import SettingsDep, require_roles
