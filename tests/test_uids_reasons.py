@@ -10,17 +10,17 @@ def test_one_uid_rule_everywhere() -> None:
     from services.proxy.paths import Refusal, check_uid
 
     from neuronova_lib.bulk.sources import SourceError, parse_source
-    from neuronova_lib.dicomweb.client import _uid
+    from neuronova_lib.dicomweb.uid_arguments import require_uid as client_uid
     from neuronova_lib.uids import require_uid, valid_uid
 
     for good in ("1.2.840.10008.1.2.4.201", "0", "1.0.3", "9" * 64):
-        assert valid_uid(good) and check_uid(good, "uid") == good and _uid(good, "x") == good
+        assert valid_uid(good) and check_uid(good, "uid") == good and client_uid(good, "x") == good
     for bad in ("1.02.3", "01.2", "1..2", "1.2.", "", "1.a", "9" * 65, " 1.2"):
         assert not valid_uid(bad), bad
         with pytest.raises(Refusal):
             check_uid(bad, "uid")
         with pytest.raises(ValueError):
-            _uid(bad, "StudyInstanceUID")
+            client_uid(bad, "StudyInstanceUID")
     with pytest.raises(SourceError):
         parse_source("orthanc:1.02.3")
     with pytest.raises(TypeError):
