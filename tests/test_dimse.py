@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from neuronova_lib.config import Settings
 from neuronova_lib.dimse.modalities import PROBE_AET, KnownModalities
 from neuronova_lib.dimse.status import error_comment, store_status
-from neuronova_lib.ingest.checks import REASONS
+from neuronova_lib.reasons import REASONS
 
 #: C-STORE failure statuses PS3.4 B.2.3 / PS3.7 9.1.1.1.9 allow (ranges and codes).
 ALLOWED = [range(0xA700, 0xA800), range(0xA900, 0xAA00), range(0xC000, 0xD000),
