@@ -80,7 +80,8 @@ def orthanc_forwarded(settings: Settings) -> str:
     1.7 has no "PublicRoot" option, so the host carries the public path prefix too:
     ``host=pacs.example.org/neuronova/api/pacs;proto=https`` makes it write
     ``https://pacs.example.org/neuronova/api/pacs/dicom-web/…``, the public URL of the
-    same resource, instead of ``http://127.0.0.1:ORTHANC_PORT/dicom-web/…``. A header, not
+    same resource, instead of ``http://127.0.0.1/dicom-web/…`` (Orthanc's own root under
+    the Host nginx sends it), which no client can follow. A header, not
     a rewrite of the answers: frames and bulk data pass through untouched. Quoting the
     value would be RFC 7239's way but the plugin does not unquote, so
     ``Settings._public_url`` admits no character that needs it.
