@@ -6,6 +6,7 @@ that a deployment changes environment variables, never code.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The checkout this library runs from; the stack finds ``nginx/`` and ``orthanc/`` here.
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: What a NEURONOVA_PUBLIC_URL path may hold: nginx passes it to Orthanc's DICOMweb plugin
+#: in an RFC 7239 ``Forwarded`` header, unquoted (the plugin reads no quoted value), where
+#: ``;`` ``,`` ``=`` ``"`` and spaces would end or split it and ``$`` is an nginx variable.
+_PUBLIC_PATH = re.compile(r"[A-Za-z0-9._~%/:@!*+-]*")
 
 
 class Settings(BaseSettings):
@@ -99,7 +105,8 @@ class Settings(BaseSettings):
         default="",
         description="The platform's address as users reach it (scheme, host, port, path "
         "prefix), e.g. https://pacs.example.org/neuronova behind TLS or another proxy: signed "
-        "URLs and STOW-RS RetrieveURLs start with it. Unset: http://HOST:PORT (nginx).",
+        "URLs, STOW-RS RetrieveURLs and the RetrieveURLs and BulkDataURIs Orthanc writes into "
+        "QIDO and metadata answers start with it. Unset: http://HOST:PORT (nginx).",
     )
     token_concurrency: int = Field(
         default=32, ge=1,
@@ -221,6 +228,20 @@ class Settings(BaseSettings):
                 f"NEURONOVA_PUBLIC_URL={self.public_url!r}: no query or fragment; "
                 "signed URLs append their own query"
             )
+        if "@" in parts.netloc:
+            raise ValueError(
+                f"NEURONOVA_PUBLIC_URL={self.public_url!r}: no user name or password; "
+                "it is written into every DICOMweb answer"
+            )
+        try:
+            parts.port  # noqa: B018 (urllib checks the port when it is read)
+        except ValueError as exc:
+            raise ValueError(f"NEURONOVA_PUBLIC_URL={self.public_url!r}: {exc}") from None
+        if not _PUBLIC_PATH.fullmatch(parts.path):
+            raise ValueError(
+                f"NEURONOVA_PUBLIC_URL={self.public_url!r}: the path prefix may hold letters, "
+                "digits, %-escapes and - . _ ~ / : @ ! * + only"
+            )
         self.public_url = self.public_url.rstrip("/")
         return self
 
@@ -275,6 +296,12 @@ class Settings(BaseSettings):
     def local_url(self) -> str:
         """nginx as this machine reaches it: health probes and tests, never shown to users."""
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def public_dicomweb_url(self) -> str:
+        """DICOMweb's root as users reach it. Signed URLs, STOW-RS RetrieveURLs and the
+        URLs Orthanc writes into its answers (RetrieveURL, BulkDataURI) all start with it."""
+        return f"{self.public_url}/api/pacs/dicom-web"
 
     @property
     def orthanc_url(self) -> str:

@@ -172,16 +172,14 @@ def test_rendered_at_the_defaults(client: DICOMwebClient, stored: dict[str, Any]
 
 def test_bulk_data_at_the_default_media_type(platform: Any, client: DICOMwebClient,
                                              stored: dict[str, Any]) -> None:
-    """Pixel data by its BulkDataURI, ``retrieve_bulkdata`` at its default ``type="*/*"``.
-
-    Orthanc 1.10 writes BulkDataURIs under its own root (``http://127.0.0.1/dicom-web/…``),
-    which no client outside can reach; the same resource is asked under the public root.
+    """Pixel data by its BulkDataURI as written, ``retrieve_bulkdata`` at its default
+    ``type="*/*"``: the URI is the public one (tests/test_public_urls_e2e.py).
     (Orthanc leaves encapsulated pixel data, the HTJ2K instance's, out of its metadata.)
     """
     n = stored["native"]
     metadata = client.retrieve_instance_metadata(stored["study"], n["series"], n["sop"])
     uri = metadata["7FE00010"]["BulkDataURI"]
-    assert uri.endswith(f"/instances/{n['sop']}/bulk/7fe00010")
-    public = f"{platform.url}/api/pacs/dicom-web/{uri.split('/dicom-web/', 1)[1]}"
-    [data] = client.retrieve_bulkdata(public)
+    assert uri == (f"{platform.settings.public_dicomweb_url}/studies/{stored['study']}"
+                   f"/series/{n['series']}/instances/{n['sop']}/bulk/7fe00010")
+    [data] = client.retrieve_bulkdata(uri)
     assert data == n["stack"].tobytes()

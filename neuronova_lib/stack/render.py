@@ -19,6 +19,9 @@ from ..security.secret_store import ensure_private_dir, orthanc_service_account
 from .nginx_log import check_socket_path
 
 ORTHANC_PLUGIN_DIR = Path("/usr/share/orthanc/plugins")
+#: Orthanc's DICOMweb root ("Root" in orthanc.json.j2); users reach it at
+#: ``Settings.public_dicomweb_url``, which must end with it.
+ORTHANC_DICOMWEB_ROOT = "/dicom-web/"
 
 
 def _environment(folder: Path) -> jinja2.Environment:
@@ -68,6 +71,30 @@ def orthanc_plugins(settings: Settings) -> list[str]:
     return [str(ORTHANC_PLUGIN_DIR / name) for name in names]
 
 
+def orthanc_forwarded(settings: Settings) -> str:
+    """The ``Forwarded`` header nginx sends Orthanc with every request (RFC 7239).
+
+    Orthanc's DICOMweb plugin (1.7) writes absolute URLs into its answers (QIDO
+    RetrieveURL, metadata BulkDataURI) as ``http[s]://`` + host + its own root, the host
+    and scheme taken from this header's first ``host=`` and ``proto=``, verbatim. Version
+    1.7 has no "PublicRoot" option, so the host carries the public path prefix too:
+    ``host=pacs.example.org/neuronova/api/pacs;proto=https`` makes it write
+    ``https://pacs.example.org/neuronova/api/pacs/dicom-web/…``, the public URL of the
+    same resource, instead of ``http://127.0.0.1/dicom-web/…`` (Orthanc's own root under
+    the Host nginx sends it), which no client can follow. A header, not
+    a rewrite of the answers: frames and bulk data pass through untouched. Quoting the
+    value would be RFC 7239's way but the plugin does not unquote, so
+    ``Settings._public_url`` admits no character that needs it.
+    """
+    public = settings.public_dicomweb_url
+    root = ORTHANC_DICOMWEB_ROOT.rstrip("/")
+    if not public.endswith(root):
+        raise RuntimeError(f"the public DICOMweb root {public} does not end with Orthanc's "
+                           f"{root}: Orthanc's URLs would not match the platform's")
+    scheme, _, rest = public.partition("://")
+    return f"host={rest[:-len(root)]};proto={scheme}"
+
+
 def render_orthanc(settings: Settings) -> Path:
     """Orthanc's config. Its DICOM listener is off whatever the settings say: C-STORE
     enters through the platform's own listener (:mod:`neuronova_lib.dimse`), which passes
@@ -79,6 +106,7 @@ def render_orthanc(settings: Settings) -> Path:
         http_port=settings.orthanc_port,
         registered_users={account["username"]: account["password"]},
         plugins=orthanc_plugins(settings),
+        dicomweb_root=ORTHANC_DICOMWEB_ROOT,
         postgres=settings.orthanc_postgres_uri,
         wado_plugin=str(REPO_ROOT / "orthanc" / "plugins" / "neuronova_wado.py")
         if settings.orthanc_wado_plugin else None,
@@ -122,6 +150,7 @@ def render_nginx(settings: Settings) -> Path:
         proxy_port=settings.proxy_port,
         orthanc_port=settings.orthanc_port,
         orthanc_basic=basic,
+        orthanc_forwarded=orthanc_forwarded(settings),
         api_rate=settings.api_rate,
         api_burst=settings.api_burst,
         max_body_size=settings.max_body_size,

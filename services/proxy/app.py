@@ -282,7 +282,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await audit(request, decision, "POST", "/api/pacs/sign")
         query = f"token={token}"
         return SignedUrl(
-            url=f"{settings.public_url}{PREFIX}/studies/{studies[0]}?{query}",
+            url=f"{settings.public_dicomweb_url}/studies/{studies[0]}?{query}",
             token=token, query=query, studies=studies,
             expires_in=ttl, expires_at=float(minted["exp"]),
         )

@@ -183,8 +183,7 @@ async def _stow(request: Request, user: User, settings: SettingsDep,
                      reason="client_disconnected",
                      detail=f"the client went away mid-request; {_summary(done)}", study=study)
         raise
-    base = f"{settings.public_url}/api/pacs/dicom-web"
-    code, body, warnings = stow_response(outcomes, base, study)
+    code, body, warnings = stow_response(outcomes, settings.public_dicomweb_url, study)
     await _audit(request, user, decision="allow" if code != 409 else "deny", status_code=code,
                  reason="stow", detail=_summary(outcomes), study=study)
     response = JSONResponse(body, status_code=code, media_type=_DICOM_JSON)
