@@ -3,7 +3,7 @@
 # Usage: scripts/install-system-deps.sh [extra-package ...]
 set -euo pipefail
 
-packages=(orthanc orthanc-dicomweb orthanc-python orthanc-postgresql nginx dicom3tools openjph-tools "$@")
+packages=(orthanc orthanc-dicomweb orthanc-python orthanc-postgresql nginx dicom3tools openjph-tools wrk "$@")
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -82,6 +82,7 @@ def render_orthanc(settings: Settings) -> Path:
         wado_plugin=str(REPO_ROOT / "orthanc" / "plugins" / "neuronova_wado.py")
         if settings.orthanc_wado_plugin else None,
         python_path=orthanc_python_path() if settings.orthanc_wado_plugin else [],
+        memory_debug=settings.orthanc_memory_debug,
     )
     return _write_private(settings.run_dir / "orthanc.json", text)
 

@@ -304,4 +304,8 @@ orthanc.RegisterRestCallback(f"{_INSTANCE}/frames/([0-9,]+)", _references.wrap(f
 orthanc.RegisterRestCallback(f"{_INSTANCE}/frames/([0-9]+)/rendered", _references.wrap(rendered))
 orthanc.RegisterRestCallback(f"{_INSTANCE}/rendered", _references.wrap(rendered))
 orthanc.RegisterRestCallback(f"{_INSTANCE}/thumbnail", _references.wrap(rendered))
+if _CONFIG.get("MemoryDebug"):  # a tracemalloc view on Orthanc's own port, never by default
+    from neuronova_lib import plugin_memory  # noqa: E402
+
+    orthanc.RegisterRestCallback(plugin_memory.ROUTE, _references.wrap(plugin_memory.callback))
 orthanc.LogWarning("NeuroNova WADO plugin: HTJ2K-correct frames and rendering under " + PREFIX)
