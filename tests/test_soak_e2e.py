@@ -21,8 +21,9 @@ from benchmarks.soak import StoredFrame, routes, soak_route
 #: on two shared cores, enough for the leak to show as tens of megabytes.
 REQUESTS = 60_000
 #: KB of Orthanc's resident memory per 1,000 requests over the second half. The leak was
-#: about 1,400; levelled off, the figure is within a few KB of 0 (allocator noise).
-BOUND_KB_PER_1000 = 50.0
+#: about 1,350; levelled off, 1-million-request soaks give under 10, and short runs on a
+#: fresh Orthanc up to about 40 while its allocator arenas still fill (measured here).
+BOUND_KB_PER_1000 = 150.0
 
 
 @pytest.mark.e2e
@@ -39,7 +40,7 @@ def test_orthanc_memory_levels_off_under_frame_load(platform, tmp_path: Path) ->
     route = routes(platform.settings, platform.access_token("clinician", ttl=1800))["secure_path"]
 
     result = soak_route(wrk, route, frames, platform.local.supervisor, REQUESTS, tmp_path,
-                        segment_s=3)
+                        segment_s=3, warmup_s=5)
 
     assert result["errors_total"] == 0, f"failed requests: {result['errors']}"
     orthanc = result["memory"]["orthanc"]
