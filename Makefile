@@ -27,7 +27,8 @@ test-fast: deps
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
 
 # Every runnable benchmark in benchmarks/ (tests/test_project.py checks that none is left
-# out), each printing JSON with its baseline. About 15 minutes; `make bench-quick` (QUICK=1)
+# out), each printing JSON with its baseline. About 45 minutes (the soak alone serves 2 million
+# frame requests); `make bench-quick` (QUICK=1)
 # runs each one short, as a smoke test, in a few minutes.
 bench: deps
 	scripts/install-system-deps.sh wrk
@@ -36,6 +37,7 @@ bench: deps
 	$(PY) benchmarks/load_series.py $(if $(QUICK),--size small --repeats 1 --concurrency 8)
 	$(PY) benchmarks/transcode.py $(if $(QUICK),--size small --repeat 1)
 	$(PY) benchmarks/ingest.py $(if $(QUICK),--size small --repeat 1)
+	$(PY) benchmarks/soak.py $(if $(QUICK),--requests 40000 --size small --cases 1)
 
 bench-quick:
 	$(MAKE) bench QUICK=1

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
         description="Serve frames and rendered images through NeuroNova's Orthanc plugin "
         "(orthanc-python), which handles HTJ2K; off: Orthanc's DICOMweb plugin alone.",
     )
+    orthanc_memory_debug: bool = Field(
+        default=False,
+        description="Debug only: a tracemalloc view of the WADO plugin's Python memory at "
+        "/neuronova/debug/memory/{start,snapshot,stop} on Orthanc's own port.",
+    )
     orthanc_postgres_uri: str | None = Field(
         default=None,
         description="PostgreSQL URI for Orthanc's index (postgresql://user:pw@host:port/db).",

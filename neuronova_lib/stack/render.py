@@ -113,6 +113,7 @@ def render_orthanc(settings: Settings) -> Path:
         python_path=orthanc_python_path() if settings.orthanc_wado_plugin else [],
         retrieve_max_instances=settings.retrieve_max_instances,
         retrieve_max_bytes=settings.retrieve_max_bytes,
+        memory_debug=settings.orthanc_memory_debug,
     )
     return _write_private(settings.run_dir / "orthanc.json", text)
 

@@ -44,6 +44,7 @@ import numpy as np  # noqa: E402
 import pydicom  # noqa: E402
 
 from neuronova_lib import htj2k, rendering, uids, wado  # noqa: E402
+from neuronova_lib.orthanc_python_refs import ReferenceKeeper  # noqa: E402
 
 htj2k.register()  # pydicom decodes HTJ2K instances (retrieval re-written as native) with it
 
@@ -337,11 +338,19 @@ def retrieve(output, uri, **request):
     output.AnswerBuffer(body, content_type)
 
 
-orthanc.RegisterRestCallback(f"{PREFIX}/studies/{_UID}", retrieve)
-orthanc.RegisterRestCallback(f"{PREFIX}/studies/{_UID}/series/{_UID}", retrieve)
-orthanc.RegisterRestCallback(_INSTANCE, retrieve)
-orthanc.RegisterRestCallback(f"{_INSTANCE}/frames/([0-9,]+)", frames)
-orthanc.RegisterRestCallback(f"{_INSTANCE}/frames/([0-9]+)/rendered", rendered)
-orthanc.RegisterRestCallback(f"{_INSTANCE}/rendered", rendered)
-orthanc.RegisterRestCallback(f"{_INSTANCE}/thumbnail", rendered)
+# orthanc-python 4.0 leaks every callback's arguments (about 1.5 KB per request through
+# nginx): each callback gives them back (neuronova_lib/orthanc_python_refs.py).
+_references = ReferenceKeeper(orthanc.RestApiGetAfterPlugins, orthanc.LogWarning)
+orthanc.RegisterRestCallback(ReferenceKeeper.PROBE_ROUTE, _references.probe_callback)
+orthanc.RegisterRestCallback(f"{PREFIX}/studies/{_UID}", _references.wrap(retrieve))
+orthanc.RegisterRestCallback(f"{PREFIX}/studies/{_UID}/series/{_UID}", _references.wrap(retrieve))
+orthanc.RegisterRestCallback(_INSTANCE, _references.wrap(retrieve))
+orthanc.RegisterRestCallback(f"{_INSTANCE}/frames/([0-9,]+)", _references.wrap(frames))
+orthanc.RegisterRestCallback(f"{_INSTANCE}/frames/([0-9]+)/rendered", _references.wrap(rendered))
+orthanc.RegisterRestCallback(f"{_INSTANCE}/rendered", _references.wrap(rendered))
+orthanc.RegisterRestCallback(f"{_INSTANCE}/thumbnail", _references.wrap(rendered))
+if _CONFIG.get("MemoryDebug"):  # a tracemalloc view on Orthanc's own port, never by default
+    from neuronova_lib import plugin_memory  # noqa: E402
+
+    orthanc.RegisterRestCallback(plugin_memory.ROUTE, _references.wrap(plugin_memory.callback))
 orthanc.LogWarning("NeuroNova WADO plugin: HTJ2K-correct frames and rendering under " + PREFIX)
