@@ -93,6 +93,7 @@ def test_the_core_needs_the_gates_acceptance(settings: Settings) -> None:
         core.put(b"x", no_patient, sender="t", route="stow")
 
 
+@pytest.mark.e2e  # starts processes
 def test_uid_locks_exclude_across_processes(tmp_path: Path) -> None:
     """A second process cannot take a UID's lock while the first holds it."""
     import subprocess

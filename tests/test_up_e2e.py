@@ -151,7 +151,7 @@ def test_status_and_down_find_the_platform_from_its_data_dir(tmp_path: Path) -> 
         status = subprocess.run([*NEURONOVA, "status"], env=other, capture_output=True,
                                 text=True, timeout=60)
         assert status.returncode == 0, status.stdout + status.stderr
-        assert status.stdout.count(" healthy ") == 4, status.stdout
+        assert status.stdout.count(" healthy ") == 5, status.stdout
         assert f"127.0.0.1:{ports['PORT']}/" in status.stdout
         state = json.loads((home / "run" / "stack.json").read_text())
         assert state["supervisor"] == up.pid
@@ -162,7 +162,7 @@ def test_status_and_down_find_the_platform_from_its_data_dir(tmp_path: Path) -> 
         misled = {**other, "NEURONOVA_PORT": str(free_port())}
         again = subprocess.run([*NEURONOVA, "status"], env=misled, capture_output=True,
                                text=True, timeout=60)
-        assert again.returncode == 0 and again.stdout.count(" healthy ") == 4, again.stdout
+        assert again.returncode == 0 and again.stdout.count(" healthy ") == 5, again.stdout
 
         down = subprocess.run([*NEURONOVA, "down"], env=other, capture_output=True, text=True,
                               timeout=120)
@@ -202,7 +202,7 @@ def test_down_stops_services_left_by_a_killed_supervisor(tmp_path: Path) -> None
         down = subprocess.run([*NEURONOVA, "down"], env=other, capture_output=True, text=True,
                               timeout=120)
         assert down.returncode == 0, down.stdout + down.stderr
-        assert down.stdout.count("left running by a supervisor that is gone") == 4, down.stdout
+        assert down.stdout.count("left running by a supervisor that is gone") == 5, down.stdout
     finally:
         if up.poll() is None:
             up.kill()

@@ -21,7 +21,7 @@ import psutil
 from ..config import Settings
 
 #: The settings ``status`` needs to probe what ``up`` started; no secrets among them.
-RECORDED_SETTINGS = ("host", "port", "api_port", "proxy_port", "orthanc_port",
+RECORDED_SETTINGS = ("host", "port", "public_url", "api_port", "proxy_port", "orthanc_port",
                      "dicom_enabled", "dicom_host", "dicom_port")
 
 
