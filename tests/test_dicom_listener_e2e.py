@@ -26,6 +26,7 @@ import pydicom
 import pytest
 import requests
 from bad_inputs import bad_inputs, dicom_bytes, good_mr, mr
+from orthanc_checks import retrieve_instance
 from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import MRImageStorage, Verification
@@ -40,7 +41,6 @@ from neuronova_lib.ingest import Quarantine
 from neuronova_lib.orthanc_store import OrthancStore
 from neuronova_lib.stack.local import LocalPlatform, local_platform
 from neuronova_lib.transcode import transcode_to_htj2k
-from neuronova_lib.wado import split_multipart
 
 pytestmark = pytest.mark.e2e
 
@@ -113,19 +113,6 @@ def _dataset_bytes(data: bytes) -> bytes:
     return data[meta_end:]
 
 
-def _wado_instance(platform: LocalPlatform, data: bytes, token: str) -> bytes:
-    ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-    url = (f"{platform.url}/api/pacs/dicom-web/studies/{ds.StudyInstanceUID}/series/"
-           f"{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}")
-    response = requests.get(url, timeout=30, headers={
-        "Authorization": f"Bearer {token}",
-        "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
-    assert response.status_code == 200, response.text[:300]
-    parts = split_multipart(response.content)
-    assert parts is not None and len(parts) == 1
-    return parts[0][1]
-
-
 def _audit(platform: LocalPlatform, **where: Any) -> list[dict[str, Any]]:
     query = select(AuditRecord.__table__).where(AuditRecord.service == "dicom")
     for name, value in where.items():
@@ -192,7 +179,7 @@ def test_pynetdicom_modality_good_and_bad_files_mixed(dicom_platform: LocalPlatf
         held = store.instance_file(store.find_instance(
             str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID)))
         assert held is not None and _dataset_bytes(held) == _dataset_bytes(data), name
-        fetched = _wado_instance(dicom_platform, data, token)
+        fetched = retrieve_instance(dicom_platform.url, token, data)
         if name == "good_implicit":
             sent, got = pydicom.dcmread(io.BytesIO(data)), pydicom.dcmread(io.BytesIO(fetched))
             assert got.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
@@ -237,7 +224,7 @@ def test_storescu_good_and_bad_files_mixed(dicom_platform: LocalPlatform,
                        "Error: DataSetDoesNotMatchSOPClass", "Refused: OutOfResources"], log
     token = _login(dicom_platform, "clinician")
     for data in good:
-        assert _dataset_bytes(_wado_instance(dicom_platform, data, token)) == \
+        assert _dataset_bytes(retrieve_instance(dicom_platform.url, token, data)) == \
             _dataset_bytes(data)
     assert len(Quarantine(dicom_platform.settings).list()) == before + len(bad)
     rows = _audit(dicom_platform, username=STORESCU)

@@ -26,6 +26,7 @@ import pydicom
 import pytest
 import requests
 from bad_inputs import dicom_bytes, good_mr
+from orthanc_checks import retrieve_instance
 from pydicom.uid import generate_uid
 from test_stow_e2e import failed_items, stow, warnings_of
 from test_upload_e2e import _bearer, _wait_for_job
@@ -37,7 +38,6 @@ from neuronova_lib.ingest.store import Ingestor
 from neuronova_lib.ingest.uid_audit import duplicate_uids
 from neuronova_lib.ingest.uniqueness import orthanc_id
 from neuronova_lib.security.secret_store import orthanc_service_account
-from neuronova_lib.wado import split_multipart
 
 pytestmark = pytest.mark.e2e
 
@@ -60,17 +60,7 @@ def elsewhere(data: bytes, *, keep: tuple[str, ...] = ("SOPInstanceUID",)) -> by
 
 def wado_instance(platform: Any, data: bytes) -> bytes:
     """The instance as WADO-RS returns it through nginx and the guard (stored bytes)."""
-    ds = _ds(data)
-    url = (f"{platform.url}/api/pacs/dicom-web/studies/{ds.StudyInstanceUID}/series/"
-           f"{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}")
-    token = platform.access_token("clinician")
-    answer = requests.get(url, timeout=60, headers={
-        "Authorization": f"Bearer {token}",
-        "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
-    assert answer.status_code == 200, answer.text[:300]
-    parts = split_multipart(answer.content)
-    assert parts is not None and len(parts) == 1
-    return parts[0][1]
+    return retrieve_instance(platform.url, platform.access_token("clinician"), data)
 
 
 def held(platform: Any, sop: str) -> list[str]:
@@ -144,6 +134,11 @@ def test_the_uid_lookup_is_an_index_query(platform: Any, tmp_path: Path) -> None
     index = platform.settings.orthanc_storage / "index"
     copy_path = tmp_path / "index.sqlite"
     shutil.copyfile(index, copy_path)
+    # Orthanc keeps its index in WAL mode: until a checkpoint, the tables may live only in
+    # the write-ahead log, so the copy takes it along (SQLite replays it on open).
+    wal = index.with_name(index.name + "-wal")
+    if wal.exists():
+        shutil.copyfile(wal, copy_path.with_name(copy_path.name + "-wal"))
     with sqlite3.connect(copy_path) as db:
         plan = db.execute(
             "EXPLAIN QUERY PLAN SELECT d.id FROM DicomIdentifiers AS d, Resources AS r "
