@@ -104,6 +104,21 @@ class Settings(BaseSettings):
         default=900.0, gt=0,
         description="Seconds without a failed sign-in after which an account's count resets.",
     )
+    # Browser sign-in (services/api/routes/signin.py, neuronova_lib/db/browser_sessions.py).
+    session_ttl: int = Field(
+        default=8 * 3600, ge=60,
+        description="Absolute lifetime (s) of a browser session (cookie neuronova_session): "
+        "signed out this long after signing in, however active.",
+    )
+    session_idle_ttl: int = Field(
+        default=1800, ge=60,
+        description="A browser session unused this long (s) ends (idle timeout).",
+    )
+    session_touch_interval: int = Field(
+        default=60, ge=1,
+        description="A session's last use is written at most this often (s): nginx asks "
+        "/api/auth/check on every browser request, which must stay a single read.",
+    )
     api_rate: str = Field(default="20r/s", description="nginx limit_req rate on /api/.")
     api_burst: int = Field(default=40, description="nginx limit_req burst on /api/.")
     public_url: str = Field(
@@ -151,6 +166,26 @@ class Settings(BaseSettings):
         default=None,
         description="tcp://host:port of a Dask scheduler for upload jobs; unset: a local "
         "cluster (one worker process) is started for each job.",
+    )
+
+    # MLflow tracking server (neuronova_lib.stack.services.mlflow_service), behind nginx at
+    # /mlflow/ for scientists, model owners and admins.
+    mlflow_enabled: bool = Field(
+        default=True,
+        description="Run the MLflow tracking server under the supervisor (UI and REST at "
+        "/mlflow/). Off: no /mlflow/ (tests that need no MLflow start faster).",
+    )
+    mlflow_port: int = Field(default=8103, description="MLflow server (loopback only).")
+    mlflow_backend_store_uri: str | None = Field(
+        default=None,
+        description="MLflow's tracking and registry database (SQLAlchemy URL, e.g. "
+        "postgresql://user:pw@host/db); unset: SQLite in the data dir (mlflow/mlflow.db).",
+    )
+    mlflow_artifacts_destination: str | None = Field(
+        default=None,
+        description="Where MLflow keeps artifacts (models, images), served through the "
+        "tracking server: a folder or an object store URI such as s3://bucket/prefix; "
+        "unset: mlflow/artifacts in the data dir.",
     )
 
     # Ingest gate (neuronova_lib.ingest): every file a user sends is checked in a sandboxed
@@ -311,6 +346,35 @@ class Settings(BaseSettings):
     @property
     def orthanc_url(self) -> str:
         return f"http://127.0.0.1:{self.orthanc_port}"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.home / "mlflow"
+
+    @property
+    def mlflow_backend_uri(self) -> str:
+        return self.mlflow_backend_store_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts(self) -> str:
+        return self.mlflow_artifacts_destination or str(self.mlflow_dir / "artifacts")
+
+    @property
+    def mlflow_url(self) -> str:
+        """MLflow's tracking URI on loopback (the promotion gate; never shown to users:
+        they use ``{NEURONOVA_PUBLIC_URL}/mlflow`` with a bearer token)."""
+        return f"http://127.0.0.1:{self.mlflow_port}/mlflow"
+
+    @property
+    def public_origin(self) -> str:
+        """``scheme://host[:port]`` of the public URL: what a browser sends as ``Origin``."""
+        parts = urlsplit(self.public_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies carry ``Secure`` when users reach the platform over https."""
+        return self.public_url.startswith("https://")
 
 
 def default(name: str) -> Any:

@@ -134,3 +134,25 @@ class Job(Base):
     summary: Mapped[str | None] = mapped_column(Text, nullable=True)
     report_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class BrowserSession(Base):
+    """A signed-in browser (cookie ``neuronova_session``), checked by nginx's ``auth_request``.
+
+    The row is keyed by the SHA-256 of the session id, never the id itself: a
+    copy of the database does not give anyone a session. Sign-out deletes the
+    row; the user's state and role are read with it on every check.
+    """
+
+    __tablename__ = "browser_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), index=True)
+    #: The role at sign-in: a session whose user's role changed since is refused.
+    role: Mapped[str] = mapped_column(String(32))
+    #: Synchronizer token for the platform's own forms (sign-out) in this session.
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: The absolute end (created + NEURONOVA_SESSION_TTL); idle end is last_seen + idle TTL.
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -30,7 +30,8 @@ from services.openapi_docs import mount_offline_docs
 
 from .jobs import JobRunner
 from .quarantine_retention import RetentionSweeper
-from .routes import audit, auth, health, jobs, quarantine, refused, stow, studies, tokens, users
+from .routes import (audit, auth, auth_check, health, jobs, quarantine, refused, signin, stow,
+                     studies, tokens, users)
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     mount_offline_docs(app, API_PREFIX)
 
     api = APIRouter(prefix=API_PREFIX)
-    for module in (health, auth, users, tokens, audit, studies, jobs, quarantine, stow, refused):
+    for module in (health, auth, auth_check, users, tokens, audit, studies, jobs, quarantine, stow,
+                   refused):
         api.include_router(module.router)
     app.include_router(api)
+    # The browser sign-in lives outside /api: nginx forwards /login and /logout.
+    app.include_router(signin.router)
     return app

@@ -93,6 +93,51 @@ def _issue_tokens(
     return body, str(access_claims["jti"])
 
 
+def check_password(request: Request, db: SessionDep, settings: SettingsDep,
+                   username: str, password: str) -> User:
+    """The active user these credentials belong to, or an audited 401 / 429.
+
+    The one password check of the platform: the token route and the browser
+    sign-in (``/login``) both call it, so throttling, the no-oracle answer and
+    the audit rows are the same for both. A success clears the account's
+    failure count (the caller commits with its own audit row).
+    """
+    wait = throttle.retry_after(db, username)
+    if wait > 0:
+        seconds = max(1, math.ceil(wait))
+        write_audit(db, request, decision="deny", status=429, reason="signin_throttled",
+                    username=username, detail=f"account waits {seconds} s")
+        db.commit()
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"too many failed sign-ins for this account; try again in {seconds} s",
+            headers={"Retry-After": str(seconds)},
+        )
+    # One argon2 verification whatever the account's state (authenticate() verifies a
+    # dummy hash for unknown names), so timing says nothing either.
+    user = authenticate(db, username, password)
+    if user is None or not user.is_active:
+        if user is not None:
+            reason, detail, role = "inactive", "account disabled", user.role
+        else:
+            known = get_user(db, username) is not None
+            reason, detail, role = ("bad_credentials",
+                                    "wrong password" if known else "unknown user", None)
+        wait = throttle.record_failure(db, username, settings)
+        if wait:
+            detail += f"; account waits {math.ceil(wait)} s"
+        write_audit(db, request, decision="deny", status=401, reason=reason,
+                    username=username, role=role, detail=detail)
+        db.commit()
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail=f"{BAD_CREDENTIALS}; check both and try again",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    throttle.clear(db, user.username)
+    return user
+
+
 @router.post(
     "/token",
     response_model=TokenResponse,
@@ -112,39 +157,7 @@ def login(
     A disabled account gets the answer a wrong password gets (no oracle); the
     audit log says which it was.
     """
-    wait = throttle.retry_after(db, form.username)
-    if wait > 0:
-        seconds = max(1, math.ceil(wait))
-        write_audit(db, request, decision="deny", status=429, reason="signin_throttled",
-                    username=form.username, detail=f"account waits {seconds} s")
-        db.commit()
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            detail=f"too many failed sign-ins for this account; try again in {seconds} s",
-            headers={"Retry-After": str(seconds)},
-        )
-    # One argon2 verification whatever the account's state (authenticate() verifies a
-    # dummy hash for unknown names), so timing says nothing either.
-    user = authenticate(db, form.username, form.password)
-    if user is None or not user.is_active:
-        if user is not None:
-            reason, detail, role = "inactive", "account disabled", user.role
-        else:
-            known = get_user(db, form.username) is not None
-            reason, detail, role = ("bad_credentials",
-                                    "wrong password" if known else "unknown user", None)
-        wait = throttle.record_failure(db, form.username, settings)
-        if wait:
-            detail += f"; account waits {math.ceil(wait)} s"
-        write_audit(db, request, decision="deny", status=401, reason=reason,
-                    username=form.username, role=role, detail=detail)
-        db.commit()
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            detail=f"{BAD_CREDENTIALS}; check both and try again",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    throttle.clear(db, user.username)
+    user = check_password(request, db, settings, form.username, form.password)
     body, jti = _issue_tokens(db, tokens, settings, user)
     write_audit(
         db, request, decision="allow", status=200, reason="login",

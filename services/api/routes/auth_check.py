@@ -1,0 +1,117 @@
+"""``GET /api/auth/check``: nginx's ``auth_request`` for browser and program routes.
+
+nginx asks it before every request to a protected route (``auth_request
+/_auth/<roles>;``, see ``nginx/nginx.conf.j2``), passing the original request's
+headers plus ``X-Original-Method`` and ``X-Original-URI``. The caller is either
+a browser with the session cookie or a program with ``Authorization: Bearer
+<access token>`` (the API's own verification and revocation check). Answers:
+
+* 204 with ``X-NeuroNova-User`` and ``X-NeuroNova-Role``: nginx passes these
+  (and never the client's own) to the upstream;
+* 401: not signed in, or the session or token is dead; for a browser asking for
+  a page, ``X-NeuroNova-Login`` holds the sign-in URL with ``next``, which nginx
+  turns into a 302;
+* 403: wrong role, or a cookie-authenticated state-changing request from
+  another site (CSRF), with the reason in ``X-NeuroNova-Detail``.
+
+It runs on every browser request, so a session costs one ``SELECT`` (plus a
+``last_seen`` write at most every ``NEURONOVA_SESSION_TOUCH_INTERVAL``).
+Refusals are audited with the original method and path; allowed checks are not
+(the upstream's own work is what matters, and a page's assets would flood the log).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response, status
+
+from neuronova_lib.db.browser_sessions import COOKIE_NAME, ActiveSession, check_session
+from neuronova_lib.db.revocation import Refused, token_refusal
+from neuronova_lib.security.roles import Role
+from neuronova_lib.security.same_origin import cross_site_refusal
+from neuronova_lib.security.tokens import TokenError
+
+from ..auditing import write_audit
+from ..deps import SessionDep, SettingsDep, TokenServiceDep
+from .signin import login_url
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+_URI_LIMIT = 256
+
+
+def _roles(text: str) -> frozenset[Role]:
+    try:
+        return frozenset(Role(name.strip()) for name in text.split(",") if name.strip())
+    except ValueError:
+        raise ValueError(f"unknown role in {text!r}: use {', '.join(r.value for r in Role)}")
+
+
+def _wants_page(request: Request, method: str) -> bool:
+    """A browser navigating (GET of an HTML page), which a sign-in page can help."""
+    return method in ("GET", "HEAD") and "text/html" in request.headers.get("accept", "")
+
+
+@router.get(
+    "/check",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={204: {"description": "Allowed; X-NeuroNova-User and X-NeuroNova-Role set"},
+               401: {"description": "Not signed in, or session or token no longer valid"},
+               403: {"description": "Wrong role, or a cross-site request with the cookie"}},
+)
+def check(request: Request, db: SessionDep, settings: SettingsDep, tokens: TokenServiceDep,
+          roles: str = "") -> Response:
+    """Is this request's session cookie or bearer token good for one of ``roles``?"""
+    method = request.headers.get("x-original-method", request.method).upper()[:16]
+    original = request.headers.get("x-original-uri", "")
+
+    def refuse(refusal: Refused, username: str | None = None,
+               role: str | None = None) -> Response:
+        record = write_audit(db, request, decision="deny", status=refusal.status,
+                             reason=refusal.reason, username=username, role=role,
+                             detail=refusal.detail)
+        if original:  # the protected request, not this subrequest; no query (tokens)
+            record.method = method
+            record.path = (original[:_URI_LIMIT].partition("?")[0]
+                           .encode("unicode_escape").decode("ascii"))
+        db.commit()
+        headers = {"X-NeuroNova-Detail": refusal.detail.encode("ascii", "replace").decode()}
+        if refusal.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+            if _wants_page(request, method):
+                headers["X-NeuroNova-Login"] = login_url(settings, original or "/")
+        return Response(status_code=refusal.status, headers=headers)
+
+    try:
+        allowed = _roles(roles)
+    except ValueError as exc:  # a typo in nginx.conf: fail closed, say where
+        return refuse(Refused(403, "bad_roles", f"nginx auth_request roles: {exc}"))
+    header = request.headers.get("authorization", "")
+    cookie = request.cookies.get(COOKIE_NAME)
+    if header[:7].lower() == "bearer ":
+        try:
+            claims = tokens.verify(header[7:].strip(), "access")
+        except TokenError as exc:
+            return refuse(Refused(401, exc.reason, exc.detail))
+        refused = token_refusal(db.connection(), claims)
+        if refused is not None:
+            return refuse(refused, claims.sub, claims.role)
+        username, role = claims.sub, str(claims.role)
+    elif cookie:
+        found = check_session(db, cookie, settings)
+        if not isinstance(found, ActiveSession):
+            return refuse(found)
+        cross = cross_site_refusal(method, request.headers, settings.public_origin)
+        if cross:
+            return refuse(Refused(403, "cross_site", cross), found.username, found.role)
+        username, role = found.username, found.role
+        db.commit()  # last_seen, when it was due
+    else:
+        return refuse(Refused(401, "not_signed_in",
+                              "not signed in: sign in at /login, or send "
+                              "'Authorization: Bearer <token>' (POST /api/auth/token)"))
+    if allowed and role not in allowed:
+        names = ", ".join(sorted(r.value for r in allowed))
+        return refuse(Refused(403, "role", f"this needs the role {names}; you are signed in "
+                                           f"as {username} ({role})"), username, role)
+    return Response(status_code=status.HTTP_204_NO_CONTENT,
+                    headers={"X-NeuroNova-User": username, "X-NeuroNova-Role": role})
