@@ -55,6 +55,9 @@ def nginx_refusal(status: int, reason: str | None, upstream: str | None,
                         "token (NEURONOVA_TOKEN_CONCURRENCY)")
     if reason == "rate_limited":
         return reason, f"over the /api/ rate ({settings.api_rate}, burst {settings.api_burst})"
+    if reason == "model_alias_gate_only":
+        return reason, ("only the promotion gate moves model aliases (or deletes and renames "
+                        "what carries them): use `neuronova models promote` or its API")
     if status in (502, 503, 504):
         names = upstream_names(upstream, settings)
         what = "too slow" if status == 504 else "unreachable"

@@ -158,5 +158,7 @@ def render_nginx(settings: Settings) -> Path:
         log_socket=str(nginx_log_socket(settings)),
         token_concurrency=settings.token_concurrency,
         retry_after=settings.retry_after,
+        mlflow_enabled=settings.mlflow_enabled,
+        mlflow_port=settings.mlflow_port,
     )
     return _write_private(settings.run_dir / "nginx.conf", text)
