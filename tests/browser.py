@@ -1,0 +1,103 @@
+"""A real headless browser for tests: Debian's Chromium driven by Selenium.
+
+Debian's ``chromium`` and ``chromium-driver`` (scripts/install-system-deps.sh);
+Selenium is pointed at ``/usr/bin/chromedriver`` so that Selenium Manager never
+downloads a browser or a driver. Each browser gets a fresh profile folder and
+the flags that keep Chromium off the network (no component updates, sync or
+background requests).
+
+Use the fixture in a test module (JupyterHub and dashboard tests do the same)::
+
+    from browser import browser, sign_in  # noqa: F401 (fixture)
+
+    def test_x(browser, platform):
+        sign_in(browser, platform.url, "owner", platform.password("owner"))
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+#: Seconds a test waits for a page or an element.
+WAIT = 60.0
+
+
+def _flags(profile: Path) -> list[str]:
+    return ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run",
+            "--disable-dev-shm-usage", "--window-size=1400,900",
+            f"--user-data-dir={profile}"]
+
+
+def new_browser(profile: Path):  # type: ignore[no-untyped-def]
+    """A headless Chromium with its own profile in ``profile`` (quit it when done)."""
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.fail("selenium is missing: run `make test` (the `test` extra installs it)")
+    for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not Path(path).exists():
+            pytest.fail(f"{path} is missing: run `make test` (it installs Debian {package})")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in _flags(profile):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(WAIT)
+    return driver
+
+
+@pytest.fixture
+def browser() -> Iterator:  # type: ignore[type-arg]
+    """A fresh headless Chromium (new profile: no cookies) for one test."""
+    profile = Path(tempfile.mkdtemp(prefix="neuronova-chromium-"))
+    driver = new_browser(profile)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def wait_for(driver, css: str, timeout: float = WAIT):  # type: ignore[no-untyped-def]
+    """The first element matching ``css`` once it is visible."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(
+        ec.visibility_of_element_located((By.CSS_SELECTOR, css)))
+
+
+def wait_for_text(driver, text: str, timeout: float = WAIT) -> None:  # type: ignore[no-untyped-def]
+    """Wait until ``text`` appears in the page's visible text."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, timeout).until(
+        lambda d: text in d.find_element(By.TAG_NAME, "body").text)
+
+
+def sign_in(driver, base_url: str, username: str, password: str,  # type: ignore[no-untyped-def]
+            next_path: str = "/") -> None:
+    """Fill in the platform's sign-in form as a person would, and submit it."""
+    from urllib.parse import quote
+
+    driver.get(f"{base_url}/login?next={quote(next_path)}")
+    wait_for(driver, "#username").send_keys(username)
+    driver.find_element("css selector", "#password").send_keys(password)
+    driver.find_element("css selector", "button[type=submit]").click()
+
+
+def session_cookie(driver) -> str | None:  # type: ignore[no-untyped-def]
+    """The value of ``neuronova_session`` in the browser, if any."""
+    cookie = driver.get_cookie("neuronova_session")
+    return cookie["value"] if cookie else None
