@@ -25,6 +25,8 @@ def _print_welcome(settings: Settings, credentials: dict[str, Any] | None, loade
     print(f"  URL:        {settings.public_url}/")
     print(f"  API docs:   {settings.public_url}/api/docs")
     print(f"  DICOMweb:   {settings.public_url}/api/pacs/dicom-web/studies")
+    if settings.mlflow_enabled:
+        print(f"  MLflow:     {settings.public_url}/mlflow/ (sign in as owner or scientist)")
     if settings.dicom_enabled:
         print(f"  DICOM:      C-STORE to {settings.dicom_aet} at {settings.dicom_host}:"
               f"{settings.dicom_port} ({len(settings.dicom_modalities)} known modalities)")
@@ -37,7 +39,8 @@ def _print_welcome(settings: Settings, credentials: dict[str, Any] | None, loade
         for username, password in credentials.items():
             print(f"    {username:10s} {password}")
     print("\nSign in:")
-    print(f"  curl -s -X POST {settings.public_url}/api/auth/token "
+    print(f"  browser:  {settings.public_url}/login")
+    print(f"  programs: curl -s -X POST {settings.public_url}/api/auth/token "
           "-d username=clinician -d password=PASSWORD")
     print("\nCtrl-C or `neuronova down` stops everything.\n", flush=True)
 

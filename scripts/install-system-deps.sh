@@ -6,7 +6,8 @@ set -euo pipefail
 # dcmtk: storescu/echoscu, a second modality for the DICOM listener's tests and for users.
 # postgresql: the server the PostgreSQL tests start (tests/test_orthanc_postgres_e2e.py).
 # wrk: drives the soak test (tests/test_soak_e2e.py) and the benchmarks.
-packages=(orthanc orthanc-dicomweb orthanc-python orthanc-postgresql postgresql nginx dicom3tools openjph-tools dcmtk wrk "$@")
+# chromium, chromium-driver: the headless browser of the browser tests (tests/browser.py).
+packages=(orthanc orthanc-dicomweb orthanc-python orthanc-postgresql postgresql nginx dicom3tools openjph-tools dcmtk wrk chromium chromium-driver "$@")
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -69,7 +69,7 @@ def dicom_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPl
     home = tmp_path_factory.mktemp("neuronova-dicom")
     modalities = {"MR1": [MODALITY, "127.0.0.1", 104], "SCU": [STORESCU, "localhost", 105],
                   "FAR": ["FARAWAY", "192.0.2.7", 104]}
-    with local_platform(home, dicom_enabled=True, dicom_host="127.0.0.1",
+    with local_platform(home, mlflow_enabled=False, dicom_enabled=True, dicom_host="127.0.0.1",
                         dicom_modalities=modalities, ingest_orthanc_wait=2.0) as local:
         yield local
 

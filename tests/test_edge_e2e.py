@@ -85,7 +85,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     home = tmp_path_factory.mktemp("edge-home")
     files = tmp_path_factory.mktemp("edge-files")
     # The settings' own /api/ rate (tests' platforms are roomier) and a small retrieve bound.
-    with local_platform(home, watch=True, api_rate="20r/s", api_burst=40,
+    with local_platform(home, watch=True, mlflow_enabled=False, api_rate="20r/s", api_burst=40,
                         retrieve_max_instances=RETRIEVE_MAX_INSTANCES) as local:
         store = OrthancStore.from_settings(local.settings)
         study, big, small = generate_uid(), generate_uid(), generate_uid()
@@ -360,7 +360,7 @@ def test_public_url_starts_signed_urls_and_stow_retrieve_urls(
 
     public = "https://pacs.example.org/neuronova"
     monkeypatch.setenv("NEURONOVA_PUBLIC_URL", public + "/")
-    with local_platform(tmp_path / "home") as local:
+    with local_platform(tmp_path / "home", mlflow_enabled=False) as local:
         assert local.settings.public_url == public
         tokens = token_service(local.settings)
         admin, _ = tokens.mint("admin", "admin", "access", 300)

@@ -191,7 +191,8 @@ def test_with_a_public_url_orthanc_and_stow_agree(tmp_path: Path) -> None:
     from bad_inputs import good_mr
 
     public = "https://pacs.example.org/neuronova"
-    with local_platform(tmp_path / "home", public_url=public + "/") as local:
+    with local_platform(tmp_path / "home", public_url=public + "/",
+                        mlflow_enabled=False) as local:
         settings = local.settings
         assert settings.public_dicomweb_url == f"{public}{PREFIX}"
         admin, _ = token_service(settings).mint("admin", "admin", "access", 300)

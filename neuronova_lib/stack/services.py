@@ -151,7 +151,9 @@ def mlflow_service(settings: Settings) -> Service:
               "--host", "127.0.0.1", "--port", str(settings.mlflow_port), "--workers", "1",
               "--static-prefix", MLFLOW_PREFIX,
               "--allowed-hosts", mlflow_allowed_hosts(settings),
-              "--cors-allowed-origins", settings.public_origin],
+              "--cors-allowed-origins", settings.public_origin,
+              # nginx's access log has every request already (with its request id).
+              "--uvicorn-opts", "--no-access-log"],
         env=mlflow_env(),
         cwd=settings.mlflow_dir,
         prepare=lambda: _prepare_mlflow(settings),
