@@ -306,3 +306,55 @@ def test_check_with_bearer_tokens_and_csrf_for_cookie_writes(client: TestClient,
         answer = client.get("/api/auth/check", params=roles,
                             headers={"X-Original-Method": method, **headers})
         assert answer.status_code == expected, (method, headers, answer.headers)
+
+
+# -- nginx ---------------------------------------------------------------------------
+
+
+def _locations(text: str) -> dict[str, list[str]]:
+    """Each ``location`` block's own directive lines (nested ``if`` blocks included)."""
+    blocks: dict[str, list[str]] = {"server": []}
+    stack: list[str] = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.endswith("{"):
+            head = line[:-1].strip()
+            stack.append(head if head.startswith(("location", "server")) else stack[-1]
+                         if stack else head)
+            if head.startswith("location"):
+                blocks[head] = []
+            continue
+        if line == "}":
+            stack.pop()
+            continue
+        if stack and stack[-1] in blocks:
+            blocks[stack[-1]].append(line)
+        elif stack and stack[-1].startswith("server"):
+            blocks["server"].append(line)
+    return blocks
+
+
+@pytest.mark.parametrize("mlflow", [True, False])
+def test_nginx_never_passes_a_clients_identity_headers(settings: Settings, mlflow: bool) -> None:
+    from neuronova_lib.stack.render import render_nginx
+
+    text = render_nginx(settings.model_copy(update={"mlflow_enabled": mlflow})).read_text()
+    assert ("location /mlflow/" in text) == mlflow
+    blocks = _locations(text)
+    server = blocks.pop("server")
+    for name in ("X-NeuroNova-User", "X-NeuroNova-Role"):
+        assert f'proxy_set_header {name} "";' in server
+    checked = 0
+    for head, lines in blocks.items():
+        if not any(line.startswith("proxy_pass") for line in lines):
+            continue
+        own = [line for line in lines if line.startswith("proxy_set_header")]
+        if own:  # a location with its own proxy_set_header inherits none of the server's
+            checked += 1
+            for name in ("X-NeuroNova-User", "X-NeuroNova-Role"):
+                assert any(line.startswith(f"proxy_set_header {name} ") for line in own), head
+            if any("auth_request /_auth/" in line for line in lines):
+                assert "proxy_set_header X-NeuroNova-User $nn_user;" in own, head
+    assert checked >= 5
