@@ -20,6 +20,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,7 @@ def _flags(profile: Path) -> list[str]:
             f"--user-data-dir={profile}"]
 
 
-def new_browser(profile: Path):  # type: ignore[no-untyped-def]
+def new_browser(profile: Path) -> Any:
     """A headless Chromium with its own profile in ``profile`` (quit it when done)."""
     try:
         from selenium import webdriver
@@ -56,7 +57,7 @@ def new_browser(profile: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def browser() -> Iterator:  # type: ignore[type-arg]
+def browser() -> Iterator[Any]:
     """A fresh headless Chromium (new profile: no cookies) for one test."""
     profile = Path(tempfile.mkdtemp(prefix="neuronova-chromium-"))
     driver = new_browser(profile)
@@ -67,7 +68,7 @@ def browser() -> Iterator:  # type: ignore[type-arg]
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def wait_for(driver, css: str, timeout: float = WAIT):  # type: ignore[no-untyped-def]
+def wait_for(driver: Any, css: str, timeout: float = WAIT) -> Any:
     """The first element matching ``css`` once it is visible."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -77,7 +78,7 @@ def wait_for(driver, css: str, timeout: float = WAIT):  # type: ignore[no-untype
         ec.visibility_of_element_located((By.CSS_SELECTOR, css)))
 
 
-def wait_for_text(driver, text: str, timeout: float = WAIT) -> None:  # type: ignore[no-untyped-def]
+def wait_for_text(driver: Any, text: str, timeout: float = WAIT) -> None:
     """Wait until ``text`` appears in the page's visible text."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -86,7 +87,7 @@ def wait_for_text(driver, text: str, timeout: float = WAIT) -> None:  # type: ig
         lambda d: text in d.find_element(By.TAG_NAME, "body").text)
 
 
-def sign_in(driver, base_url: str, username: str, password: str,  # type: ignore[no-untyped-def]
+def sign_in(driver: Any, base_url: str, username: str, password: str,
             next_path: str = "/") -> None:
     """Fill in the platform's sign-in form as a person would, and submit it."""
     from urllib.parse import quote
@@ -97,7 +98,7 @@ def sign_in(driver, base_url: str, username: str, password: str,  # type: ignore
     driver.find_element("css selector", "button[type=submit]").click()
 
 
-def session_cookie(driver) -> str | None:  # type: ignore[no-untyped-def]
+def session_cookie(driver: Any) -> str | None:
     """The value of ``neuronova_session`` in the browser, if any."""
     cookie = driver.get_cookie("neuronova_session")
     return cookie["value"] if cookie else None

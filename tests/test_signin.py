@@ -139,7 +139,8 @@ def test_session_timeouts_and_account_changes(settings: Settings) -> None:
         refused = check_session(db, sid, settings, now=idle)
         assert isinstance(refused, Refused) and refused.reason == "session_idle"
         db.commit()
-        assert check_session(db, sid, settings).reason == "session_unknown"  # type: ignore[union-attr]
+        gone = check_session(db, sid, settings)
+        assert isinstance(gone, Refused) and gone.reason == "session_unknown"
 
         # However active, the absolute lifetime ends it.
         sid, row = start_session(db, owner, settings, now=t0)

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -32,11 +33,12 @@ def _shots(tmp_path: Path) -> Path:
     return folder
 
 
-def _path(driver) -> str:  # type: ignore[no-untyped-def]
+def _path(driver: Any) -> str:
     return "/" + driver.current_url.split("/", 3)[3]
 
 
-def test_owner_signs_in_opens_mlflow_and_signs_out(browser, platform, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_owner_signs_in_opens_mlflow_and_signs_out(browser: Any, platform: Any,  # noqa: F811
+                                                   tmp_path: Path) -> None:
     shots = _shots(tmp_path)
     browser.get(f"{platform.url}/mlflow/")
     wait_for(browser, "#username")
@@ -69,7 +71,8 @@ def test_owner_signs_in_opens_mlflow_and_signs_out(browser, platform, tmp_path: 
     wait_for(browser, "#username")
 
 
-def test_forged_and_expired_cookies_and_a_clinician_are_refused(browser, platform) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_forged_and_expired_cookies_and_a_clinician_are_refused(
+        browser: Any, platform: Any) -> None:  # noqa: F811
     browser.get(f"{platform.url}/login")
     browser.add_cookie({"name": COOKIE_NAME, "value": uuid.uuid4().hex, "path": "/"})
     browser.get(f"{platform.url}/mlflow/")
@@ -107,8 +110,8 @@ def other_site(tmp_path: Path) -> Iterator[str]:
         server.server_close()
 
 
-def test_a_cross_site_form_post_is_refused(browser, platform, other_site: str,  # type: ignore[no-untyped-def]  # noqa: F811
-                                           tmp_path: Path) -> None:
+def test_a_cross_site_form_post_is_refused(browser: Any, platform: Any,  # noqa: F811
+                                           other_site: str, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     name = f"csrf-{uuid.uuid4().hex[:8]}"

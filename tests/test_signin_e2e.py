@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -22,7 +23,8 @@ pytestmark = pytest.mark.e2e
 MLFLOW_API = "/mlflow/api/2.0/mlflow"
 
 
-def browser_session(platform, username: str, next_path: str = "/mlflow/") -> requests.Session:  # type: ignore[no-untyped-def]
+def browser_session(platform: Any, username: str,
+                    next_path: str = "/mlflow/") -> requests.Session:
     """A requests session signed in through the form, as a browser would (Origin set)."""
     web = requests.Session()
     form = web.get(f"{platform.url}/login", params={"next": next_path}, timeout=10)
@@ -37,7 +39,7 @@ def browser_session(platform, username: str, next_path: str = "/mlflow/") -> req
     return web
 
 
-def test_browser_is_sent_to_sign_in_and_program_gets_401(platform) -> None:  # type: ignore[no-untyped-def]
+def test_browser_is_sent_to_sign_in_and_program_gets_401(platform: Any) -> None:
     page = requests.get(f"{platform.url}/mlflow/#/experiments", allow_redirects=False,
                         headers={"Accept": "text/html,application/xhtml+xml"}, timeout=10)
     assert page.status_code == 302
@@ -55,7 +57,7 @@ def test_browser_is_sent_to_sign_in_and_program_gets_401(platform) -> None:  # t
     assert refused["reason"] == "not_signed_in" and refused["path"].startswith("/mlflow/api")
 
 
-def test_owner_session_opens_mlflow_and_sign_out_ends_it(platform) -> None:  # type: ignore[no-untyped-def]
+def test_owner_session_opens_mlflow_and_sign_out_ends_it(platform: Any) -> None:
     web = browser_session(platform, "owner")
     cookie = web.cookies[COOKIE_NAME]
     ui = web.get(f"{platform.url}/mlflow/", timeout=10)
@@ -91,7 +93,7 @@ def test_owner_session_opens_mlflow_and_sign_out_ends_it(platform) -> None:  # t
     assert old.status_code == 302 and old.headers["location"].startswith("/login")
 
 
-def test_forged_expired_and_clinician_sessions_are_refused(platform) -> None:  # type: ignore[no-untyped-def]
+def test_forged_expired_and_clinician_sessions_are_refused(platform: Any) -> None:
     url = f"{platform.url}{MLFLOW_API}/experiments/search?max_results=1"
     forged = requests.get(url, cookies={COOKIE_NAME: "A" * 43}, timeout=10)
     assert forged.status_code == 401
@@ -116,8 +118,8 @@ def test_forged_expired_and_clinician_sessions_are_refused(platform) -> None:  #
     assert (audit["reason"], audit["username"]) == ("role", "clinician")
 
 
-def test_mlflow_client_with_a_platform_token(platform, monkeypatch: pytest.MonkeyPatch,
-                                             tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_mlflow_client_with_a_platform_token(platform: Any, monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Path) -> None:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
