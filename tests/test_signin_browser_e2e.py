@@ -53,6 +53,18 @@ def test_owner_signs_in_opens_mlflow_and_signs_out(browser: Any, platform: Any, 
     wait_for_text(browser, "Default")
     assert _path(browser).startswith("/mlflow/")
     browser.save_screenshot(str(shots / "signin-mlflow.png"))
+    # A write the way MLflow's UI makes one (fetch POST from its page, cookie only) passes
+    # the cross-site check: the browser marks it same-origin.
+    name = f"ui-{uuid.uuid4().hex[:8]}"
+    status = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch('/mlflow/ajax-api/2.0/mlflow/experiments/create', {method: 'POST',"
+        " headers: {'Content-Type': 'application/json'},"
+        f" body: JSON.stringify({{name: '{name}'}})}}).then(r => done(r.status));")
+    assert status == 200
+    from mlflow.tracking import MlflowClient
+
+    assert MlflowClient(platform.settings.mlflow_url).get_experiment_by_name(name) is not None
     cookie = browser.get_cookie(COOKIE_NAME)
     assert cookie and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     assert cookie["path"] == "/"
