@@ -359,3 +359,35 @@ def test_nginx_never_passes_a_clients_identity_headers(settings: Settings, mlflo
             if any("auth_request /_auth/" in line for line in lines):
                 assert "proxy_set_header X-NeuroNova-User $nn_user;" in own, head
     assert checked >= 5
+
+
+def test_mlflow_service_settings(settings: Settings) -> None:
+    from neuronova_lib.stack.services import mlflow_service, platform_services
+
+    public = settings.model_copy(update={"public_url": "https://pacs.example.org/nn",
+                                         "mlflow_port": 18103})
+    service = mlflow_service(public)
+    argv = service.argv
+    option = {argv[i]: argv[i + 1] for i in range(len(argv) - 1) if argv[i].startswith("--")}
+    assert option["--static-prefix"] == "/mlflow" and option["--host"] == "127.0.0.1"
+    assert option["--backend-store-uri"] == f"sqlite:///{settings.home / 'mlflow' / 'mlflow.db'}"
+    assert option["--artifacts-destination"] == str(settings.home / "mlflow" / "artifacts")
+    assert option["--cors-allowed-origins"] == "https://pacs.example.org"
+    hosts = option["--allowed-hosts"].split(",")
+    assert {"127.0.0.1:*", "localhost", "pacs.example.org", "pacs.example.org:*"} <= set(hosts)
+    assert service.env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert service.env["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert service.ports == [("127.0.0.1", 18103, "NEURONOVA_MLFLOW_PORT")]
+    assert public.mlflow_url == "http://127.0.0.1:18103/mlflow"
+
+    elsewhere = settings.model_copy(update={
+        "mlflow_backend_store_uri": "postgresql://mlflow:pw@db.example.org/mlflow",
+        "mlflow_artifacts_destination": "s3://models/neuronova"})
+    argv = mlflow_service(elsewhere).argv
+    assert argv[argv.index("--backend-store-uri") + 1].startswith("postgresql://")
+    assert argv[argv.index("--artifacts-destination") + 1] == "s3://models/neuronova"
+
+    names = [s.name for s in platform_services(settings)]
+    assert "mlflow" in names and names.index("mlflow") < names.index("nginx")
+    off = settings.model_copy(update={"mlflow_enabled": False})
+    assert "mlflow" not in [s.name for s in platform_services(off)]
