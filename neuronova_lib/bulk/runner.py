@@ -215,11 +215,9 @@ def local_client(workers: int | None = None, **cluster_kwargs: Any) -> Iterator[
     percent and tells nothing here. This is the cluster ``neuronova
     transcode`` starts without ``--scheduler``.
 
-    Worker processes are not daemonic (``distributed.worker.daemon: False``):
-    each starts the ingest gate's checker as a child process, which a daemonic
-    process may not do. The setting stays in force while the cluster runs, so
-    that workers a ``Client.restart`` starts get it too; the checkers end with
-    their worker.
+    Worker processes are Dask's defaults (daemonic): the ingest gate's checker
+    is a program each worker starts with :mod:`subprocess`, which any process
+    may do; the checkers end with their worker.
 
     Parameters
     ----------
@@ -232,10 +230,8 @@ def local_client(workers: int | None = None, **cluster_kwargs: Any) -> Iterator[
     from distributed import Client, LocalCluster
 
     n = workers or os.cpu_count() or 1
-    # The nanny hands this configuration to each worker process it starts, and reads
-    # ``daemon`` whenever it starts one (a restart too): kept set for the cluster's life.
-    with dask.config.set({"distributed.worker.profile.enabled": False,
-                          "distributed.worker.daemon": False}):
+    # The nanny hands this configuration to each worker process it starts (a restart too).
+    with dask.config.set({"distributed.worker.profile.enabled": False}):
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                **cluster_kwargs)
         with cluster, Client(cluster) as client:
