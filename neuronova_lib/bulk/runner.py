@@ -241,13 +241,22 @@ def local_client(workers: int | None = None, **cluster_kwargs: Any) -> Iterator[
 
 
 def _shared_paths(sources: Sequence[Source]) -> list[str]:
-    """The folders the workers must see for ``sources``: each folder, each file's folder."""
+    """What the workers must see for ``sources``: each folder with one file in it (a folder
+    that exists on a worker but is another, empty one is not the client's), each listed
+    file's folder with its first file."""
     paths: set[str] = set()
     for source in sources:
         if isinstance(source, FolderSource):
             paths.add(str(source.path))
+            for root, _dirs, files in os.walk(source.path):
+                if files:
+                    paths.add(os.path.join(root, sorted(files)[0]))
+                    break
         elif isinstance(source, FilesSource):
-            paths.update(str(path.parent) for path in source.paths)
+            first: dict[Path, Path] = {}
+            for path in source.paths:
+                first.setdefault(path.parent, path)
+            paths.update(str(p) for pair in first.items() for p in pair)
     return sorted(paths)
 
 

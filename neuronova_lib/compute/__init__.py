@@ -121,9 +121,10 @@ def platform_client(settings: Any, *, timeout: float = 30.0) -> Any:
 def dashboard_link(client: Any, settings: Any = None) -> str | None:
     """The dashboard of ``client``'s scheduler as users reach it, or ``None`` if it has none.
 
-    The platform's own scheduler is behind nginx (``<public URL>/dask/status``);
-    any other scheduler's link is Dask's, and only when it runs a dashboard
-    (``dask scheduler --no-dashboard`` has none).
+    The platform's own scheduler is behind nginx (``<public URL>/dask/status``).
+    Any other scheduler's link is Dask's, given only when that page answers: a
+    scheduler started with ``--no-dashboard`` still runs its HTTP server (and
+    reports its port), but serves no dashboard there.
     """
     try:
         info = client.scheduler_info(n_workers=0)
@@ -134,8 +135,12 @@ def dashboard_link(client: Any, settings: Any = None) -> str | None:
     if settings is not None and own_scheduler(settings) == client.scheduler.address:
         return f"{settings.public_url}{DASHBOARD_PREFIX}/status"
     try:
-        return str(client.dashboard_link)
-    except Exception:  # noqa: BLE001
+        link = str(client.dashboard_link)
+        import requests
+
+        answer = requests.get(link, timeout=3, allow_redirects=True)
+        return link if answer.status_code == 200 else None
+    except Exception:  # noqa: BLE001 - unreachable from here: no link to give
         return None
 
 
