@@ -363,7 +363,12 @@ def cmd_transcode(args: argparse.Namespace) -> int:
     from .config import get_settings
 
     # --workers asks for a LocalCluster of that size; otherwise the platform's cluster if any.
-    scheduler = (scheduler_for_run(get_settings(), args.scheduler)
+    from .stack.state import StackState
+
+    base = get_settings()
+    state = StackState.read(base)  # a running platform: the ports `up` used, not this shell's
+    platform = state.platform_settings(base) if state is not None else base
+    scheduler = (scheduler_for_run(platform, args.scheduler)
                  if args.scheduler or not args.workers else None)
     previous = signal.signal(signal.SIGINT, request_stop)
     try:
