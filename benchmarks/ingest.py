@@ -67,8 +67,8 @@ def _role(proc: psutil.Process) -> str:
         return "api"
     if "services.proxy" in command:
         return "guard"
-    if "multiprocessing" in command:
-        return "gate_workers"
+    if "multiprocessing" in command or "neuronova_lib.ingest.checker" in command:
+        return "gate_workers"  # the gate's checkers (before issue 16: multiprocessing children)
     return "other"
 
 

@@ -362,10 +362,21 @@ def cmd_transcode(args: argparse.Namespace) -> int:
         print("\nstopping: finishing the batches in flight (Ctrl-C again to abort now)",
               file=sys.stderr, flush=True)
 
+    from .compute import scheduler_for_run
+    from .config import get_settings
+
+    # --workers asks for a LocalCluster of that size; otherwise the platform's cluster if any.
+    from .stack.state import StackState
+
+    base = get_settings()
+    state = StackState.read(base)  # a running platform: the ports `up` used, not this shell's
+    platform = state.platform_settings(base) if state is not None else base
+    scheduler = (scheduler_for_run(platform, args.scheduler)
+                 if args.scheduler or not args.workers else None)
     previous = signal.signal(signal.SIGINT, request_stop)
     try:
         summary = transcode_sources(
-            args.sources, scheduler=args.scheduler, workers=args.workers,
+            args.sources, scheduler=scheduler, workers=args.workers,
             batch_size=args.batch, report_path=args.report, backup_dir=args.backup_dir,
             worker_orthanc_url=args.orthanc_url, route="transcode", sender=getpass.getuser(),
             dry_run=args.dry_run, progress=not args.quiet, stop=stop,
@@ -439,9 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
         "a re-run skips what is done. Exit 0 all good, 1 some failed, 2 usage, 130 stopped.")
     tc.add_argument("sources", nargs="+", metavar="SOURCE")
     tc.add_argument("--scheduler", metavar="tcp://HOST:PORT",
-                    help="an existing Dask scheduler (default: a LocalCluster)")
+                    help="an existing Dask scheduler (default: NEURONOVA_DASK_SCHEDULER, else "
+                    "the platform's own cluster when it runs, else a LocalCluster)")
     tc.add_argument("--workers", type=int, metavar="N",
-                    help="local worker processes (default: one per core)")
+                    help="a LocalCluster of N worker processes (default: one per core)")
     tc.add_argument("--batch", type=int, default=32, metavar="N", help="instances per task")
     tc.add_argument("--report", type=Path, metavar="PATH",
                     help="JSON report (default: $NEURONOVA_HOME/bulk/reports/RUN.json)")

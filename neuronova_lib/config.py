@@ -164,8 +164,35 @@ class Settings(BaseSettings):
     )
     dask_scheduler: str | None = Field(
         default=None,
-        description="tcp://host:port of a Dask scheduler for upload jobs; unset: a local "
-        "cluster (one worker process) is started for each job.",
+        description="tcp://host:port of an existing Dask scheduler: the platform's Dask work "
+        "(upload jobs, `neuronova transcode`, inference) runs there and `up` starts no "
+        "scheduler or workers of its own. Its workers need this package installed and must "
+        "reach the data dir and Orthanc.",
+    )
+    # The platform's own Dask cluster (neuronova_lib.compute), started by `up`.
+    dask_enabled: bool = Field(
+        default=True,
+        description="Start a Dask scheduler and workers with the platform (`dask scheduler`, "
+        "`dask worker`, loopback); off: upload jobs start a one-worker local cluster each. "
+        "Ignored when NEURONOVA_DASK_SCHEDULER is set.",
+    )
+    dask_port: int = Field(default=8104, description="The platform's Dask scheduler (loopback).")
+    dask_dashboard_port: int = Field(
+        default=8105,
+        description="The Dask dashboard (loopback); nginx serves it at /dask/ to admins and "
+        "scientists.",
+    )
+    dask_workers: int = Field(default=2, ge=1, le=256, description="Dask worker processes.")
+    dask_threads: int = Field(default=1, ge=1, le=256, description="Threads per Dask worker.")
+    dask_memory_limit: str = Field(
+        default="auto",
+        pattern=r"^(auto|0|[0-9]+(\.[0-9]+)?\s*([kKMGT]i?B)?)$",
+        description="Memory limit of each Dask worker (e.g. 4GiB; auto: the machine's memory "
+        "shared by the workers; 0: none).",
+    )
+    job_concurrency: int = Field(
+        default=4, ge=1, le=64,
+        description="Upload jobs the API drives at once (their work runs on the Dask cluster).",
     )
 
     # MLflow tracking server (neuronova_lib.stack.services.mlflow_service), behind nginx at

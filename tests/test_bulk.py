@@ -409,24 +409,28 @@ def test_the_gate_follows_the_limits_in_the_config(tmp_path: Path) -> None:
         close_gate()
 
 
-def _in_a_daemonic_process(item: Item, config: WorkerConfig, out: object) -> None:
-    out.put(process_item(item, config, _NOWHERE).as_dict())  # type: ignore[attr-defined]
+def _in_a_daemonic_process(items: list[Item], config: WorkerConfig, out: object) -> None:
+    assert multiprocessing.current_process().daemon
+    out.put([process_item(item, config, _NOWHERE).as_dict()  # type: ignore[attr-defined]
+             for item in items])
 
 
 @pytest.mark.e2e  # starts processes
-def test_a_daemonic_worker_fails_the_files_with_what_to_do(tmp_path: Path) -> None:
-    """Dask's default (daemonic worker processes) cannot start the gate's checker."""
-    item = _file(tmp_path, "mr.dcm", mr())
+def test_a_daemonic_worker_runs_the_gate(tmp_path: Path) -> None:
+    """Dask's default (daemonic worker processes) runs the gate's checker program."""
+    bad, reason = bad_inputs()["bits_allocated_0"]
+    items = [_file(tmp_path, "mr.dcm", mr()), _file_path(tmp_path / "bad.dcm", bad)]
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    proc = ctx.Process(target=_in_a_daemonic_process, args=(item, _config(tmp_path), out),
+    proc = ctx.Process(target=_in_a_daemonic_process, args=(items, _config(tmp_path), out),
                        daemon=True)
     proc.start()
-    result = out.get(timeout=120)
+    good, refused = out.get(timeout=120)
     proc.join(30)
-    assert result["state"] == "failed" and result["reason"] == "gate_unavailable"
-    assert "DASK_DISTRIBUTED__WORKER__DAEMON=False" in result["message"]
-    assert _quarantine(tmp_path).list() == []  # not the file's fault: not quarantined
+    # Accepted by the gate: it gets as far as Orthanc (which is not there).
+    assert (good["state"], good["reason"]) == ("failed", "orthanc_unavailable"), good
+    assert (refused["state"], refused["reason"]) == ("failed", reason), refused
+    assert _quarantine(tmp_path).get(refused["quarantine_sha256"]) is not None
 
 
 @pytest.mark.e2e  # starts processes

@@ -33,7 +33,7 @@ def _multipart_body(response: requests.Response) -> bytes:
 
 def test_up_serves_demo_data_and_stops_cleanly(tmp_path: Path) -> None:
     ports = {name: free_port() for name in ("PORT", "API_PORT", "PROXY_PORT", "ORTHANC_PORT",
-                                              "MLFLOW_PORT")}
+                                              "MLFLOW_PORT", "DASK_PORT", "DASK_DASHBOARD_PORT")}
     env = {**os.environ, "NEURONOVA_HOME": str(tmp_path / "home"), "NEURONOVA_DEMO_SIZE": "small",
            **{f"NEURONOVA_{k}": str(v) for k, v in ports.items()}}
     env.pop("NEURONOVA_DEMO_PASSWORD", None)
@@ -98,7 +98,8 @@ def test_up_serves_demo_data_and_stops_cleanly(tmp_path: Path) -> None:
 
         status = subprocess.run([*NEURONOVA, "status"], env=env, capture_output=True, text=True)
         assert status.returncode == 0, status.stdout + status.stderr
-        assert status.stdout.count("healthy") == 6  # orthanc, proxy, api, mlflow, nginx-log, nginx
+        # orthanc, dask-scheduler, dask-worker, proxy, api, mlflow, nginx-log, nginx
+        assert status.stdout.count("healthy") == 8
     finally:
         if up.poll() is None:
             up.send_signal(signal.SIGINT)  # what Ctrl-C sends
@@ -136,7 +137,7 @@ def _shell_without_ports(home: Path) -> dict[str, str]:
 def test_status_and_down_find_the_platform_from_its_data_dir(tmp_path: Path) -> None:
     home = tmp_path / "home"
     ports = {name: free_port() for name in ("PORT", "API_PORT", "PROXY_PORT", "ORTHANC_PORT",
-                                              "MLFLOW_PORT")}
+                                              "MLFLOW_PORT", "DASK_PORT", "DASK_DASHBOARD_PORT")}
     env = {**os.environ, "NEURONOVA_HOME": str(home),
            **{f"NEURONOVA_{k}": str(v) for k, v in ports.items()}}
     up = subprocess.Popen([*NEURONOVA, "up", "--no-demo"], env=env, stdout=subprocess.PIPE,
@@ -154,7 +155,7 @@ def test_status_and_down_find_the_platform_from_its_data_dir(tmp_path: Path) -> 
         status = subprocess.run([*NEURONOVA, "status"], env=other, capture_output=True,
                                 text=True, timeout=60)
         assert status.returncode == 0, status.stdout + status.stderr
-        assert status.stdout.count(" healthy ") == 6, status.stdout
+        assert status.stdout.count(" healthy ") == 8, status.stdout
         assert f"127.0.0.1:{ports['PORT']}/" in status.stdout
         state = json.loads((home / "run" / "stack.json").read_text())
         assert state["supervisor"] == up.pid
@@ -165,7 +166,7 @@ def test_status_and_down_find_the_platform_from_its_data_dir(tmp_path: Path) -> 
         misled = {**other, "NEURONOVA_PORT": str(free_port())}
         again = subprocess.run([*NEURONOVA, "status"], env=misled, capture_output=True,
                                text=True, timeout=60)
-        assert again.returncode == 0 and again.stdout.count(" healthy ") == 6, again.stdout
+        assert again.returncode == 0 and again.stdout.count(" healthy ") == 8, again.stdout
 
         down = subprocess.run([*NEURONOVA, "down"], env=other, capture_output=True, text=True,
                               timeout=120)
@@ -187,7 +188,7 @@ def test_status_and_down_find_the_platform_from_its_data_dir(tmp_path: Path) -> 
 def test_down_stops_services_left_by_a_killed_supervisor(tmp_path: Path) -> None:
     home = tmp_path / "home"
     ports = {name: free_port() for name in ("PORT", "API_PORT", "PROXY_PORT", "ORTHANC_PORT",
-                                              "MLFLOW_PORT")}
+                                              "MLFLOW_PORT", "DASK_PORT", "DASK_DASHBOARD_PORT")}
     env = {**os.environ, "NEURONOVA_HOME": str(home),
            **{f"NEURONOVA_{k}": str(v) for k, v in ports.items()}}
     up = subprocess.Popen([*NEURONOVA, "up", "--no-demo"], env=env, stdout=subprocess.PIPE,
@@ -206,7 +207,7 @@ def test_down_stops_services_left_by_a_killed_supervisor(tmp_path: Path) -> None
         down = subprocess.run([*NEURONOVA, "down"], env=other, capture_output=True, text=True,
                               timeout=120)
         assert down.returncode == 0, down.stdout + down.stderr
-        assert down.stdout.count("left running by a supervisor that is gone") == 6, down.stdout
+        assert down.stdout.count("left running by a supervisor that is gone") == 8, down.stdout
     finally:
         if up.poll() is None:
             up.kill()

@@ -31,7 +31,8 @@ from .manifest import Manifest, exclusive
 from .orthanc_source import OrthancAccess
 from .report import Progress, RunSummary, Tally, write_report
 from .results import InstanceResult, State
-from .sources import BackupSource, Item, OrthancSource, Source, iter_items, parse_source
+from .sources import (BackupSource, FilesSource, FolderSource, Item, OrthancSource, Source,
+                      iter_items, parse_source)
 from .worker import ROUTES, WorkerConfig, process_batch
 
 logger = logging.getLogger(__name__)
@@ -173,7 +174,8 @@ def transcode_sources(
                     backup_dir=str(backup_dir), syntax=syntax, route=route, sender=sender,
                 )
                 _process(
-                    manifest, run_id, todo, config, tally, info, client=client,
+                    manifest, run_id, todo, config, tally, info, settings=settings,
+                    shared=_shared_paths(parsed), client=client,
                     scheduler=scheduler, workers=workers, batch_size=batch_size,
                     batch_bytes=batch_bytes, max_attempts=max_attempts, say=say,
                     on_batch=on_batch, stop=stop,
@@ -215,11 +217,9 @@ def local_client(workers: int | None = None, **cluster_kwargs: Any) -> Iterator[
     percent and tells nothing here. This is the cluster ``neuronova
     transcode`` starts without ``--scheduler``.
 
-    Worker processes are not daemonic (``distributed.worker.daemon: False``):
-    each starts the ingest gate's checker as a child process, which a daemonic
-    process may not do. The setting stays in force while the cluster runs, so
-    that workers a ``Client.restart`` starts get it too; the checkers end with
-    their worker.
+    Worker processes are Dask's defaults (daemonic): the ingest gate's checker
+    is a program each worker starts with :mod:`subprocess`, which any process
+    may do; the checkers end with their worker.
 
     Parameters
     ----------
@@ -232,35 +232,73 @@ def local_client(workers: int | None = None, **cluster_kwargs: Any) -> Iterator[
     from distributed import Client, LocalCluster
 
     n = workers or os.cpu_count() or 1
-    # The nanny hands this configuration to each worker process it starts, and reads
-    # ``daemon`` whenever it starts one (a restart too): kept set for the cluster's life.
-    with dask.config.set({"distributed.worker.profile.enabled": False,
-                          "distributed.worker.daemon": False}):
+    # The nanny hands this configuration to each worker process it starts (a restart too).
+    with dask.config.set({"distributed.worker.profile.enabled": False}):
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                **cluster_kwargs)
         with cluster, Client(cluster) as client:
             yield client
 
 
+def _shared_paths(sources: Sequence[Source]) -> list[str]:
+    """What the workers must see for ``sources``: each folder with one file in it (a folder
+    that exists on a worker but is another, empty one is not the client's), each listed
+    file's folder with its first file."""
+    paths: set[str] = set()
+    for source in sources:
+        if isinstance(source, FolderSource):
+            paths.add(str(source.path))
+            for root, _dirs, files in os.walk(source.path):
+                if files:
+                    paths.add(os.path.join(root, sorted(files)[0]))
+                    break
+        elif isinstance(source, FilesSource):
+            first: dict[Path, Path] = {}
+            for path in source.paths:
+                first.setdefault(path.parent, path)
+            paths.update(str(p) for pair in first.items() for p in pair)
+    return sorted(paths)
+
+
 @contextmanager
-def _dask_client(client: Any, scheduler: str | None, workers: int | None) -> Iterator[Any]:
-    """The client to use: the caller's, one for ``scheduler``, or a local cluster's."""
+def _dask_client(client: Any, scheduler: str | None,
+                 workers: int | None) -> Iterator[tuple[Any, bool]]:
+    """The client to use (the caller's, one for ``scheduler``, or a local cluster's), and
+    whether it is a cluster started here (whose workers are this environment)."""
     if client is not None:
-        yield client
+        yield client, False
         return
     if scheduler:
         from distributed import Client
 
-        with Client(scheduler) as remote:
-            yield remote
+        try:
+            remote = Client(scheduler, timeout=30, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise BulkSetupError(f"the Dask scheduler at {scheduler} does not answer ({exc}); "
+                                 "check the address (tcp://host:port)") from exc
+        with remote:
+            yield remote, False
         return
     with local_client(workers) as local:
-        yield local
+        yield local, True
+
+
+def _check_cluster(dask: Any, shared: Sequence[str]) -> None:
+    """Before the first task on a cluster not started here: the workers run this package at
+    this version, and see the files to read (see :mod:`neuronova_lib.compute`)."""
+    from neuronova_lib.compute import PathsNotShared, WorkerMismatch, check_paths, check_workers
+
+    try:
+        check_workers(dask)
+        check_paths(dask, shared)
+    except (WorkerMismatch, PathsNotShared) as exc:
+        raise BulkSetupError(str(exc)) from exc
 
 
 def _process(
     manifest: Manifest, run_id: str, todo: int, config: WorkerConfig, tally: Tally,
-    info: dict[str, Any], *, client: Any, scheduler: str | None, workers: int | None,
+    info: dict[str, Any], *, settings: Settings, shared: Sequence[str], client: Any,
+    scheduler: str | None, workers: int | None,
     batch_size: int, batch_bytes: int, max_attempts: int, say: Progress | None,
     on_batch: BatchCallback | None, stop: threading.Event | None,
 ) -> None:
@@ -268,15 +306,20 @@ def _process(
     from distributed import as_completed
 
     t0 = time.perf_counter()
-    with _dask_client(client, scheduler, workers) as dask:
+    from neuronova_lib.compute import dashboard_link
+
+    with _dask_client(client, scheduler, workers) as (dask, started_here):
+        if not started_here:
+            _check_cluster(dask, shared)
         info["cluster_s"] = time.perf_counter() - t0
         info["scheduler"] = dask.scheduler.address
-        info["dashboard"] = dask.dashboard_link
+        info["dashboard"] = dashboard_link(dask, settings)
         threads = _threads(dask)
         info["workers"] = threads
         if say:
-            say.message(f"Dask dashboard: {info['dashboard']}  (scheduler {info['scheduler']}, "
-                        f"{threads} worker threads)")
+            board = f"Dask dashboard: {info['dashboard']}" if info["dashboard"] else \
+                "Dask: the scheduler runs no dashboard"
+            say.message(f"{board}  (scheduler {info['scheduler']}, {threads} worker threads)")
             say.start(todo)
         else:
             logger.info("Dask dashboard: %s", info["dashboard"])

@@ -25,16 +25,15 @@ from the config), its sha256 in the result. The exception is ``not_dicom``
 and left where it is; from an upload (``route == "upload"``) it is
 refused and quarantined too, so that what was sent stays on record.
 
-Each Dask worker process starts one gate with one checker process
-(parallelism comes from the Dask workers), built from the limits carried in
+Each Dask worker process starts one gate with one checker (parallelism comes
+from the Dask workers), built from the limits carried in
 :class:`WorkerConfig`, so workers need none of the caller's settings. The
-checker is a *spawned* child process, which a daemonic process may not have:
-Dask workers must run with ``distributed.worker.daemon: False``
-(:func:`~neuronova_lib.bulk.runner.local_client` sets it; for ``dask worker``
-/ ``dask-jobqueue`` / Kubernetes workers set
-``DASK_DISTRIBUTED__WORKER__DAEMON=False``), otherwise every file fails with
-``gate_unavailable`` and a message saying so. The checker is stopped when
-the worker process exits (and exits by itself when its parent dies).
+checker is a program of its own (``python -m neuronova_lib.ingest.checker``,
+see :mod:`neuronova_lib.ingest.sandbox`), started with :mod:`subprocess`, so
+it runs in any Dask worker as it comes: daemonic (Dask's default, and what
+``dask worker``, dask-gateway, dask-kubernetes and dask-jobqueue start) or
+not. It stays warm across files and tasks, is started again after a crash or a
+timeout, and ends with its worker process.
 
 A SOP Instance UID is unique in the archive (:mod:`neuronova_lib.ingest.uniqueness`).
 When Orthanc already holds the UID, :func:`neuronova_lib.ingest.same_instance`
@@ -82,7 +81,6 @@ import atexit
 import hashlib
 import io
 import logging
-import multiprocessing
 import os
 import socket
 import threading
@@ -195,17 +193,8 @@ class WorkerConfig:
 
 # ---------------------------------------------------------------- the gate, one per process
 
-#: Start Dask workers that may start the gate's checker process like this.
-DAEMON_HINT = (
-    "the ingest gate checks every file in a spawned checker process, which a daemonic Dask "
-    "worker may not start; start the workers with DASK_DISTRIBUTED__WORKER__DAEMON=False "
-    "(or dask config distributed.worker.daemon: false), then run again"
-)
-
-
 class GateUnavailable(RuntimeError):
-    """This process cannot run the ingest gate (a daemonic Dask worker, a checker that
-    does not start)."""
+    """This process cannot run the ingest gate (its checker program does not start)."""
 
 
 _gate_lock = threading.Lock()
@@ -213,21 +202,13 @@ _gate: tuple[GateConfig, Gate] | None = None
 
 
 def gate_for(config: WorkerConfig) -> Gate:
-    """This process's gate for ``config``'s limits, created on first use.
-
-    Raises
-    ------
-    GateUnavailable
-        In a daemonic process (a Dask worker started without
-        ``distributed.worker.daemon: False``), which may not start the checker.
-    """
+    """This process's gate for ``config``'s limits, created on first use (its checker
+    starts with the first file)."""
     global _gate
     key = config.gate
     with _gate_lock:
         if _gate is not None and _gate[0] == key:
             return _gate[1]
-        if multiprocessing.current_process().daemon:
-            raise GateUnavailable(f"this Dask worker process is daemonic: {DAEMON_HINT}")
         if _gate is not None:  # other limits: a new gate, the old one stopped
             _gate[1].close()
         gate = Gate.from_config(key)  # one checker (for_settings): Dask workers give parallelism
@@ -250,11 +231,7 @@ atexit.register(close_gate)
 def _check(config: WorkerConfig, data: bytes) -> Verdict:
     try:
         return gate_for(config).check(data)
-    except GateUnavailable:
-        raise
-    except AssertionError as exc:  # multiprocessing: "daemonic processes are not allowed..."
-        raise GateUnavailable(f"{exc}: {DAEMON_HINT}") from exc
-    except RuntimeError as exc:  # the checker did not start
+    except (RuntimeError, OSError) as exc:  # the checker program did not start
         raise GateUnavailable(f"the ingest gate's checker did not start ({exc}); see the "
                               "worker's log") from exc
 

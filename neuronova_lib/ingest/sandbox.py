@@ -1,55 +1,60 @@
-"""Run :mod:`.checks` on untrusted bytes in resource-limited worker processes.
+"""Run :mod:`.checks` on untrusted bytes in resource-limited checker processes.
 
 A file built to crash or hang a parser must not take the caller down, so the
-checks run in a small pool of long-lived worker processes (``spawn``: no
-state, locks or threads inherited from the caller), each with
+checks run in a small pool of long-lived checker processes, each a program of
+its own (``python -m neuronova_lib.ingest.checker``, started with
+:mod:`subprocess`; the protocol is in :mod:`.checker`), with
 
 * ``RLIMIT_AS`` (address space) and ``RLIMIT_CORE`` 0, set once at start;
 * ``RLIMIT_CPU`` re-armed before each file at *CPU used so far + the per-file
   budget*, so a busy loop is killed by the kernel (``SIGXCPU``);
-* a wall-clock timeout enforced by the caller, which kills the worker.
+* a wall-clock timeout enforced by the caller, which kills the checker.
 
-A worker that died or was killed is replaced, and the file becomes a refusal:
+A separate program, not a ``multiprocessing`` child, so that any process may
+run the gate: a daemonic one too, such as a Dask worker as ``dask worker``,
+dask-gateway or dask-kubernetes start it. A checker stays warm across files;
+one that died or was killed is replaced, and the file becomes a refusal:
 ``checker_crashed``, ``checker_timeout`` or ``checker_out_of_memory``.
 
 :class:`Gate` is the public face::
 
     with Gate(settings) as gate:
         verdict = gate.check(data)
-        verdicts = gate.check_many([a, b, c])   # in parallel, one per worker
+        verdicts = gate.check_many([a, b, c])   # in parallel, one per checker
 
-Workers are started with ``spawn``, which re-imports the caller's ``__main__``
-module in each worker: a script that builds a :class:`Gate` at import time
-needs the usual ``if __name__ == "__main__":`` guard (services under uvicorn
-and pytest are fine). Extra checks are pickled by name, so they must be
-importable module-level functions.
+Extra checks are pickled by name, so they must be importable module-level
+functions (the checker is given the caller's ``sys.path``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-import multiprocessing
+import os
+import pickle
 import queue
-import resource
+import select
 import signal
+import subprocess
+import sys
 import threading
 import time
-import warnings
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from neuronova_lib.config import default
-from neuronova_lib.uids import valid_uid
 
-from .checks import Limits, Refusal, check_dataset, check_preamble, parse, scan_raw
+from .framing import HEADER
+from .checks import Limits, Refusal, check_preamble
 
 logger = logging.getLogger(__name__)
 
-#: An extra check run in the worker after the built-in ones: ``fn(dataset, data)``; it
+#: An extra check run in the checker after the built-in ones: ``fn(dataset, data)``; it
 #: refuses by raising :class:`~.checks.Refusal`. Must be importable (pickled by name).
 ExtraCheck = Callable[[Any, bytes], None]
 
@@ -103,152 +108,114 @@ class GateConfig:
         return cls(**{**values, **overrides})
 
 
-# --------------------------------------------------------------------------- worker side
-
-
-def _set_limits(memory_bytes: int) -> None:
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    limit = memory_bytes if hard == resource.RLIM_INFINITY else min(memory_bytes, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-
-def _arm_cpu(cpu_seconds: int) -> None:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    used = usage.ru_utime + usage.ru_stime
-    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    soft = int(used) + cpu_seconds + 1
-    if hard != resource.RLIM_INFINITY:
-        soft = min(soft, hard)
-    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
-
-
-def _identity(ds: Any) -> tuple[str | None, str | None, str | None]:
-    """SOP Class, SOP Instance and Study UIDs of a refused file, where they are valid UIDs.
-
-    A STOW-RS answer names each failed instance by its UIDs when it can.
-    """
-    found: list[str | None] = []
-    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"):
-        try:
-            text = str(ds.get(keyword, "") or "").strip("\x00 ") if ds is not None else ""
-        except Exception:  # noqa: BLE001 - a broken element just means "unknown"
-            text = ""
-        found.append(text if valid_uid(text) else None)
-    return found[0], found[1], found[2]
-
-
-def _check_in_worker(data: bytes, limits: Limits, extra: Sequence[ExtraCheck]) -> tuple:
-    ds = None
-    try:
-        scan = scan_raw(data, limits)
-        ds = parse(data)
-        accepted = check_dataset(ds, scan, limits)
-        for fn in extra:
-            fn(ds, data)
-    except Refusal as refusal:
-        return ("refused", refusal.reason, refusal.message, *_identity(ds))
-    except MemoryError:
-        return ("refused", "checker_out_of_memory", "the checker ran out of memory")
-    except RecursionError:
-        return ("refused", "nesting_too_deep", "structure too deep for the parser")
-    except Exception as exc:  # noqa: BLE001 - a checker bug must still answer
-        return ("refused", "checker_crashed",
-                f"checker error {type(exc).__name__}: {str(exc)[:300]}")
-    return ("accepted", accepted.sop_class_uid, accepted.sop_instance_uid, accepted.study_uid,
-            accepted.series_uid, accepted.transfer_syntax, accepted.patient_id)
-
-
-def _worker_main(conn: Any, limits: Limits, memory_bytes: int, cpu_seconds: int,
-                 extra: Sequence[ExtraCheck]) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller decides when we stop
-    _set_limits(memory_bytes)
-    # Malformed input is the normal case here: pydicom's warnings would only flood stderr.
-    warnings.simplefilter("ignore")
-    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
-    import pydicom  # noqa: F401 - warm imports before the first file
-
-    from neuronova_lib import htj2k
-
-    htj2k.register()  # HTJ2K pixel data decode through the platform's codec
-
-    conn.send(("ready",))
-    while True:
-        try:
-            data = conn.recv_bytes()
-        except (EOFError, OSError):
-            return
-        if not data:
-            return
-        _arm_cpu(cpu_seconds)
-        # The digest is taken here, beside the checks, so the caller's process spends no
-        # CPU on it (on a small machine the caller shares its cores with Orthanc).
-        sha = hashlib.sha256(data).hexdigest()
-        result = _check_in_worker(data, limits, extra)
-        del data
-        try:
-            conn.send((sha, result))
-        except MemoryError:
-            conn.send((sha, ("refused", "checker_out_of_memory", "the checker ran out of memory")))
-
-
 # --------------------------------------------------------------------------- caller side
 
 
+def _child_env() -> dict[str, str]:
+    """The caller's environment, with this checkout first on ``PYTHONPATH`` (``-m`` finds it)."""
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
 class _Worker:
-    def __init__(self, ctx: Any, args: tuple) -> None:
-        self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_worker_main, args=(child, *args), daemon=True,
-                                name="neuronova-ingest-worker")
-        self.proc.start()
-        child.close()
-        if not self.conn.poll(_STARTUP_TIMEOUT):
-            self.kill()
-            raise RuntimeError("ingest worker did not start")
+    """One checker program and its pipes; used by one thread at a time."""
+
+    def __init__(self, args: tuple) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "neuronova_lib.ingest.checker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, close_fds=True,
+            env=_child_env(),
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._in, self._out = self.proc.stdin.fileno(), self.proc.stdout.fileno()
         try:
-            self.conn.recv()
-        except EOFError:
+            self._send(json.dumps([p for p in sys.path if isinstance(p, str)]).encode())
+            self._send(pickle.dumps(args))
+            ready = self._recv(time.monotonic() + _STARTUP_TIMEOUT)
+        except (OSError, EOFError):
+            ready = b""
+        if ready != b'["ready"]':
             self.kill()
-            raise RuntimeError(f"ingest worker died at start (exit {self.proc.exitcode})") \
-                from None
+            why = "did not start in time" if ready is None else \
+                f"died at start (exit {self.proc.returncode})"
+            raise RuntimeError(f"ingest checker {why}")
 
     @property
     def alive(self) -> bool:
-        return self.proc.is_alive()
+        return self.proc.poll() is None
+
+    def _send(self, payload: bytes | memoryview) -> None:
+        os.write(self._in, HEADER.pack(len(payload)))
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(self._in, view):]
+
+    def _recv(self, deadline: float) -> bytes | None:
+        """One frame; ``None`` when the deadline passed first; ``EOFError`` if it died."""
+        buffer = bytearray()
+        need, sized = HEADER.size, False
+        while True:
+            while len(buffer) < need:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self._out], [], [], left)[0]:
+                    return None
+                chunk = os.read(self._out, max(65536, need - len(buffer)))
+                if not chunk:
+                    raise EOFError
+                buffer += chunk
+            if sized:
+                return bytes(buffer[HEADER.size:need])
+            need, sized = HEADER.size + HEADER.unpack_from(buffer)[0], True
 
     def kill(self) -> None:
-        if self.proc.is_alive():
+        if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.join(5)
-        self.conn.close()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
     def stop(self) -> None:
         try:
-            self.conn.send_bytes(b"")
+            self._send(b"")
         except OSError:
             pass
-        self.proc.join(2)
+        try:
+            self.proc.wait(2)
+        except subprocess.TimeoutExpired:
+            pass
         self.kill()
 
     def run(self, data: bytes, timeout: float) -> tuple[str | None, tuple]:
-        """``(sha256, answer)`` from the worker; ``(None, refusal)`` when it died or timed out."""
+        """``(sha256, answer)`` from the checker; ``(None, refusal)`` when it died or timed out."""
         deadline = time.monotonic() + timeout
         try:
-            self.conn.send_bytes(data)
-            ready = self.conn.poll(max(0.0, deadline - time.monotonic()))
-        except (BrokenPipeError, ConnectionResetError, EOFError):
-            ready = True  # the recv below finds out
-        if not ready:
+            self._send(data)
+            reply = self._recv(deadline)
+        except OSError:  # a broken pipe: it died; the exit code says how
+            reply = b""
+        except EOFError:
+            reply = b""
+        if reply is None:
             self.kill()
             return None, ("refused", "checker_timeout",
-                          f"checking took longer than {timeout:g} s; the worker was killed")
+                          f"checking took longer than {timeout:g} s; the checker was killed")
+        if reply:
+            try:
+                sha, answer = json.loads(reply)
+                return str(sha), tuple(answer)
+            except (ValueError, TypeError):
+                self.kill()
+                return None, ("refused", "checker_crashed", "the checker answered nonsense")
         try:
-            sha, answer = self.conn.recv()
-            return sha, answer
-        except (EOFError, OSError):
-            pass
-        self.proc.join(5)
-        code = self.proc.exitcode
+            code = self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            code = None
         self.kill()
         if code == -signal.SIGXCPU:
             return None, ("refused", "checker_timeout", "the checker ran past its CPU time limit")
@@ -301,7 +268,6 @@ class Gate:
         self.timeout = float(timeout)
         self.size = int(workers)
         self._args = (limits, int(memory_bytes), int(cpu_seconds), tuple(extra_checks))
-        self._ctx = multiprocessing.get_context("spawn")
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._all: list[_Worker] = []
         self._lock = threading.Lock()
@@ -324,7 +290,7 @@ class Gate:
                     self._started += 1
             if grow:
                 try:
-                    worker = _Worker(self._ctx, self._args)
+                    worker = _Worker(self._args)
                 except BaseException:
                     with self._lock:
                         self._started -= 1
@@ -346,7 +312,7 @@ class Gate:
             if worker in self._all:
                 self._all.remove(worker)
             self._started -= 1
-        logger.warning("ingest worker died; a new one starts on demand")
+        logger.warning("ingest checker died; a new one starts on demand")
 
     def check(self, data: bytes | bytearray | memoryview) -> Verdict:
         """Check one file; never raises for anything the bytes contain."""

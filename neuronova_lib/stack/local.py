@@ -46,6 +46,12 @@ def local_settings(home: Path, **overrides: object) -> Settings:
         "orthanc_port": free_port(),
         "dicom_port": free_port(),
         "mlflow_port": free_port(),
+        "dask_port": free_port(),
+        "dask_dashboard_port": free_port(),
+        # Dask's scheduler and workers cost seconds and memory at each start: a test asks
+        # for them (dask_enabled=True); without, upload jobs start a local cluster each.
+        "dask_enabled": False,
+        "dask_workers": 1,
         # Tests send bursts from one address; keep rate limiting on, but roomy.
         "api_rate": "200r/s",
         "api_burst": 400,

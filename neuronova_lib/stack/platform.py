@@ -117,8 +117,10 @@ def load_demo(settings: Settings, folder: Path) -> str:
         result = load_folder(settings, folder, htj2k=False, progress=True)
         return f"{result['files']} instances, uncompressed ({folder})"
     from ..bulk import transcode_sources
+    from ..compute import scheduler_for_run
 
     summary = transcode_sources(dicom_dirs, settings=settings, route="demo",
+                                scheduler=scheduler_for_run(settings),
                                 sender="neuronova-demo", progress=True)
     if summary.exit_code != 0:
         log.warning("demo transcoding: %s (report: %s)", summary.line(), summary.report)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jinja2
 
+from ..compute import own_scheduler
 from ..config import REPO_ROOT, Settings
 from ..security.secret_store import ensure_private_dir, orthanc_service_account
 from .nginx_log import check_socket_path
@@ -160,5 +161,7 @@ def render_nginx(settings: Settings) -> Path:
         retry_after=settings.retry_after,
         mlflow_enabled=settings.mlflow_enabled,
         mlflow_port=settings.mlflow_port,
+        # The dashboard of the Dask cluster `up` runs (none for an external scheduler).
+        dask_dashboard_port=settings.dask_dashboard_port if own_scheduler(settings) else None,
     )
     return _write_private(settings.run_dir / "nginx.conf", text)

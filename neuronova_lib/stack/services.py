@@ -10,12 +10,17 @@ from urllib.parse import urlsplit
 
 import requests
 
+from ..compute import DASHBOARD_PREFIX, own_scheduler
 from ..config import REPO_ROOT, Settings
 from ..security.secret_store import orthanc_service_account
 from .render import nginx_log_socket, render_nginx, render_orthanc
 from .supervisor import Service
 
 PROBE_TIMEOUT = 2.0
+#: Dask's statistical profiler samples each running task every 10 ms and tells nothing
+#: here (CPU-bound codecs); its own logs at INFO narrate every start and stop.
+DASK_ENV = {"DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
+            "DASK_LOGGING__DISTRIBUTED": "warning"}
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -191,9 +196,64 @@ def nginx_service(settings: Settings) -> Service:
     )
 
 
+def _dask_json(settings: Settings, path: str) -> dict:
+    url = f"http://127.0.0.1:{settings.dask_dashboard_port}{DASHBOARD_PREFIX}/json/{path}"
+    answer = requests.get(url, timeout=PROBE_TIMEOUT)
+    answer.raise_for_status()
+    return dict(answer.json())
+
+
+def dask_scheduler_service(settings: Settings) -> Service:
+    """The platform's Dask scheduler (Dask's own ``dask scheduler``), loopback only.
+
+    Its dashboard listens on loopback under ``/dask`` so that nginx serves it at
+    ``/dask/`` (to admins and scientists); healthy when the dashboard answers.
+    """
+    return Service(
+        name="dask-scheduler",
+        argv=[sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1",
+              "--port", str(settings.dask_port),
+              "--dashboard-address", f"127.0.0.1:{settings.dask_dashboard_port}",
+              "--dashboard-prefix", DASHBOARD_PREFIX, "--no-jupyter"],
+        env={**settings_env(settings), **DASK_ENV},
+        cwd=REPO_ROOT,
+        health=lambda: "workers" in _dask_json(settings, "counts.json"),
+        ports=[("127.0.0.1", settings.dask_port, "NEURONOVA_DASK_PORT"),
+               ("127.0.0.1", settings.dask_dashboard_port, "NEURONOVA_DASK_DASHBOARD_PORT")],
+    )
+
+
+def dask_worker_service(settings: Settings) -> Service:
+    """The platform's Dask workers (``dask worker``: one nanny, ``NEURONOVA_DASK_WORKERS``
+    processes as Dask starts them, daemonic); healthy when all joined the scheduler."""
+    local = settings.run_dir / "dask-worker"
+    return Service(
+        name="dask-worker",
+        argv=[sys.executable, "-m", "dask", "worker", f"tcp://127.0.0.1:{settings.dask_port}",
+              "--host", "127.0.0.1", "--nworkers", str(settings.dask_workers),
+              "--nthreads", str(settings.dask_threads),
+              "--memory-limit", settings.dask_memory_limit, "--no-dashboard",
+              "--local-directory", str(local), "--name", "neuronova"],
+        env={**settings_env(settings), **DASK_ENV},
+        cwd=REPO_ROOT,
+        prepare=lambda: local.mkdir(parents=True, exist_ok=True),
+        health=lambda: _dask_json(settings, "counts.json").get("workers", 0)
+        >= settings.dask_workers,
+        start_timeout=120.0,
+    )
+
+
 def platform_services(settings: Settings) -> list[Service]:
-    """Start order: the store first, the gateways last (so users never see half a platform)."""
-    services = [orthanc_service(settings), proxy_service(settings), api_service(settings)]
+    """Start order: the store first, the gateways last (so users never see half a platform).
+
+    Dask (scheduler, then workers) starts before the API, whose upload jobs use it;
+    not at all when ``NEURONOVA_DASK_SCHEDULER`` names another cluster or
+    ``NEURONOVA_DASK_ENABLED`` is off.
+    """
+    services = [orthanc_service(settings)]
+    if own_scheduler(settings):
+        services += [dask_scheduler_service(settings), dask_worker_service(settings)]
+    services += [proxy_service(settings), api_service(settings)]
     if settings.dicom_enabled:
         services.append(dicom_service(settings))
     if settings.mlflow_enabled:

@@ -22,7 +22,9 @@ from ..config import Settings
 
 #: The settings ``status`` needs to probe what ``up`` started; no secrets among them.
 RECORDED_SETTINGS = ("host", "port", "public_url", "api_port", "proxy_port", "orthanc_port",
-                     "dicom_enabled", "dicom_host", "dicom_port", "mlflow_enabled", "mlflow_port")
+                     "dicom_enabled", "dicom_host", "dicom_port", "mlflow_enabled", "mlflow_port",
+                     "dask_enabled", "dask_scheduler", "dask_port", "dask_dashboard_port",
+                     "dask_workers")
 
 
 def state_path(settings: Settings) -> Path:

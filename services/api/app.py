@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         upgrade_database(settings.sqlalchemy_url)
         app.state.sessions = session_factory(settings.sqlalchemy_url)
         app.state.tokens = token_service(settings)
-        # Uploads are transcoded by one background thread; it resumes unfinished jobs.
+        # Upload jobs run on the Dask cluster, several at once; unfinished ones resume.
         app.state.jobs = JobRunner(settings, app.state.sessions)
         app.state.jobs.start()
         # Quarantine retention: purged now, then hourly by a thread that stops with the app.

@@ -1,11 +1,15 @@
-"""Background jobs of the API: uploads handed to the bulk transcoder, one at a time.
+"""Background jobs of the API: uploads handed to the bulk transcoder on the Dask cluster.
 
-:class:`JobRunner` owns one daemon thread and a queue of job ids. The upload
-route saves the files, adds a ``queued`` :class:`~neuronova_lib.db.models.Job`
-row and calls :meth:`JobRunner.submit`; the thread runs
-:func:`neuronova_lib.bulk.transcode_sources` on the job's folder and writes
-the outcome to the row (``running`` → ``done`` or ``failed``) and an audit
-record. Requests are never blocked: they only read the row.
+The upload route saves the files, adds a ``queued``
+:class:`~neuronova_lib.db.models.Job` row and calls :meth:`JobRunner.submit`.
+Up to ``NEURONOVA_JOB_CONCURRENCY`` jobs run at once, each driven by a thread
+of the API that submits the job's instances to the platform's Dask cluster
+(:func:`neuronova_lib.compute.scheduler_for_run`: ``NEURONOVA_DASK_SCHEDULER``,
+or the scheduler ``up`` runs) and records the outcome on the row
+(``running`` → ``done`` or ``failed``) and in an audit record. The work
+itself (reading, the ingest gate, transcoding, storing) runs on the Dask
+workers, never in the API process; requests are never blocked: they only read
+the row.
 
 Every uploaded file passes the ingest gate on the Dask worker before it is
 parsed; a refused file (any gate reason, ``not_dicom`` included, or a SOP
@@ -13,10 +17,11 @@ Instance UID that Orthanc holds as a different instance) is a failure of the
 job and is kept in the quarantine with route ``upload`` and the uploading
 admin as sender.
 
-Without ``NEURONOVA_DASK_SCHEDULER`` each job starts its own ``LocalCluster``
-with one worker process (a few seconds per job, paid before the first
-instance); with it, jobs go to that scheduler's workers, which must reach the
-data dir (the upload folder) and Orthanc.
+Without a cluster (``NEURONOVA_DASK_ENABLED=false`` and no scheduler, as in
+tests that need no Dask) each job starts its own ``LocalCluster`` with one
+worker process, and jobs run one at a time. On a cluster the platform did
+not start, the workers must reach the data dir (the upload folder) and
+Orthanc; a run checks that first and fails the job with what to do.
 
 Each job has its own manifest and report in ``<upload dir>/.job/`` (names that
 start with ``.`` are not read as instances), so a job started again after a
@@ -31,6 +36,7 @@ import logging
 import queue
 import shutil
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -105,13 +111,13 @@ def _relative(locator: str, root: Path) -> str:
 
 
 class JobRunner:
-    """One background thread running queued jobs in order.
+    """Runs queued jobs, several at once, on the platform's Dask cluster.
 
     Parameters
     ----------
     settings : Settings
     sessions : sessionmaker
-        Sessions of the platform database (the thread opens its own).
+        Sessions of the platform database (each job's thread opens its own).
     """
 
     def __init__(self, settings: Settings, sessions: sessionmaker[Session]) -> None:
@@ -120,11 +126,13 @@ class JobRunner:
         self._queue: queue.Queue[Any] = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._running: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
 
     # -- life cycle ------------------------------------------------------------
 
     def start(self) -> None:
-        """Queue the jobs left unfinished by an earlier process, then start the thread."""
+        """Queue the jobs left unfinished by an earlier process, then start the dispatcher."""
         with self.sessions() as db:
             stale = db.scalars(select(Job).where(Job.state == RUNNING)).all()
             for job in stale:
@@ -136,36 +144,67 @@ class JobRunner:
             ).all()
         for job_id in pending:
             self._queue.put(job_id)
-        self._thread = threading.Thread(target=self._run, name="api-jobs", daemon=True)
+        self._thread = threading.Thread(target=self._dispatch, name="api-jobs", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Ask the running job to stop after the batches in flight, and end the thread.
+        """Ask running jobs to stop after the batches in flight, and end the threads.
 
         A job stopped this way goes back to ``queued``; the next start resumes it.
         """
         self._stop.set()
         self._queue.put(_STOP)
+        deadline = time.monotonic() + timeout
         if self._thread is not None:
             self._thread.join(timeout)
+        with self._lock:
+            threads = list(self._running.values())
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def submit(self, job_id: str) -> None:
         """Queue a job whose row is already committed as ``queued``."""
         self._queue.put(job_id)
 
-    # -- the thread ------------------------------------------------------------
+    @property
+    def scheduler(self) -> str | None:
+        """The Dask scheduler jobs go to now; ``None``: a local cluster per job."""
+        from neuronova_lib.compute import scheduler_for_run
 
-    def _run(self) -> None:
+        return scheduler_for_run(self.settings)
+
+    # -- the threads -----------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        """Start each queued job in a thread of its own, at most ``job_concurrency`` at once
+        (one at a time when each job would start a local cluster of its own)."""
         while not self._stop.is_set():
             job_id = self._queue.get()
             if job_id is _STOP:
                 return
-            try:
-                self._run_job(job_id)
-            except Exception:  # noqa: BLE001 - the thread must outlive any one job
-                log.exception("job %s: could not be run", job_id)
+            scheduler = self.scheduler
+            limit = self.settings.job_concurrency if scheduler else 1
+            while not self._stop.is_set():
+                with self._lock:
+                    if len(self._running) < limit and job_id not in self._running:
+                        thread = threading.Thread(target=self._run_guarded,
+                                                  args=(job_id, scheduler),
+                                                  name=f"api-job-{job_id[:8]}", daemon=True)
+                        self._running[job_id] = thread
+                        thread.start()
+                        break
+                self._stop.wait(0.1)
 
-    def _run_job(self, job_id: str) -> None:
+    def _run_guarded(self, job_id: str, scheduler: str | None) -> None:
+        try:
+            self._run_job(job_id, scheduler)
+        except Exception:  # noqa: BLE001 - the runner must outlive any one job
+            log.exception("job %s: could not be run", job_id)
+        finally:
+            with self._lock:
+                self._running.pop(job_id, None)
+
+    def _run_job(self, job_id: str, scheduler: str | None) -> None:
         from neuronova_lib.bulk import transcode_sources
 
         with self.sessions() as db:
@@ -177,11 +216,11 @@ class JobRunner:
             db.commit()
         folder = job_dir(self.settings, job_id)
         work = work_dir(self.settings, job_id)
-        log.info("job %s: transcoding %s", job_id, folder)
+        log.info("job %s: transcoding %s on %s", job_id, folder, scheduler or "a local cluster")
         try:
             summary = transcode_sources(
-                [str(folder)], settings=self.settings, scheduler=self.settings.dask_scheduler,
-                workers=None if self.settings.dask_scheduler else 1,
+                [str(folder)], settings=self.settings, scheduler=scheduler,
+                workers=None if scheduler else 1,
                 manifest_path=work / "manifest.db", report_path=work / "report.json",
                 backup_dir=work / "backup", route="upload", sender=sender, progress=False,
                 stop=self._stop,
@@ -195,6 +234,7 @@ class JobRunner:
             "counts": summary.counts, "this_run": summary.this_run,
             "failure_reasons": summary.failure_reasons, "skip_reasons": summary.skip_reasons,
             "timings": summary.timings, "line": summary.line(),
+            "scheduler": summary.scheduler, "dashboard": summary.dashboard,
         }
         if summary.exit_code in (0, 1):
             self._finish(job_id, DONE, summary=data, report=summary.report)
