@@ -28,6 +28,7 @@ from neuronova_lib.security.tokens import token_service
 
 from services.openapi_docs import mount_offline_docs
 
+from . import fhir
 from .jobs import JobRunner
 from .quarantine_retention import RetentionSweeper
 from .routes import audit, auth, health, jobs, quarantine, refused, stow, studies, tokens, users
@@ -99,4 +100,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, auth, users, tokens, audit, studies, jobs, quarantine, stow, refused):
         api.include_router(module.router)
     app.include_router(api)
+    fhir.install(app)  # /fhir/R4: the platform's FHIR R4 facade
     return app
