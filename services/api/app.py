@@ -31,7 +31,8 @@ from services.openapi_docs import mount_offline_docs
 from . import fhir
 from .jobs import JobRunner
 from .quarantine_retention import RetentionSweeper
-from .routes import audit, auth, health, jobs, quarantine, refused, stow, studies, tokens, users
+from .routes import (audit, auth, health, jobs, patients, quarantine, refused, stow, studies,
+                     tokens, users)
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.gate.close()
             app.state.quarantine_retention.stop()
             app.state.jobs.stop()
+            if getattr(app.state, "patient_chain", None) is not None:
+                app.state.patient_chain.close()
 
     app = FastAPI(
         title="NeuroNova platform API",
@@ -97,7 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     mount_offline_docs(app, API_PREFIX)
 
     api = APIRouter(prefix=API_PREFIX)
-    for module in (health, auth, users, tokens, audit, studies, jobs, quarantine, stow, refused):
+    for module in (health, auth, users, tokens, audit, studies, jobs, quarantine, stow, refused,
+                   patients):
         api.include_router(module.router)
     app.include_router(api)
     fhir.install(app)  # /fhir/R4: the platform's FHIR R4 facade
