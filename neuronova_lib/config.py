@@ -239,6 +239,15 @@ class Settings(BaseSettings):
         "is read at /apis/<site>/api and tokens come from /oauth2/<site>/token. Unset: the "
         "chain has no OpenEMR step (`up` sets it to the recorded demo server).",
     )
+    openemr_demo: bool = Field(
+        default=True,
+        description="With NEURONOVA_OPENEMR_URL unset, `up` starts a local server that answers "
+        "as OpenEMR's API from recorded data (the demo patients among them), so the chain has "
+        "an OpenEMR to ask; false: no OpenEMR step.",
+    )
+    openemr_demo_port: int = Field(
+        default=8190, description="Port of the recorded OpenEMR demo server (loopback)."
+    )
     openemr_site: str = Field(default="default", description="OpenEMR site (multisite name).")
     openemr_client_id: str | None = Field(
         default=None, description="OAuth2 client id registered in OpenEMR (client credentials)."

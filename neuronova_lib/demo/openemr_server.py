@@ -20,8 +20,8 @@ tests, :attr:`RecordedOpenEMR.mode` turns the server into a bad one: ``"garbage"
 HTML error page with status 200, as a misconfigured PHP site sends), ``"slow"`` (answers
 after :attr:`delay` seconds) or ``"error"`` (500 with ``internalErrors``).
 
-Run alone: ``python -m neuronova_lib.demo.openemr_server --port 8190 --client-id ID
---client-secret SECRET``.
+Run alone: ``python -m neuronova_lib.demo.openemr_server --port 8190
+--client-secret-file client.json`` (``{"client_id": ..., "client_secret": ...}``).
 """
 
 from __future__ import annotations
@@ -262,11 +262,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8190)
-    parser.add_argument("--client-id", required=True)
-    parser.add_argument("--client-secret")
+    parser.add_argument("--client-id")
+    parser.add_argument("--client-secret-file", type=Path,
+                        help="a JSON file {\"client_id\": ..., \"client_secret\": ...} "
+                             "(kept out of the command line)")
     parser.add_argument("--public-key", type=Path, help="PEM public key of the client")
     args = parser.parse_args(argv)
-    server = RecordedOpenEMR(args.client_id, args.client_secret,
+    client = json.loads(args.client_secret_file.read_text()) if args.client_secret_file else {}
+    client_id = args.client_id or client.get("client_id")
+    if not client_id:
+        parser.error("give --client-id or --client-secret-file")
+    server = RecordedOpenEMR(client_id, client.get("client_secret"),
                              args.public_key.read_bytes() if args.public_key else None)
     server.httpd = ThreadingHTTPServer((args.host, args.port), _handler(server))
     print(f"recorded OpenEMR at {server.url}", flush=True)

@@ -45,6 +45,7 @@ def local_settings(home: Path, **overrides: object) -> Settings:
         "proxy_port": free_port(),
         "orthanc_port": free_port(),
         "dicom_port": free_port(),
+        "openemr_demo_port": free_port(),
         # Tests send bursts from one address; keep rate limiting on, but roomy.
         "api_rate": "200r/s",
         "api_burst": 400,
