@@ -38,6 +38,7 @@ bench: deps
 	$(PY) benchmarks/transcode.py $(if $(QUICK),--size small --repeat 1)
 	$(PY) benchmarks/ingest.py $(if $(QUICK),--size small --repeat 1)
 	$(PY) benchmarks/soak.py $(if $(QUICK),--requests 40000 --size small --cases 1)
+	$(PY) benchmarks/patients.py $(if $(QUICK),--patients 30)
 
 bench-quick:
 	$(MAKE) bench QUICK=1

@@ -386,7 +386,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         sys.stdout.write(configuration_markdown())
         return 0
     for name, value in get_settings().model_dump(mode="json").items():
-        if "password" in name and value is not None:
+        if any(word in name for word in ("password", "secret", "token")) and value is not None:
             value = "(set)"
         elif isinstance(value, str):  # a database URL's password stays off the screen
             value = re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", value)

@@ -267,13 +267,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="a JSON file {\"client_id\": ..., \"client_secret\": ...} "
                              "(kept out of the command line)")
     parser.add_argument("--public-key", type=Path, help="PEM public key of the client")
+    parser.add_argument("--records", type=Path, default=RECORDINGS,
+                        help="a JSON file {\"patients\": [...]} of OpenEMR patient records")
     args = parser.parse_args(argv)
     client = json.loads(args.client_secret_file.read_text()) if args.client_secret_file else {}
     client_id = args.client_id or client.get("client_id")
     if not client_id:
         parser.error("give --client-id or --client-secret-file")
     server = RecordedOpenEMR(client_id, client.get("client_secret"),
-                             args.public_key.read_bytes() if args.public_key else None)
+                             args.public_key.read_bytes() if args.public_key else None,
+                             records=load_records(args.records))
     server.httpd = ThreadingHTTPServer((args.host, args.port), _handler(server))
     print(f"recorded OpenEMR at {server.url}", flush=True)
     server.httpd.serve_forever()
