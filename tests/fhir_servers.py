@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -26,14 +25,9 @@ from neuronova_lib.config import Settings
 from neuronova_lib.db.users import ensure_demo_users
 from neuronova_lib.patients.fhir_client import BearerAuth
 from neuronova_lib.security.tokens import token_service
+from neuronova_lib.stack.local import free_port
 
 NODE_SERVER = Path(__file__).resolve().parent / "fhir_server"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

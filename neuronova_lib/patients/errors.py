@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import httpx
+
 
 class SourceUnavailable(Exception):
     """A source could not answer: down, too slow, refusing us, or answering garbage.
@@ -33,3 +37,17 @@ class PatientNotFound(Exception):
         else:
             message = f"patient {patient_id!r} was not found in {', '.join(asked)}"
         super().__init__(message)
+
+
+def send(client: httpx.Client, source: str, method: str, url: str, **kwargs: Any
+         ) -> httpx.Response:
+    """``client.request(...)``, a connection failure or timeout raised as
+    :class:`SourceUnavailable` naming the setting that bounds the wait."""
+    try:
+        return client.request(method, url, **kwargs)
+    except httpx.TimeoutException:
+        raise SourceUnavailable(source, "timeout",
+                                f"{method} {url} took longer than the timeout "
+                                f"(NEURONOVA_{source.upper()}_TIMEOUT)") from None
+    except httpx.TransportError as exc:
+        raise SourceUnavailable(source, "down", f"{method} {url}: {exc}") from None

@@ -16,7 +16,7 @@ import httpx
 
 from ..fhir.outcome import FhirError
 from ..fhir.validation import validate_resource
-from .errors import SourceUnavailable
+from .errors import SourceUnavailable, send
 
 log = logging.getLogger(__name__)
 FHIR_JSON = "application/fhir+json"
@@ -52,15 +52,8 @@ class FhirClient:
     def _request(self, method: str, path: str, auth: httpx.Auth | None, **kwargs: Any
                  ) -> httpx.Response:
         url = f"{self.base_url}/{path}"
-        try:
-            response = self.client.request(method, url, auth=auth or self.auth or
-                                           httpx.USE_CLIENT_DEFAULT, **kwargs)
-        except httpx.TimeoutException:
-            raise SourceUnavailable("fhir", "timeout",
-                                    f"{method} {url} took longer than the timeout "
-                                    "(NEURONOVA_FHIR_TIMEOUT)") from None
-        except httpx.TransportError as exc:
-            raise SourceUnavailable("fhir", "down", f"{method} {url}: {exc}") from None
+        response = send(self.client, "fhir", method, url,
+                        auth=auth or self.auth or httpx.USE_CLIENT_DEFAULT, **kwargs)
         if response.status_code in (401, 403):
             raise SourceUnavailable("fhir", "refused",
                                     f"{method} {url} answered {response.status_code}: "

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import jwt
 
-from .errors import SourceUnavailable
+from .errors import SourceUnavailable, send
 
 #: Seconds before ``expires_in`` at which a token is renewed rather than used.
 _EXPIRY_MARGIN = 30.0
@@ -126,14 +126,7 @@ class OpenEmrClient:
 
     # -- transport -------------------------------------------------------------------
     def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return self.client.request(method, url, **kwargs)
-        except httpx.TimeoutException:
-            raise SourceUnavailable("openemr", "timeout",
-                                    f"{method} {url} took longer than the timeout "
-                                    "(NEURONOVA_OPENEMR_TIMEOUT)") from None
-        except httpx.TransportError as exc:
-            raise SourceUnavailable("openemr", "down", f"{method} {url}: {exc}") from None
+        return send(self.client, "openemr", method, url, **kwargs)
 
     def _body(self, response: httpx.Response, what: str) -> dict[str, Any]:
         try:
