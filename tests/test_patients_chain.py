@@ -287,3 +287,20 @@ def test_search_by_name_across_sources(fhir: FhirBackend, openemr: RecordedOpenE
 def test_bad_patient_id_is_refused(cache: PatientCache) -> None:
     with pytest.raises(ValueError, match="DICOM Patient ID"):
         chain_for(cache, None, None).resolve("a\\b")
+
+
+@pytest.mark.parametrize("mode", ["garbage", "slow", "error"])
+def test_fhir_failing_is_reported_and_openemr_still_answers(
+        openemr: RecordedOpenEMR, cache: PatientCache, mode: str) -> None:
+    # A server that answers every request badly stands in for a broken FHIR server.
+    bad = RecordedOpenEMR("nobody")
+    bad.start()
+    try:
+        bad.mode, bad.delay = mode, 2.0
+        chain = chain_for(cache, f"{bad.url}/fhir/R4", openemr, timeout=0.5)
+        found = chain.resolve(demo_record(openemr, 5)["pubpid"])
+    finally:
+        bad.stop()
+    assert (found.source, found.on_fhir) == ("openemr", False)
+    expected = {"garbage": "garbage", "slow": "timeout", "error": "error"}[mode]
+    assert found.unavailable["fhir"].startswith(expected), found.unavailable
