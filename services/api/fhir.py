@@ -25,7 +25,7 @@ import json
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -241,4 +241,4 @@ def install(app: FastAPI) -> None:
             return fhir_response(operation_outcome(str(exc.errors())[:1000], "invalid"), 400)
         if previous_validation is not None:
             return await previous_validation(request, exc)  # type: ignore[misc, no-any-return]
-        raise HTTPException(422, detail=exc.errors())
+        return JSONResponse({"detail": exc.errors()}, 422)
