@@ -304,3 +304,12 @@ def test_fhir_failing_is_reported_and_openemr_still_answers(
     assert (found.source, found.on_fhir) == ("openemr", False)
     expected = {"garbage": "garbage", "slow": "timeout", "error": "error"}[mode]
     assert found.unavailable["fhir"].startswith(expected), found.unavailable
+
+
+def test_without_a_fhir_server_the_cache_still_serves(openemr: RecordedOpenEMR,
+                                                      cache: PatientCache) -> None:
+    pid = demo_record(openemr, 6)["pubpid"]
+    chain = chain_for(cache, None, openemr)
+    assert chain.resolve(pid).source == "openemr"
+    assert chain.resolve(pid).source == "cache"
+    assert len(api_requests(openemr)) == 1

@@ -102,7 +102,8 @@ class PatientChain:
             return self._locks.setdefault(patient_id, threading.Lock())
 
     def _fresh(self, entry: CacheEntry | None) -> bool:
-        return entry is not None and entry.fhir_id is not None and entry.age() < self.ttl
+        return (entry is not None and entry.age() < self.ttl
+                and (entry.fhir_id is not None or self.fhir is None))
 
     def resolve(self, patient_id: str, fhir_auth: httpx.Auth | None = None) -> Resolution:
         """The patient with this DICOM Patient ID (see the module docstring for the order).
@@ -150,8 +151,14 @@ class PatientChain:
                     return Resolution(found, "fhir", 0.0, False, asked, unavailable)
                 if entry is not None and entry.fhir_id is None:
                     # Cached from OpenEMR while FHIR was down: write it back now.
-                    created = self.fhir.create_if_none(_without_server_fields(entry.resource),
-                                                       self.id_system, patient_id, fhir_auth)
+                    try:
+                        created = self.fhir.create_if_none(
+                            _without_server_fields(entry.resource), self.id_system,
+                            patient_id, fhir_auth)
+                    except SourceUnavailable as exc:
+                        unavailable["fhir"] = f"{exc.kind}: {exc.detail}"
+                        return Resolution(entry.resource, "cache", entry.age(),
+                                          entry.age() >= self.ttl, asked, unavailable, False)
                     self.cache.put(patient_id, created, entry.source)
                     return Resolution(created, "cache", entry.age(), False, asked, unavailable)
         if self.openemr is not None:
