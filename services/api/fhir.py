@@ -25,7 +25,9 @@ import json
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, FastAPI, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -50,6 +52,16 @@ _READERS = {
     "Observation": frozenset({Role.clinician, Role.admin, Role.scientist}),
 }
 _DEFAULT_COUNT = 20
+
+
+def get_fhir_user(user: CurrentUser) -> User:
+    """Who is asking: today the bearer token's user (the API's own verification: signature,
+    revocation, account active, role from the database). The browser session joins here
+    (nginx's ``auth_request`` and its X-NeuroNova-User header) when sign-in lands."""
+    return user
+
+
+FhirUser = Annotated[User, Depends(get_fhir_user)]
 
 
 def fhir_response(body: dict[str, Any], status: int = 200,
@@ -112,7 +124,7 @@ def metadata(request: Request, settings: SettingsDep) -> Response:
 
 @router.get("/{resource_type}")
 def search(resource_type: str, request: Request, db: SessionDep, settings: SettingsDep,
-           user: CurrentUser) -> Response:
+           user: FhirUser) -> Response:
     """Search one type: ``identifier``, ``name``, ``family``, ``birthdate``, ``gender``,
     ``subject``/``patient`` ... with ``_count`` and ``_offset``; a ``searchset`` Bundle."""
     _allow(request, db, user, resource_type, write=False)
@@ -152,7 +164,7 @@ def _int_param(request: Request, name: str, default: int, cap: int | None) -> in
 
 @router.post("/{resource_type}")
 async def create(resource_type: str, request: Request, db: SessionDep, settings: SettingsDep,
-                 user: CurrentUser) -> Response:
+                 user: FhirUser) -> Response:
     """Create; with ``If-None-Exist: <search>`` only when nothing matches (200 and the
     match otherwise)."""
     _allow(request, db, user, resource_type, write=True)
@@ -172,7 +184,7 @@ async def create(resource_type: str, request: Request, db: SessionDep, settings:
 
 @router.get("/{resource_type}/{resource_id}")
 def read(resource_type: str, resource_id: str, request: Request, db: SessionDep,
-         user: CurrentUser) -> Response:
+         user: FhirUser) -> Response:
     _allow(request, db, user, resource_type, write=False)
     resource = FhirStore(db).read(resource_type, resource_id)
     _audit_read(request, db, user, "fhir_read", f"{resource_type}/{resource_id}",
@@ -182,7 +194,7 @@ def read(resource_type: str, resource_id: str, request: Request, db: SessionDep,
 
 @router.get("/{resource_type}/{resource_id}/_history/{version}")
 def vread(resource_type: str, resource_id: str, version: str, request: Request,
-          db: SessionDep, user: CurrentUser) -> Response:
+          db: SessionDep, user: FhirUser) -> Response:
     _allow(request, db, user, resource_type, write=False)
     resource = FhirStore(db).vread(resource_type, resource_id, version)
     _audit_read(request, db, user, "fhir_read",
@@ -192,7 +204,7 @@ def vread(resource_type: str, resource_id: str, version: str, request: Request,
 
 @router.put("/{resource_type}/{resource_id}")
 async def update(resource_type: str, resource_id: str, request: Request, db: SessionDep,
-                 settings: SettingsDep, user: CurrentUser) -> Response:
+                 settings: SettingsDep, user: FhirUser) -> Response:
     """Update (a new version), or create with the client's id; ``If-Match`` for safety."""
     _allow(request, db, user, resource_type, write=True)
     data = await _body(request)
