@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 EXTRAS := services,notebook,postgres,ai,test
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 
-.PHONY: up down status test test-fast bench bench-quick deps system-deps python-deps clean
+.PHONY: up down status test test-fast bench bench-quick deps system-deps python-deps node-deps clean
 
 up: deps
 	$(VENV)/bin/neuronova up
@@ -19,7 +19,7 @@ down:
 status:
 	$(VENV)/bin/neuronova status
 
-test: deps
+test: deps node-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Unit tests only (no processes started).
@@ -38,6 +38,7 @@ bench: deps
 	$(PY) benchmarks/transcode.py $(if $(QUICK),--size small --repeat 1)
 	$(PY) benchmarks/ingest.py $(if $(QUICK),--size small --repeat 1)
 	$(PY) benchmarks/soak.py $(if $(QUICK),--requests 40000 --size small --cases 1)
+	$(PY) benchmarks/patients.py $(if $(QUICK),--patients 30)
 
 bench-quick:
 	$(MAKE) bench QUICK=1
@@ -55,6 +56,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0  # the CPU build; before the `ai` extra asks for torch
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+# The independent FHIR server the patient-chain tests also run against (Medplum's
+# fhir-router, versions pinned in tests/fhir_server/package-lock.json); installed once.
+FHIR_NODE := tests/fhir_server
+node-deps: $(FHIR_NODE)/node_modules/.package-lock.json
+
+$(FHIR_NODE)/node_modules/.package-lock.json: $(FHIR_NODE)/package.json $(FHIR_NODE)/package-lock.json
+	@command -v npm >/dev/null || { echo 'error: npm is missing: install Debian npm (or nodejs from NodeSource, which brings it)' >&2; exit 1; }
+	npm ci --prefix $(FHIR_NODE) --no-audit --no-fund
 	@touch $@
 
 clean:

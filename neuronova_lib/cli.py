@@ -46,7 +46,7 @@ def _print_welcome(settings: Settings, credentials: dict[str, Any] | None, loade
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from .stack.platform import ensure_demo_files, load_demo, prepare_home
+    from .stack.platform import ensure_demo_files, load_demo, prepare_home, publish_demo_records
     from .stack.services import platform_services
     from .stack.state import StackState
     from .stack.supervisor import StartError, StopRequested, Supervisor
@@ -84,6 +84,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"Loading {cases} demo studies into Orthanc…", flush=True)
             folder = ensure_demo_files(settings, cases)
             loaded = f"{cases} studies, " + load_demo(settings, folder)
+            # Patients through the chain (cache → FHIR → OpenEMR), an ImagingStudy per study.
+            loaded += "; " + publish_demo_records(settings)
         _print_welcome(settings, credentials, loaded)
         supervisor.run_forever()
     finally:
@@ -398,7 +400,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         sys.stdout.write(configuration_markdown())
         return 0
     for name, value in get_settings().model_dump(mode="json").items():
-        if "password" in name and value is not None:
+        if any(word in name for word in ("password", "secret", "token")) and value is not None:
             value = "(set)"
         elif isinstance(value, str):  # a database URL's password stays off the screen
             value = re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", value)

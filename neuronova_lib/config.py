@@ -278,6 +278,70 @@ class Settings(BaseSettings):
         "counted in one 'refusals_suppressed' row.",
     )
 
+    # Patient records (neuronova_lib.patients): local cache -> FHIR R4 server -> OpenEMR.
+    fhir_url: str | None = Field(
+        default=None,
+        description="Base URL of the FHIR R4 server the patient chain reads and writes (HAPI, "
+        "Google, Azure, ...); unset: the platform's own facade (/fhir/R4, served by the API).",
+    )
+    fhir_token: str | None = Field(
+        default=None,
+        description="Bearer token sent to an external FHIR server (NEURONOVA_FHIR_URL); unset: "
+        "none, or for the platform's own facade a short-lived service token it mints itself.",
+    )
+    fhir_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds the patient chain waits for the FHIR server."
+    )
+    fhir_page_max: int = Field(
+        default=100, ge=1, le=1000, description="Largest _count the /fhir/R4 facade returns."
+    )
+    openemr_url: str | None = Field(
+        default=None,
+        description="OpenEMR's address (e.g. https://emr.example.org); its Standard REST API "
+        "is read at /apis/<site>/api and tokens come from /oauth2/<site>/token. Unset: the "
+        "chain has no OpenEMR step (`up` sets it to the recorded demo server).",
+    )
+    openemr_demo: bool = Field(
+        default=True,
+        description="With NEURONOVA_OPENEMR_URL unset, `up` starts a local server that answers "
+        "as OpenEMR's API from recorded data (the demo patients among them), so the chain has "
+        "an OpenEMR to ask; false: no OpenEMR step.",
+    )
+    openemr_demo_port: int = Field(
+        default=8190, description="Port of the recorded OpenEMR demo server (loopback)."
+    )
+    openemr_site: str = Field(default="default", description="OpenEMR site (multisite name).")
+    openemr_client_id: str | None = Field(
+        default=None, description="OAuth2 client id registered in OpenEMR (client credentials)."
+    )
+    openemr_client_secret: str | None = Field(
+        default=None,
+        description="The client's secret (client_secret_post); unset: a signed JWT client "
+        "assertion with NEURONOVA_OPENEMR_PRIVATE_KEY.",
+    )
+    openemr_private_key: Path | None = Field(
+        default=None,
+        description="PEM RSA private key whose public half is registered with the OpenEMR "
+        "client (JWKS); used for the RS384 client assertion.",
+    )
+    openemr_scope: str = Field(
+        default="api:oemr system/patient.read",
+        description="Scopes asked for with the client-credentials grant.",
+    )
+    openemr_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds the patient chain waits for OpenEMR."
+    )
+    patient_cache_ttl: float = Field(
+        default=3600.0, ge=0,
+        description="Seconds a cached patient is fresh; older entries are refreshed from FHIR "
+        "(and kept, marked stale, while FHIR is unavailable).",
+    )
+    patient_id_system: str = Field(
+        default="urn:neuronova:patient-id",
+        description="FHIR identifier system whose value is the DICOM Patient ID (and "
+        "OpenEMR's pubpid); a hospital sets its own MRN system here.",
+    )
+
     @model_validator(mode="after")
     def _public_url(self) -> "Settings":
         """Default to the local nginx address; a set one must be an absolute http(s) URL."""

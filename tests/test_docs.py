@@ -37,10 +37,13 @@ def test_config_command_hides_passwords(capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NEURONOVA_DEMO_PASSWORD", "hunter2-demo")
     monkeypatch.setenv("NEURONOVA_DATABASE_URL", "postgresql+psycopg://nn:s3cret@db:5432/nn")
+    monkeypatch.setenv("NEURONOVA_OPENEMR_CLIENT_SECRET", "emr-s3cret")
+    monkeypatch.setenv("NEURONOVA_FHIR_TOKEN", "fhir-t0ken")
     get_settings.cache_clear()
     assert main(["config"]) == 0
     out = capsys.readouterr().out
     assert "hunter2-demo" not in out and "s3cret" not in out
+    assert "emr-s3cret" not in out and "fhir-t0ken" not in out
     assert "NEURONOVA_DATABASE_URL=\"postgresql+psycopg://nn:***@db:5432/nn\"" in out
 
 

@@ -33,7 +33,8 @@ def _multipart_body(response: requests.Response) -> bytes:
 
 def test_up_serves_demo_data_and_stops_cleanly(tmp_path: Path) -> None:
     ports = {name: free_port() for name in ("PORT", "API_PORT", "PROXY_PORT", "ORTHANC_PORT",
-                                              "MLFLOW_PORT", "DASK_PORT", "DASK_DASHBOARD_PORT")}
+                                              "MLFLOW_PORT", "DASK_PORT", "DASK_DASHBOARD_PORT",
+                                              "OPENEMR_DEMO_PORT")}
     env = {**os.environ, "NEURONOVA_HOME": str(tmp_path / "home"), "NEURONOVA_DEMO_SIZE": "small",
            **{f"NEURONOVA_{k}": str(v) for k, v in ports.items()}}
     env.pop("NEURONOVA_DEMO_PASSWORD", None)
@@ -96,10 +97,23 @@ def test_up_serves_demo_data_and_stops_cleanly(tmp_path: Path) -> None:
         again = requests.get(f"{url}{frame_path}?{signed['query']}", headers=accept, timeout=10)
         assert again.status_code == 200 and _multipart_body(again) == ds.PixelData
 
+        # The demo patient came through the chain (recorded OpenEMR → FHIR facade → cache)
+        # and the study has its ImagingStudy, linked to that Patient.
+        assert "1 of 1 studies have a FHIR ImagingStudy" in text
+        record = requests.get(f"{url}/api/patients/{case['patient_id']}", headers=auth,
+                              timeout=30)
+        assert record.status_code == 200, record.text
+        assert record.json()["source"] == "cache" and record.json()["on_fhir"]
+        imaging = requests.get(f"{url}/fhir/R4/ImagingStudy", headers=auth, timeout=10, params={
+            "subject": f"Patient/{record.json()['patient']['id']}"}).json()
+        assert imaging["total"] == 1
+        assert imaging["entry"][0]["resource"]["identifier"][0]["value"] == (
+            f"urn:oid:{case['study_instance_uid']}")
+
         status = subprocess.run([*NEURONOVA, "status"], env=env, capture_output=True, text=True)
         assert status.returncode == 0, status.stdout + status.stderr
-        # orthanc, dask-scheduler, dask-worker, proxy, api, mlflow, nginx-log, nginx
-        assert status.stdout.count("healthy") == 8
+        # orthanc, dask-scheduler, dask-worker, openemr-demo, proxy, api, mlflow, nginx-log, nginx
+        assert status.stdout.count("healthy") == 9
     finally:
         if up.poll() is None:
             up.send_signal(signal.SIGINT)  # what Ctrl-C sends

@@ -156,3 +156,79 @@ class BrowserSession(Base):
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     #: The absolute end (created + NEURONOVA_SESSION_TTL); idle end is last_seen + idle TTL.
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class CachedPatient(Base):
+    """A patient as the chain last found it (FHIR R4 Patient JSON), keyed by DICOM Patient ID.
+
+    ``fetched_at`` gives the entry its age: older than ``NEURONOVA_PATIENT_CACHE_TTL`` it
+    is refreshed from the FHIR server (:mod:`neuronova_lib.patients.chain`).
+    """
+
+    __tablename__ = "patient_cache"
+
+    patient_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    resource: Mapped[str] = mapped_column(Text)  # FHIR R4 Patient, JSON
+    fhir_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    source: Mapped[str] = mapped_column(String(16))  # "fhir" | "openemr"
+    fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    family: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+
+
+class FhirResource(Base):
+    """The current version of one resource of the platform's FHIR R4 facade (``/fhir/R4``)."""
+
+    __tablename__ = "fhir_resources"
+
+    resource_type: Mapped[str] = mapped_column(String(40), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    last_updated: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    resource: Mapped[str] = mapped_column(Text)  # JSON, with id and meta
+
+
+class FhirResourceVersion(Base):
+    """Every version of every facade resource, for ``vread`` (``/_history/{vid}``)."""
+
+    __tablename__ = "fhir_resource_versions"
+
+    resource_type: Mapped[str] = mapped_column(String(40), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_updated: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    resource: Mapped[str] = mapped_column(Text)
+
+
+class FhirSearchToken(Base):
+    """One searchable value of a facade resource's current version (rebuilt on update).
+
+    ``param`` is the FHIR search parameter (identifier, name, family, birthdate, gender,
+    subject, patient, status, code); ``system`` is set for token parameters.
+    """
+
+    __tablename__ = "fhir_search_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    resource_type: Mapped[str] = mapped_column(String(40))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(32))
+    system: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    value: Mapped[str] = mapped_column(String(255))
+
+    __table_args__ = (
+        Index("ix_fhir_search_lookup", "resource_type", "param", "value"),
+        Index("ix_fhir_search_resource", "resource_type", "resource_id"),
+    )
+
+
+class FhirIdentifierClaim(Base):
+    """Who holds an identifier: a conditional create inserts its claim in the same
+    transaction as the resource, so two concurrent creates of one patient (two API
+    workers, two processes) make one resource; the loser finds the winner's."""
+
+    __tablename__ = "fhir_identifier_claims"
+
+    resource_type: Mapped[str] = mapped_column(String(40), primary_key=True)
+    system: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255), primary_key=True)
+    resource_id: Mapped[str] = mapped_column(String(64))

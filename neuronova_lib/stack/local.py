@@ -52,6 +52,7 @@ def local_settings(home: Path, **overrides: object) -> Settings:
         # for them (dask_enabled=True); without, upload jobs start a local cluster each.
         "dask_enabled": False,
         "dask_workers": 1,
+        "openemr_demo_port": free_port(),
         # Tests send bursts from one address; keep rate limiting on, but roomy.
         "api_rate": "200r/s",
         "api_burst": 400,

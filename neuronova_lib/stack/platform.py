@@ -125,3 +125,34 @@ def load_demo(settings: Settings, folder: Path) -> str:
     if summary.exit_code != 0:
         log.warning("demo transcoding: %s (report: %s)", summary.line(), summary.report)
     return f"HTJ2K lossless via Dask: {summary.line()} ({folder})"
+
+
+def publish_demo_records(settings: Settings) -> str:
+    """Give every stored study its FHIR ImagingStudy, its patient resolved through the
+    chain (the recorded OpenEMR demo server has the demo patients); one welcome line."""
+    from ..db.engine import session_factory
+    from ..orthanc_store import OrthancStore
+    from ..patients import build_chain
+    from ..patients.fhir_client import BearerAuth
+    from ..patients.imaging import publish_imaging_studies
+    from ..security.tokens import token_service
+    from .services import with_demo_openemr
+
+    effective = with_demo_openemr(settings)
+    chain = build_chain(effective, session_factory(settings.sqlalchemy_url),
+                        f"http://127.0.0.1:{settings.api_port}/fhir/R4")
+    tokens = token_service(settings)
+    auth = None if settings.fhir_url else BearerAuth(
+        lambda: tokens.mint("admin", "admin", "access", 120)[0])
+    try:
+        counts = publish_imaging_studies(OrthancStore.from_settings(settings), chain, auth)
+    except Exception as exc:  # noqa: BLE001 (the platform is up; say what is missing)
+        log.exception("publishing ImagingStudy resources failed")
+        return f"no FHIR ImagingStudy published ({exc}; see the log)"
+    finally:
+        chain.close()
+    line = f"{counts['published']} of {counts['studies']} studies have a FHIR ImagingStudy"
+    if counts["no_patient"] or counts["failed"]:
+        line += (f" ({counts['no_patient']} without a patient record, {counts['failed']} "
+                 "failed: see the log)")
+    return line

@@ -240,6 +240,39 @@ def dask_worker_service(settings: Settings) -> Service:
         health=lambda: _dask_json(settings, "counts.json").get("workers", 0)
         >= settings.dask_workers,
         start_timeout=120.0,
+def demo_openemr_client(settings: Settings) -> dict[str, str]:
+    """The OAuth2 client registered with the recorded OpenEMR demo server (a private file)."""
+    from ..security.secret_store import new_password, read_or_create_json
+
+    return read_or_create_json(settings.secrets_dir / "openemr-demo-client.json",
+                               lambda: {"client_id": "neuronova-demo",
+                                        "client_secret": new_password()})
+
+
+def with_demo_openemr(settings: Settings) -> Settings:
+    """``settings`` pointing the patient chain at the recorded OpenEMR demo server, when no
+    real OpenEMR is configured and the demo server is on (``NEURONOVA_OPENEMR_DEMO``)."""
+    if settings.openemr_url or not settings.openemr_demo:
+        return settings
+    client = demo_openemr_client(settings)
+    return settings.model_copy(update={
+        "openemr_url": f"http://127.0.0.1:{settings.openemr_demo_port}",
+        "openemr_client_id": client["client_id"],
+        "openemr_client_secret": client["client_secret"]})
+
+
+def openemr_demo_service(settings: Settings) -> Service:
+    """A local server answering as OpenEMR's API from recorded data (neuronova_lib.demo)."""
+    port = settings.openemr_demo_port
+    demo_openemr_client(settings)
+    return Service(
+        name="openemr-demo",
+        argv=[sys.executable, "-m", "neuronova_lib.demo.openemr_server", "--port", str(port),
+              "--client-secret-file", str(settings.secrets_dir / "openemr-demo-client.json")],
+        cwd=REPO_ROOT,
+        health=lambda: requests.get(f"http://127.0.0.1:{port}/apis/default/api/patient",
+                                    timeout=PROBE_TIMEOUT).status_code == 401,
+        ports=[("127.0.0.1", port, "NEURONOVA_OPENEMR_DEMO_PORT")],
     )
 
 
@@ -253,7 +286,9 @@ def platform_services(settings: Settings) -> list[Service]:
     services = [orthanc_service(settings)]
     if own_scheduler(settings):
         services += [dask_scheduler_service(settings), dask_worker_service(settings)]
-    services += [proxy_service(settings), api_service(settings)]
+    if not settings.openemr_url and settings.openemr_demo:
+        services.append(openemr_demo_service(settings))
+    services += [proxy_service(settings), api_service(with_demo_openemr(settings))]
     if settings.dicom_enabled:
         services.append(dicom_service(settings))
     if settings.mlflow_enabled:

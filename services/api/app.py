@@ -28,10 +28,11 @@ from neuronova_lib.security.tokens import token_service
 
 from services.openapi_docs import mount_offline_docs
 
+from . import fhir
 from .jobs import JobRunner
 from .quarantine_retention import RetentionSweeper
-from .routes import (audit, auth, auth_check, health, jobs, quarantine, refused, signin, stow,
-                     studies, tokens, users)
+from .routes import (audit, auth, auth_check, health, jobs, patients, quarantine, refused,
+                     signin, stow, studies, tokens, users)
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.gate.close()
             app.state.quarantine_retention.stop()
             app.state.jobs.stop()
+            if getattr(app.state, "patient_chain", None) is not None:
+                app.state.patient_chain.close()
 
     app = FastAPI(
         title="NeuroNova platform API",
@@ -98,9 +101,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     api = APIRouter(prefix=API_PREFIX)
     for module in (health, auth, auth_check, users, tokens, audit, studies, jobs, quarantine, stow,
-                   refused):
+                   refused, patients):
         api.include_router(module.router)
     app.include_router(api)
     # The browser sign-in lives outside /api: nginx forwards /login and /logout.
     app.include_router(signin.router)
+    fhir.install(app)  # /fhir/R4: the platform's FHIR R4 facade
     return app
