@@ -240,6 +240,9 @@ def dask_worker_service(settings: Settings) -> Service:
         health=lambda: _dask_json(settings, "counts.json").get("workers", 0)
         >= settings.dask_workers,
         start_timeout=120.0,
+    )
+
+
 def demo_openemr_client(settings: Settings) -> dict[str, str]:
     """The OAuth2 client registered with the recorded OpenEMR demo server (a private file)."""
     from ..security.secret_store import new_password, read_or_create_json
