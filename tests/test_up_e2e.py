@@ -169,7 +169,7 @@ def test_status_and_down_find_the_platform_from_its_data_dir(tmp_path: Path) -> 
         status = subprocess.run([*NEURONOVA, "status"], env=other, capture_output=True,
                                 text=True, timeout=60)
         assert status.returncode == 0, status.stdout + status.stderr
-        assert status.stdout.count(" healthy ") == 8, status.stdout
+        assert status.stdout.count(" healthy ") == 9, status.stdout
         assert f"127.0.0.1:{ports['PORT']}/" in status.stdout
         state = json.loads((home / "run" / "stack.json").read_text())
         assert state["supervisor"] == up.pid
@@ -180,7 +180,7 @@ def test_status_and_down_find_the_platform_from_its_data_dir(tmp_path: Path) -> 
         misled = {**other, "NEURONOVA_PORT": str(free_port())}
         again = subprocess.run([*NEURONOVA, "status"], env=misled, capture_output=True,
                                text=True, timeout=60)
-        assert again.returncode == 0 and again.stdout.count(" healthy ") == 8, again.stdout
+        assert again.returncode == 0 and again.stdout.count(" healthy ") == 9, again.stdout
 
         down = subprocess.run([*NEURONOVA, "down"], env=other, capture_output=True, text=True,
                               timeout=120)
