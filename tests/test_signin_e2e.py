@@ -174,3 +174,20 @@ def test_mlflow_client_with_a_platform_token(platform: Any, monkeypatch: pytest.
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", platform.login("clinician"))
     with pytest.raises(MlflowException, match="403|needs the role"):
         MlflowClient(tracking_uri=tracking).search_experiments()
+
+
+@pytest.mark.parametrize("mlflow", [True, False])
+def test_nginx_accepts_the_config_with_and_without_mlflow(tmp_path: Path, mlflow: bool) -> None:
+    import shutil
+    import subprocess
+
+    from neuronova_lib.config import Settings
+    from neuronova_lib.stack.render import render_nginx
+
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    settings = Settings(home=tmp_path, mlflow_enabled=mlflow)
+    path = render_nginx(settings)
+    result = subprocess.run([nginx, "-t", "-c", str(path), "-p", str(settings.run_dir),
+                             "-e", str(tmp_path / "err.log")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "[warn]" not in result.stderr, result.stderr
