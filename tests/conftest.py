@@ -136,7 +136,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatfo
     _need("Orthanc", "orthanc")
     _need("nginx", "nginx")
     home = tmp_path_factory.mktemp("neuronova-home")
-    with local_platform(home, watch=True) as local:
+    # Dask as `up` runs it: inference jobs and the /dask/ dashboard need the scheduler.
+    with local_platform(home, watch=True, dask_enabled=True) as local:
         store = OrthancStore.from_settings(local.settings)
         files = [get_testdata_file("MR_small.dcm"), get_testdata_file("CT_small.dcm")]
         for path in files:
