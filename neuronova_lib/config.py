@@ -174,7 +174,8 @@ class Settings(BaseSettings):
     )
     ingest_sop_classes: list[str] | None = Field(
         default=None,
-        description="SOP Class UIDs the gate accepts, as JSON; unset: common image classes.",
+        description="SOP Class UIDs the gate accepts, as JSON; unset: common image classes, SEG "
+        "and the structured reports (SR, Comprehensive 3D SR).",
     )
     ingest_workers: int = Field(default=2, ge=1, le=64, description="Gate worker processes.")
     ingest_timeout: float = Field(
