@@ -28,9 +28,22 @@ from neuronova_lib.security.tokens import token_service
 
 from services.openapi_docs import mount_offline_docs
 
+from .inference_runner import InferenceRunner
 from .jobs import JobRunner
 from .quarantine_retention import RetentionSweeper
-from .routes import audit, auth, health, jobs, quarantine, refused, stow, studies, tokens, users
+from .routes import (
+    audit,
+    auth,
+    health,
+    inference,
+    jobs,
+    quarantine,
+    refused,
+    stow,
+    studies,
+    tokens,
+    users,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Uploads are transcoded by one background thread; it resumes unfinished jobs.
         app.state.jobs = JobRunner(settings, app.state.sessions)
         app.state.jobs.start()
+        # Inference jobs run on Dask; the client (or local cluster) is made on the first job.
+        app.state.inference = InferenceRunner(settings, app.state.sessions)
+        app.state.inference.start()
         # Quarantine retention: purged now, then hourly by a thread that stops with the app.
         app.state.quarantine_retention = RetentionSweeper(settings)
         app.state.quarantine_retention.start()
@@ -82,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.gate.close()
             app.state.quarantine_retention.stop()
             app.state.jobs.stop()
+            app.state.inference.stop()
 
     app = FastAPI(
         title="NeuroNova platform API",
@@ -96,7 +113,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     mount_offline_docs(app, API_PREFIX)
 
     api = APIRouter(prefix=API_PREFIX)
-    for module in (health, auth, users, tokens, audit, studies, jobs, quarantine, stow, refused):
+    for module in (health, auth, users, tokens, audit, studies, jobs, quarantine, stow, refused,
+                   inference):
         api.include_router(module.router)
     app.include_router(api)
     return app
