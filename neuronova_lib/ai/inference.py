@@ -127,6 +127,9 @@ def resolve_model(settings: Any) -> ServedModel:
     if not uri:
         raise InferenceError("model_unavailable", "no model is served: set "
                              "NEURONOVA_INFERENCE_MODEL_URI (e.g. models:/brain-tumor-seg@champion)")
+    if not uri.startswith(("models:/", "runs:/")):
+        raise InferenceError("model_unavailable", f"NEURONOVA_INFERENCE_MODEL_URI={uri!r} is "
+                             "not a models:/ or runs:/ URI")
     try:
         from mlflow.tracking import MlflowClient
 
@@ -140,18 +143,13 @@ def resolve_model(settings: Any) -> ServedModel:
                 version = client.get_model_version(name, number)
             return ServedModel(name, str(version.version), version.run_id,
                                f"models:/{name}/{version.version}", tracking)
-        if uri.startswith("runs:/"):
-            run_id = uri[len("runs:/"):].split("/", 1)[0]
-            client.get_run(run_id)
-            return ServedModel(settings.inference_model_name, None, run_id, uri, tracking)
-    except InferenceError:
-        raise
+        run_id = uri[len("runs:/"):].split("/", 1)[0]
+        client.get_run(run_id)
+        return ServedModel(settings.inference_model_name, None, run_id, uri, tracking)
     except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds; the user needs one
         raise InferenceError("model_unavailable",
                              f"the served model {uri} cannot be found in MLflow "
                              f"({tracking or 'default tracking URI'}): {exc}") from None
-    raise InferenceError("model_unavailable", f"NEURONOVA_INFERENCE_MODEL_URI={uri!r} is not "
-                         "a models:/ or runs:/ URI")
 
 
 class MlflowSegmenter:

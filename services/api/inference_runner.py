@@ -82,20 +82,27 @@ class InferenceRunner:
         with self._lock:
             if self._client is None:
                 import dask
+                from distributed import Client, LocalCluster
 
-                retries = int(self.settings.inference_retries)
+                # Clients are closed, not used as context managers: ``with Client`` binds
+                # it to the starting thread's context, and the API stops in another one.
                 if self.settings.dask_scheduler:
-                    from distributed import Client
-
-                    self._client = self._stack.enter_context(Client(self.settings.dask_scheduler))
+                    self._client = Client(self.settings.dask_scheduler, set_as_default=False)
                 else:
-                    from neuronova_lib.bulk.runner import local_client
-
-                    # A worker that dies with the task counts as a failure of the task.
-                    self._stack.enter_context(dask.config.set(
-                        {"distributed.scheduler.allowed-failures": retries}))
-                    self._client = self._stack.enter_context(
-                        local_client(1, dashboard_address=None))
+                    # As neuronova_lib.bulk.runner.local_client: non-daemonic workers (the
+                    # ingest gate starts a checker process), no profiler; and a worker that
+                    # dies with the task counts as a failure of the task. In force for the
+                    # cluster's life, so that a restarted worker gets it too.
+                    self._stack.enter_context(dask.config.set({
+                        "distributed.worker.profile.enabled": False,
+                        "distributed.worker.daemon": False,
+                        "distributed.scheduler.allowed-failures":
+                            int(self.settings.inference_retries)}))
+                    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                           dashboard_address=":0")
+                    self._stack.callback(cluster.close)
+                    self._client = Client(cluster, set_as_default=False)
+                self._stack.callback(self._client.close)
                 self._client.subscribe_topic(TOPIC, self._on_event)
             return self._client
 

@@ -42,6 +42,7 @@ from neuronova_lib.uids import valid_uid
 from ..auditing import write_audit
 from ..deps import AccessClaims, SessionDep, SettingsDep, TokenServiceDep, require_roles
 from ..inference_runner import FAILED, FINAL, QUEUED, InferenceRunner
+from .jobs import _utc
 
 router = APIRouter(prefix="/inference", tags=["inference"])
 
@@ -96,12 +97,6 @@ class InferenceJobView(BaseModel):
     notes: list[str] = Field(default_factory=list)
     error: str | None = Field(default=None, description="reason: message, for a failed job.")
     not_for_clinical_use: str = NOT_FOR_CLINICAL_USE
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def job_view(job: InferenceJob, *, existing: bool = False) -> InferenceJobView:
