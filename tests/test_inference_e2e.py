@@ -243,6 +243,17 @@ def test_seg_and_sr_are_in_orthanc_and_agree(first_job: dict, stored: dict, stac
         errors = [line for line in (done.stdout + done.stderr).splitlines()
                   if line.lstrip().lower().startswith("error")]
         assert errors == [], f"{name}: {errors}"
+    # The SR has no pixels: retrievable at series level too, and it has no frames.
+    study, sr_series = stack.full.study_instance_uid, job["sr"]["series_uid"]
+    headers = {"Authorization": f"Bearer {first_job['token']}"}
+    whole = requests.get(f"{stack.url}/api/pacs/dicom-web/studies/{study}/series/{sr_series}",
+                         timeout=60, headers={**headers, "Accept": 'multipart/related; '
+                                              'type="application/dicom"'})
+    assert whole.status_code == 200 and len(split_multipart(whole.content) or []) == 1
+    frame = requests.get(f"{stack.url}/api/pacs/dicom-web/studies/{study}/series/{sr_series}"
+                         f"/instances/{job['sr']['sop_uid']}/frames/1", timeout=60,
+                         headers=headers)
+    assert frame.status_code == 404
     t1 = stack.full.series_instance_uids["t1"]
     assert [s.SeriesInstanceUID for s in stored["seg"].ReferencedSeriesSequence] == [t1]
     assert job["source_series"]["reference"] == t1
