@@ -267,15 +267,16 @@ def test_seg_and_sr_are_in_orthanc_and_agree(first_job: dict, stored: dict, stac
         assert groups[number - 1].referenced_segment.referenced_sop_instance_uid == job["seg"]["sop_uid"]
 
 
-def test_the_seg_is_what_the_model_says_on_the_case_itself(stored: dict, stack: Stack,
+def test_the_seg_is_what_the_model_says_on_the_case_itself(first_job: dict, stored: dict,
+                                                           stack: Stack,
                                                            served_model: Served) -> None:
     """The platform's SEG, voxel for voxel, against the same model run here on the case's NIfTI
     files (the same voxels as its DICOM): the pipeline's loading, grids and SEG frames add
     nothing and lose nothing. With a trained model, also Dice against the ground truth."""
     masks = stored["masks"]
-    segmenter = load_segmenter(ServedModel("brain-tumor-seg", served_model.version,
-                                           served_model.run_id, served_model.uri,
-                                           served_model.tracking_uri))
+    used = first_job["job"]["model"]  # the version the job ran, as it recorded it
+    segmenter = load_segmenter(ServedModel(used["name"], used["version"], used["run_id"],
+                                           used["uri"], served_model.tracking_uri))
     channels = np.stack([np.asarray(nib.load(stack.full.nifti[c]).dataobj, dtype=np.float32)
                          for c in ("t1", "t1c", "t2", "flair")])
     local = segmenter(channels, spacing=SMALL_SPACING)

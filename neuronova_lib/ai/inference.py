@@ -181,8 +181,12 @@ class MlflowSegmenter:
         if uri.startswith("runs:/"):
             run_id = uri[len("runs:/"):].split("/", 1)[0]
         elif uri.startswith("models:/"):
-            name, _, number = uri[len("models:/"):].partition("/")
-            run_id = client.get_model_version(name, number).run_id
+            name, _, alias = uri[len("models:/"):].partition("@")
+            if alias:
+                run_id = client.get_model_version_by_alias(name, alias).run_id
+            else:
+                name, _, number = uri[len("models:/"):].partition("/")
+                run_id = client.get_model_version(name, number).run_id
         config: dict[str, Any] = {}
         if run_id:
             text = client.get_run(run_id).data.tags.get("neuronova.model_config")
