@@ -3,6 +3,8 @@ lookup's refusals (against a real MLflow server where MLflow is asked)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pydicom
 import pytest
@@ -54,7 +56,8 @@ def test_on_the_reference_grid_nothing_is_resampled() -> None:
 def test_channels_follow_the_models_order() -> None:
     volume = _study_volume()
     channels, _ = _model_input(volume, {"channels": ["flair", "t1ce", "t2", "t1"]})
-    assert np.array_equal(channels[0], volume.array[3]) and np.array_equal(channels[1], volume.array[1])
+    assert np.array_equal(channels[0], volume.array[3])
+    assert np.array_equal(channels[1], volume.array[1])
     assert _channel_order({"channels": ["T1", "T1Gd", "T2", "FLAIR"]}) == list(CHANNELS)
     with pytest.raises(InferenceError) as refused:
         _channel_order({"channels": ["t1", "dwi"]})
@@ -101,7 +104,7 @@ def test_metadata_becomes_datasets_without_bulk_data() -> None:
     assert series_geometry(instances_json([back])).shape == (ds.Columns, ds.Rows, 1)
 
 
-def test_no_model_or_not_an_mlflow_uri_is_refused_with_what_to_set(tmp_path) -> None:
+def test_no_model_or_not_an_mlflow_uri_is_refused_with_what_to_set(tmp_path: Path) -> None:
     for uri in ("", "file:///models/x.pt"):
         settings = Settings(home=tmp_path, inference_model_uri=uri)
         with pytest.raises(InferenceError) as refused:
@@ -111,7 +114,8 @@ def test_no_model_or_not_an_mlflow_uri_is_refused_with_what_to_set(tmp_path) -> 
 
 
 @pytest.mark.e2e
-def test_a_model_mlflow_does_not_know_is_refused(tmp_path, mlflow_server: str) -> None:  # noqa: F811
+def test_a_model_mlflow_does_not_know_is_refused(
+        tmp_path: Path, mlflow_server: str) -> None:  # noqa: F811 (fixture)
     for uri in ("models:/brain-tumor-seg@champion", "runs:/0123456789abcdef/model"):
         settings = Settings(home=tmp_path, inference_model_uri=uri,
                             inference_tracking_uri=mlflow_server)
@@ -121,4 +125,5 @@ def test_a_model_mlflow_does_not_know_is_refused(tmp_path, mlflow_server: str) -
     with pytest.raises(InferenceError) as refused:
         load_segmenter(ServedModel("brain-tumor-seg", "9", "0123456789abcdef",
                                    "runs:/0123456789abcdef/model", mlflow_server))
-    assert refused.value.reason == "model_unavailable" and "could not be loaded" in refused.value.message
+    assert refused.value.reason == "model_unavailable"
+    assert "could not be loaded" in refused.value.message

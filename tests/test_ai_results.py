@@ -120,7 +120,8 @@ def test_codes_labels_and_the_not_clinical_notice(written: dict) -> None:
     assert written["results"].notes[0] == NOT_FOR_CLINICAL_USE
 
 
-def test_sr_volumes_are_the_seg_voxel_counts_times_the_voxel_volume(case: dict, written: dict) -> None:
+def test_sr_volumes_are_the_seg_voxel_counts_times_the_voxel_volume(case: dict,
+                                                                   written: dict) -> None:
     seg = hd.seg.segread(written["seg"])
     sr = hd.sr.srread(written["sr"])
     spacing = SMALL_SPACING
@@ -157,7 +158,8 @@ def test_references_point_at_the_source_series_and_the_seg(case: dict, written: 
     assert seg.PatientID == sr.PatientID == source.PatientID
     assert seg.FrameOfReferenceUID == source.FrameOfReferenceUID
     assert [s.SeriesInstanceUID for s in seg.ReferencedSeriesSequence] == [source.SeriesInstanceUID]
-    evidence = {series.SeriesInstanceUID: {i.ReferencedSOPInstanceUID for i in series.ReferencedSOPSequence}
+    evidence = {series.SeriesInstanceUID:
+                {i.ReferencedSOPInstanceUID for i in series.ReferencedSOPSequence}
                 for study in sr.CurrentRequestedProcedureEvidenceSequence
                 for series in study.ReferencedSeriesSequence}
     assert evidence[seg.SeriesInstanceUID] == {seg.SOPInstanceUID}
@@ -167,7 +169,8 @@ def test_references_point_at_the_source_series_and_the_seg(case: dict, written: 
         uids.seg_series, uids.seg_instance, uids.sr_series, uids.sr_instance)
 
 
-def test_the_same_job_writes_the_same_bytes_and_another_job_other_uids(case: dict, written: dict) -> None:
+def test_the_same_job_writes_the_same_bytes_and_another_job_other_uids(case: dict,
+                                                                       written: dict) -> None:
     again = build_results(case["sources"], case["masks"], model=MODEL, job_id="job-1",
                           created=CREATED)
     assert to_bytes(again.seg) == written["seg"].read_bytes()
@@ -180,7 +183,8 @@ def test_the_same_job_writes_the_same_bytes_and_another_job_other_uids(case: dic
 def test_an_empty_region_is_written_with_volume_zero(case: dict, tmp_path: Path) -> None:
     masks = case["masks"].copy()
     masks[2] = False  # a model that finds no enhancing tumour
-    results = build_results(case["sources"], masks, model=MODEL, job_id="job-empty", created=CREATED)
+    results = build_results(case["sources"], masks, model=MODEL, job_id="job-empty",
+                            created=CREATED)
     assert results.volumes_ml["ET"] == 0.0 and results.voxel_counts["ET"] == 0
     assert "ET: no voxels found" in results.notes
     for name, ds in (("seg", results.seg), ("sr", results.sr)):

@@ -189,7 +189,8 @@ def first_job(stack: Stack) -> dict[str, Any]:
             "after": _snapshot(stack.store, study)}
 
 
-def test_the_job_ends_done_with_model_timings_and_volumes(first_job: dict, served_model: Served) -> None:
+def test_the_job_ends_done_with_model_timings_and_volumes(first_job: dict,
+                                                          served_model: Served) -> None:
     job = first_job["job"]
     assert job["state"] == "done", job["error"]
     assert job["model"] == {"name": "brain-tumor-seg", "version": served_model.version,
@@ -264,7 +265,8 @@ def test_seg_and_sr_are_in_orthanc_and_agree(first_job: dict, stored: dict, stac
         assert count == job["voxel_counts"][region]
         (measurement,) = groups[number - 1].get_measurements()
         assert measurement.value == job["volumes_ml"][region] == round(count * voxel_ml, 6)
-        assert groups[number - 1].referenced_segment.referenced_sop_instance_uid == job["seg"]["sop_uid"]
+        reference = groups[number - 1].referenced_segment
+        assert reference.referenced_sop_instance_uid == job["seg"]["sop_uid"]
 
 
 def test_the_seg_is_what_the_model_says_on_the_case_itself(first_job: dict, stored: dict,

@@ -126,7 +126,8 @@ def resolve_model(settings: Any) -> ServedModel:
     tracking = settings.inference_tracking_uri
     if not uri:
         raise InferenceError("model_unavailable", "no model is served: set "
-                             "NEURONOVA_INFERENCE_MODEL_URI (e.g. models:/brain-tumor-seg@champion)")
+                             "NEURONOVA_INFERENCE_MODEL_URI "
+                             "(e.g. models:/brain-tumor-seg@champion)")
     if not uri.startswith(("models:/", "runs:/")):
         raise InferenceError("model_unavailable", f"NEURONOVA_INFERENCE_MODEL_URI={uri!r} is "
                              "not a models:/ or runs:/ URI")

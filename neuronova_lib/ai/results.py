@@ -155,7 +155,8 @@ def voxel_volume_ml(source_images: Sequence[Dataset]) -> float:
 def region_volumes(masks: np.ndarray, voxel_ml: float) -> tuple[dict[str, int], dict[str, float]]:
     """Voxel count and volume (ml, 6 decimals) of each region of ``masks`` (3, X, Y, Z)."""
     counts = {region: int(np.count_nonzero(masks[i])) for i, region in enumerate(REGIONS)}
-    volumes = {region: round(count * voxel_ml, _VOLUME_DECIMALS) for region, count in counts.items()}
+    volumes = {region: round(count * voxel_ml, _VOLUME_DECIMALS)
+               for region, count in counts.items()}
     return counts, volumes
 
 
@@ -304,7 +305,8 @@ def _segment_has_frames(seg: Dataset, number: int) -> bool:
 
 
 def _empty_segment_reference(seg: Dataset, number: int) -> Any:
-    """A reference to a segment with no voxels (no frames to name): the SEG and its source series."""
+    """A reference to a segment with no voxels (no frames to name): the SEG and its source
+    series."""
     import highdicom as hd
 
     source_series = str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID)

@@ -181,8 +181,10 @@ class InferenceRunner:
                                           "notes": result.get("notes", [])})
                 job.source_series = json.dumps({"reference": result["reference_series"],
                                                 "channels": result["source_series"]})
-                job.seg_series_uid, job.seg_sop_uid = result["seg"]["series_uid"], result["seg"]["sop_uid"]
-                job.sr_series_uid, job.sr_sop_uid = result["sr"]["series_uid"], result["sr"]["sop_uid"]
+                job.seg_series_uid = result["seg"]["series_uid"]
+                job.seg_sop_uid = result["seg"]["sop_uid"]
+                job.sr_series_uid = result["sr"]["series_uid"]
+                job.sr_sop_uid = result["sr"]["sop_uid"]
                 job.error = None
                 detail = ", ".join(f"{k} {v:g} ml" for k, v in result["volumes_ml"].items())
                 self._audit(db, job, "allow", 200, "inference_done", detail)
