@@ -346,25 +346,59 @@ def test_who_may_ask_and_what_is_refused(stack: Stack) -> None:
         "Authorization": f"Bearer {clinician}"}).status_code == 404
 
 
-def test_a_killed_worker_fails_or_retries_the_job_never_hangs_it(stack: Stack) -> None:
+def _job(stack: Stack, token: str, job_id: str) -> dict[str, Any]:
+    return dict(requests.get(f"{stack.url}/api/inference/{job_id}", timeout=30,
+                             headers={"Authorization": f"Bearer {token}"}).json())
+
+
+def _attempts(job: dict[str, Any]) -> int:
+    """How many times a worker started the job (each attempt starts with 'load')."""
+    return sum(1 for e in job["stages"] if (e["stage"], e["status"]) == ("load", "started"))
+
+
+def _wait_for_attempt(stack: Stack, token: str, job_id: str, attempt: int) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job = _job(stack, token, job_id)
+        assert job["state"] not in ("done", "failed"), f"ended before attempt {attempt}: {job}"
+        if _attempts(job) >= attempt:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"attempt {attempt} of job {job_id} did not start")
+
+
+def _kill_worker(stack: Stack) -> None:
+    """SIGKILL the Dask worker process of the API's local cluster (it holds the model)."""
     import psutil
 
-    token = stack.login("clinician")
-    answer = _post(stack, token, stack.full.study_instance_uid, rerun=True)
-    job_id = answer.json()["job_id"]
     api = next(p for p in psutil.process_iter(["cmdline"])
                if "services.api.app:create_app" in " ".join(p.info["cmdline"] or [])
                and str(stack.settings.api_port) in " ".join(p.info["cmdline"] or []))
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # kill the worker once the job is on it
-        job = requests.get(f"{stack.url}/api/inference/{job_id}", timeout=30,
-                           headers={"Authorization": f"Bearer {token}"}).json()
-        if job["state"] == "running":
-            break
-        time.sleep(0.2)
     workers = [c for c in api.children() if "spawn" in " ".join(c.cmdline())]
     assert workers, "no Dask worker process under the API"
-    worker = max(workers, key=lambda p: p.memory_info().rss)  # the one that holds the model
-    worker.kill()
+    max(workers, key=lambda p: p.memory_info().rss).kill()
+
+
+def test_a_killed_worker_retries_the_job(stack: Stack) -> None:
+    token = stack.login("clinician")
+    job_id = _post(stack, token, stack.full.study_instance_uid, rerun=True).json()["job_id"]
+    _wait_for_attempt(stack, token, job_id, 1)
+    _kill_worker(stack)
     job = _wait(stack, token, job_id)
-    assert job["state"] == "done" or job["error"].startswith("worker_died:"), job
+    assert job["state"] == "done", job["error"]
+    assert _attempts(job) == 2  # Dask ran it again on the restarted worker
+
+
+def test_a_worker_killed_on_every_attempt_fails_the_job(stack: Stack) -> None:
+    token = stack.login("clinician")
+    job_id = _post(stack, token, stack.full.study_instance_uid, rerun=True).json()["job_id"]
+    before = _snapshot(stack.store, stack.full.study_instance_uid)
+    for attempt in (1, 2):  # NEURONOVA_INFERENCE_RETRIES = 1: two attempts in all
+        _wait_for_attempt(stack, token, job_id, attempt)
+        _kill_worker(stack)
+    job = _wait(stack, token, job_id)
+    assert job["state"] == "failed" and job["error"].startswith("worker_died:"), job
+    assert job["stages"][-1]["stage"] == "failed"
+    # Whatever a killed attempt stored is a result of this job, never a change to the source.
+    after = _snapshot(stack.store, stack.full.study_instance_uid)
+    assert {s: after[s] for s in before} == before
