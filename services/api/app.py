@@ -31,19 +31,8 @@ from services.openapi_docs import mount_offline_docs
 from .inference_runner import InferenceRunner
 from .jobs import JobRunner
 from .quarantine_retention import RetentionSweeper
-from .routes import (
-    audit,
-    auth,
-    health,
-    inference,
-    jobs,
-    quarantine,
-    refused,
-    stow,
-    studies,
-    tokens,
-    users,
-)
+from .routes import audit, auth, health, jobs, quarantine, refused, stow, studies, tokens, users
+from .routes import inference
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     mount_offline_docs(app, API_PREFIX)
 
     api = APIRouter(prefix=API_PREFIX)
-    for module in (health, auth, users, tokens, audit, studies, jobs, quarantine, stow, refused,
-                   inference):
+    for module in (health, auth, users, tokens, audit, studies, jobs, quarantine, stow, refused):
         api.include_router(module.router)
+    api.include_router(inference.router)
     app.include_router(api)
     return app
