@@ -215,6 +215,32 @@ class Settings(BaseSettings):
         "unset: mlflow/artifacts in the data dir.",
     )
 
+    # Inference jobs (neuronova_lib.ai.inference, POST /api/inference).
+    inference_model_uri: str | None = Field(
+        default="models:/brain-tumor-seg@champion",
+        description="MLflow URI of the model inference serves (models:/NAME@ALIAS, "
+        "models:/NAME/VERSION or runs:/RUN/PATH); the promotion gate replaces this lookup.",
+    )
+    inference_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking server inference loads the model from; unset: MLflow's "
+        "own default (MLFLOW_TRACKING_URI).",
+    )
+    inference_model_name: str = Field(
+        default="brain-tumor-seg",
+        description="Model name recorded for a runs:/ URI (a registered model has its own).",
+    )
+    inference_timeout: float = Field(
+        default=900.0, gt=0,
+        description="Seconds an inference job may take, queue included, before it fails; a "
+        "killed or stuck worker cannot hold a job longer.",
+    )
+    inference_retries: int = Field(
+        default=1, ge=0, le=5,
+        description="Times Dask runs an inference task again after an unexpected error or a "
+        "dead worker (the local cluster's allowed failures too).",
+    )
+
     # Ingest gate (neuronova_lib.ingest): every file a user sends is checked in a sandboxed
     # worker before it may reach Orthanc; refused files are kept in quarantine.
     ingest_max_bytes: int = Field(
@@ -236,7 +262,8 @@ class Settings(BaseSettings):
     )
     ingest_sop_classes: list[str] | None = Field(
         default=None,
-        description="SOP Class UIDs the gate accepts, as JSON; unset: common image classes.",
+        description="SOP Class UIDs the gate accepts, as JSON; unset: common image classes, SEG "
+        "and the structured reports (SR, Comprehensive 3D SR).",
     )
     ingest_workers: int = Field(default=2, ge=1, le=64, description="Gate worker processes.")
     ingest_timeout: float = Field(

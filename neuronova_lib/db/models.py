@@ -232,3 +232,44 @@ class FhirIdentifierClaim(Base):
     system: Mapped[str] = mapped_column(String(255), primary_key=True)
     value: Mapped[str] = mapped_column(String(255), primary_key=True)
     resource_id: Mapped[str] = mapped_column(String(64))
+
+
+class InferenceJob(Base):
+    """One inference job: a study, the model that served it, and what it wrote.
+
+    Lists and figures are JSON text: ``stages`` (progress events in order, for
+    the dashboards' event stream), ``timings`` (seconds per stage),
+    ``volumes`` (ml per region), ``source_series`` (channel → SeriesInstanceUID).
+    """
+
+    __tablename__ = "inference_jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # uuid4 hex
+    state: Mapped[str] = mapped_column(String(16), index=True)  # queued|running|done|failed
+    created_by: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(32))
+    study_uid: Mapped[str] = mapped_column(String(64))
+    model_name: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    model_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    model_uri: Mapped[str] = mapped_column(Text)
+    rerun: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                 index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    stages: Mapped[str] = mapped_column(Text, default="[]")
+    timings: Mapped[str | None] = mapped_column(Text, nullable=True)
+    volumes: Mapped[str | None] = mapped_column(Text, nullable=True)
+    source_series: Mapped[str | None] = mapped_column(Text, nullable=True)
+    seg_series_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    seg_sop_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    sr_series_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    sr_sop_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (
+        # "the same study and champion": the lookup behind POST /api/inference's dedupe.
+        Index("ix_inference_jobs_study_model", "study_uid", "model_name", "model_version"),
+    )

@@ -39,7 +39,8 @@ from neuronova_lib.uids import (
 )
 
 
-#: Default allow-list: the common image storage classes (and RT Structure Set, no pixels).
+#: Default allow-list: the common image storage classes, and RT Structure Set and the
+#: structured reports (no pixels).
 DEFAULT_SOP_CLASSES: frozenset[str] = frozenset({
     "1.2.840.10008.5.1.4.1.1.2",       # CT Image
     "1.2.840.10008.5.1.4.1.1.2.1",     # Enhanced CT Image
@@ -55,9 +56,14 @@ DEFAULT_SOP_CLASSES: frozenset[str] = frozenset({
     "1.2.840.10008.5.1.4.1.1.128",     # PET Image
     "1.2.840.10008.5.1.4.1.1.130",     # Enhanced PET Image
     "1.2.840.10008.5.1.4.1.1.481.3",   # RT Structure Set (no pixel data)
+    "1.2.840.10008.5.1.4.1.1.88.22",   # Enhanced SR (no pixel data)
+    "1.2.840.10008.5.1.4.1.1.88.33",   # Comprehensive SR (no pixel data)
+    "1.2.840.10008.5.1.4.1.1.88.34",   # Comprehensive 3D SR: TID 1500 reports (inference)
 })
 #: Allowed classes that carry no Pixel Data.
-NON_IMAGE_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.481.3"})
+NON_IMAGE_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.481.3", "1.2.840.10008.5.1.4.1.1.88.22",
+                                   "1.2.840.10008.5.1.4.1.1.88.33",
+                                   "1.2.840.10008.5.1.4.1.1.88.34"})
 
 _UNDEFINED = 0xFFFFFFFF
 _PIXEL_DATA = 0x7FE00010

@@ -65,11 +65,14 @@ class InstanceInfo:
         self.series = series
         self.syntax = syntax
         self.tags = tags
-        self.frames = int(tags.get("NumberOfFrames") or 1)
-        self.rows = int(tags["Rows"])
-        self.columns = int(tags["Columns"])
+        # An instance without pixels (SR, RT Structure Set) has no frames: its
+        # retrieval works, a frame or rendered request of it is a 404.
+        image = "Rows" in tags and "Columns" in tags
+        self.frames = int(tags.get("NumberOfFrames") or 1) if image else 0
+        self.rows = int(tags.get("Rows") or 0)
+        self.columns = int(tags.get("Columns") or 0)
         self.samples = int(tags.get("SamplesPerPixel") or 1)
-        self.bits_allocated = int(tags["BitsAllocated"])
+        self.bits_allocated = int(tags.get("BitsAllocated") or 8)
         self.signed = int(tags.get("PixelRepresentation") or 0) == 1
 
     @property

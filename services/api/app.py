@@ -29,10 +29,12 @@ from neuronova_lib.security.tokens import token_service
 from services.openapi_docs import mount_offline_docs
 
 from . import fhir
+from .inference_runner import InferenceRunner
 from .jobs import JobRunner
 from .quarantine_retention import RetentionSweeper
 from .routes import (audit, auth, auth_check, health, jobs, patients, quarantine, refused,
                      signin, stow, studies, tokens, users)
+from .routes import inference
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Upload jobs run on the Dask cluster, several at once; unfinished ones resume.
         app.state.jobs = JobRunner(settings, app.state.sessions)
         app.state.jobs.start()
+        # Inference jobs run on Dask; the client (or local cluster) is made on the first job.
+        app.state.inference = InferenceRunner(settings, app.state.sessions)
+        app.state.inference.start()
         # Quarantine retention: purged now, then hourly by a thread that stops with the app.
         app.state.quarantine_retention = RetentionSweeper(settings)
         app.state.quarantine_retention.start()
@@ -86,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.jobs.stop()
             if getattr(app.state, "patient_chain", None) is not None:
                 app.state.patient_chain.close()
+            app.state.inference.stop()
 
     app = FastAPI(
         title="NeuroNova platform API",
@@ -103,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, auth, auth_check, users, tokens, audit, studies, jobs, quarantine, stow,
                    refused, patients):
         api.include_router(module.router)
+    api.include_router(inference.router)
     app.include_router(api)
     # The browser sign-in lives outside /api: nginx forwards /login and /logout.
     app.include_router(signin.router)

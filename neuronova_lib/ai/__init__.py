@@ -1,0 +1,1 @@
+"""NeuroNova's AI: training, the model registry, inference (see docs/ai.md)."""
