@@ -1,13 +1,15 @@
 """Inference jobs from the API's side: submit to Dask, follow progress, record the outcome.
 
 :class:`InferenceRunner` holds one Dask client, made on the first job (an API
-that never runs inference starts no cluster): the scheduler at
-``NEURONOVA_DASK_SCHEDULER``, otherwise a ``LocalCluster`` of one worker
-process (:func:`neuronova_lib.bulk.runner.local_client`). Each job is one task,
+that never runs inference starts no cluster): the platform's cluster
+(:func:`neuronova_lib.compute.platform_client`: the scheduler ``up`` runs, or
+``NEURONOVA_DASK_SCHEDULER``), otherwise (``NEURONOVA_DASK_ENABLED=false``) a
+``LocalCluster`` of one worker process. Each job is one task,
 :func:`neuronova_lib.ai.inference.run_inference`, submitted with Dask
 ``retries`` (``NEURONOVA_INFERENCE_RETRIES``); on the local cluster the same
 number bounds how often a task may take its worker down with it
-(``distributed.scheduler.allowed-failures``), after which Dask raises
+(``distributed.scheduler.allowed-failures``; on the platform's cluster, its
+scheduler's own setting, Dask's default 3), after which Dask raises
 ``KilledWorker``. A thread per job waits for the result at most
 ``NEURONOVA_INFERENCE_TIMEOUT`` seconds, then cancels the task and fails the
 job: a killed or stuck worker fails a job, it never hangs it.
@@ -34,6 +36,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from neuronova_lib.ai.inference import TOPIC, InferenceTask, run_inference
+from neuronova_lib.compute import platform_client, scheduler_address
 from neuronova_lib.config import Settings
 from neuronova_lib.db.models import AuditRecord, InferenceJob
 
@@ -86,8 +89,10 @@ class InferenceRunner:
 
                 # Clients are closed, not used as context managers: ``with Client`` binds
                 # it to the starting thread's context, and the API stops in another one.
-                if self.settings.dask_scheduler:
-                    self._client = Client(self.settings.dask_scheduler, set_as_default=False)
+                if scheduler_address(self.settings):
+                    # The platform's cluster: the one `up` runs (its scheduler has the
+                    # allowed-failures of NEURONOVA_INFERENCE_RETRIES) or an existing one.
+                    self._client = platform_client(self.settings)
                 else:
                     # As neuronova_lib.bulk.runner.local_client: non-daemonic workers (the
                     # ingest gate starts a checker process), no profiler; and a worker that
