@@ -30,7 +30,8 @@ from services.openapi_docs import mount_offline_docs
 
 from .jobs import JobRunner
 from .quarantine_retention import RetentionSweeper
-from .routes import audit, auth, health, jobs, quarantine, refused, stow, studies, tokens, users
+from .routes import (audit, auth, health, jobs, models, quarantine, refused, stow, studies,
+                     tokens, users)
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     mount_offline_docs(app, API_PREFIX)
 
     api = APIRouter(prefix=API_PREFIX)
-    for module in (health, auth, users, tokens, audit, studies, jobs, quarantine, stow, refused):
+    for module in (health, auth, users, tokens, audit, studies, jobs, quarantine, stow, refused,
+                   models):
         api.include_router(module.router)
     app.include_router(api)
     return app

@@ -1,0 +1,1 @@
+"""NeuroNova's AI: training, evaluation, the model registry and its promotion gate."""
