@@ -158,6 +158,7 @@ def test_promote_refuse_worse_accept_better_and_roll_back(
     assert (first.kind, first.version, first.run_id) == ("promote", a, runs["A"])
     assert first.replaced_version is None and first.previous_version is None
     assert first.artifact_sha256 and len(first.artifact_sha256) == 64
+    assert first.model_id and first.source == f"models:/{first.model_id}"
     assert _aliases(settings, name) == {"champion": a}
 
     second = _promote(settings, name, b, reason="better on every region")
@@ -265,6 +266,48 @@ def test_gate_refuses_users_without_the_role_and_empty_reasons(
         _promote(settings, name, a, reason="  ")
     assert [r.status for r in _audits(settings)] == [403, 422]
     assert _approvals(settings, name) == []
+
+
+def test_figures_amended_after_evaluation_are_refused(
+        settings: Settings, mlflow_server: str, name: str) -> None:  # noqa: F811
+    import mlflow
+
+    run_id = _log_run(mlflow_server, FIGURES["LOW"])
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metric("heldout_dice_tc", 0.99)  # the latest value now passes
+    (version,) = _register(settings, {"X": run_id}, name, "X")
+    with pytest.raises(GateRefused) as refused:
+        _promote(settings, name, version)
+    assert refused.value.code == "figure_changed"
+    assert "heldout_dice_tc" in str(refused.value) and "0.8, 0.99" in str(refused.value)
+    assert _approvals(settings, name) == []
+
+
+def test_model_files_overwritten_after_approval_are_refused(
+        settings: Settings, mlflow_server: str, name: str, tmp_path: Path) -> None:  # noqa: F811
+    import torch
+
+    runs = {"A": _log_run(mlflow_server, FIGURES["A"]), "B": _log_run(mlflow_server, FIGURES["B"])}
+    a, b = _register(settings, runs, name, "A", "B")
+    _promote(settings, name, a)
+    served = served_version(settings, name)
+    local = registry.download_served(settings, served, tmp_path / "ok")
+    assert (local / "MLmodel").is_file() and (local / "data" / "model.pth").is_file()
+
+    # Anybody who may log to MLflow can overwrite a logged model's files in place.
+    client = registry.mlflow_client(settings)
+    model_id = registry.logged_model_id(client.get_model_version(name, a))
+    assert model_id and model_id.startswith("m-")
+    (tmp_path / "evil").mkdir()
+    torch.save({"not": "the approved weights"}, tmp_path / "evil" / "model.pth")
+    client.log_model_artifact(model_id, str(tmp_path / "evil" / "model.pth"), "data")
+    with pytest.raises(ModelNotApproved, match="changed after the gate approved them"):
+        registry.download_served(settings, served_version(settings, name), tmp_path / "bad")
+    _promote(settings, name, b)
+    with pytest.raises(GateRefused) as refused:
+        _rollback(settings, name)
+    assert refused.value.code == "files_changed"
+    assert served_version(settings, name).version == b
 
 
 def _token(client: TestClient, username: str) -> dict[str, str]:

@@ -341,7 +341,7 @@ def promote(settings: Settings, session: Session, name: str, version: str, actor
             previous_run = current.run_id
         approval = ModelApproval(
             model_name=name, version=version, run_id=mv.run_id, kind="promote",
-            source=mv.source, model_id=getattr(mv, "model_id", None), artifact_sha256=digest,
+            source=mv.source, model_id=registry.logged_model_id(mv), artifact_sha256=digest,
             approved_by=actor.username, role=actor.role, approved_at=_now(),
             reason=clean_reason, figures=json.dumps(figures, sort_keys=True),
             criteria=json.dumps({**asdict(criteria), "champion": champion,
@@ -394,7 +394,7 @@ def rollback(settings: Settings, session: Session, name: str, actor: Actor, reas
         before = registry.aliases(client, settings, name)
         approval = ModelApproval(
             model_name=name, version=target, run_id=mv.run_id, kind="rollback",
-            source=mv.source, model_id=getattr(mv, "model_id", None), artifact_sha256=digest,
+            source=mv.source, model_id=registry.logged_model_id(mv), artifact_sha256=digest,
             approved_by=actor.username, role=actor.role, approved_at=_now(),
             reason=clean_reason, figures=earlier.figures,
             criteria=json.dumps({"rolled_back_from": current.version,

@@ -137,6 +137,15 @@ def aliases(client: "MlflowClient", settings: Settings, name: str) -> dict[str, 
         raise mlflow_error(exc, f"registered model {name!r}", settings) from None
 
 
+def logged_model_id(mv: "ModelVersion") -> str | None:
+    """The logged model (``m-...``) behind a version: MLflow's REST answers leave
+    ``model_id`` empty, but a version registered from a run has source ``models:/m-...``."""
+    model_id = getattr(mv, "model_id", None)
+    if not model_id and (mv.source or "").startswith("models:/m-"):
+        model_id = mv.source[len("models:/"):].split("/", 1)[0]
+    return model_id or None
+
+
 def latest_approval(session: Session, name: str) -> ModelApproval | None:
     """The newest approval (promotion or rollback) of model ``name``: its champion."""
     return session.scalars(select(ModelApproval).where(ModelApproval.model_name == name)
