@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from mlflow_fixture import mlflow_server  # noqa: F401 (fixture)
 from neuronova_lib.ai import gate, registry
@@ -96,9 +97,9 @@ def _register(settings: Settings, runs: dict[str, str], name: str, *keys: str) -
     return [str(registry.register(settings, runs[k], name).version) for k in keys]
 
 
-def _audit_hook(session: object, username: str) -> gate.AuditHook:
+def _audit_hook(session: Session, username: str) -> gate.AuditHook:
     def audit(decision: str, status: int, reason: str, detail: str) -> None:
-        session.add(AuditRecord(service="test", username=username, method="TEST",  # type: ignore[attr-defined]
+        session.add(AuditRecord(service="test", username=username, method="TEST",
                                 path="gate", decision=decision, status=status, reason=reason,
                                 detail=detail))
     return audit

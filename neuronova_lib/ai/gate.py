@@ -239,55 +239,69 @@ class _Aliases:
                 log.exception("could not restore alias %s of %s", alias, self.name)
 
 
-def _apply(client: "MlflowClient", settings: Settings, session: Session,
-           approval: ModelApproval, before: dict[str, str]) -> None:
-    """Tag the version, move ``previous`` and ``champion``; undone if MLflow fails."""
+def _move_aliases(settings: Settings, moves: _Aliases, approval: ModelApproval) -> None:
+    """``previous`` then ``champion``; put back and :class:`RegistryUnavailable` on failure."""
     from mlflow.exceptions import MlflowException
 
-    moves = _Aliases(client, approval.model_name, before)
     try:
-        session.flush()  # the approval's id, for the tag
-        at = approval.approved_at.isoformat()
-        for key, value in ((TAG_APPROVED_BY, approval.approved_by), (TAG_APPROVED_AT, at),
-                           (TAG_APPROVAL_ID, str(approval.id))):
-            client.set_model_version_tag(approval.model_name, approval.version, key, value)
         moves.set(PREVIOUS, approval.previous_version)
         moves.set(CHAMPION, approval.version)
     except MlflowException as exc:
-        session.rollback()
         moves.restore()
         raise registry.mlflow_error(exc, f"moving the aliases of {approval.model_name!r}",
                                     settings) from None
 
 
+def _tag(client: "MlflowClient", approval: ModelApproval) -> None:
+    """The approval's tags on the version: for people browsing MLflow, so best effort (the
+    platform trusts only the approval row)."""
+    at = approval.approved_at.isoformat()
+    try:
+        for key, value in ((TAG_APPROVED_BY, approval.approved_by), (TAG_APPROVED_AT, at),
+                           (TAG_APPROVAL_ID, str(approval.id))):
+            client.set_model_version_tag(approval.model_name, approval.version, key, value)
+    except Exception:
+        log.exception("approval %s is in force but its tags on %s version %s are not set",
+                      approval.id, approval.model_name, approval.version)
+
+
 def _decide(settings: Settings, session: Session, audit: AuditHook, action: str,
-            decide: Callable[[], ModelApproval]) -> ModelApproval:
-    """Run ``decide`` under the lock; audit and commit whatever comes of it."""
+            decide: Callable[[], tuple[ModelApproval, _Aliases]]) -> ModelApproval:
+    """Run ``decide`` under the lock, move the aliases, then commit the approval with its
+    audit row; every refusal is audited and committed too.
+
+    The aliases move before the commit so that no database write lock is held while MLflow
+    answers (the guard writes its audit rows to the same database); if the commit fails,
+    they are put back. Between the two, for a few milliseconds, :func:`served_version`
+    refuses the new alias: a job starting then fails and can be retried.
+    """
     with serialized(settings, session):
         try:
-            approval = decide()
-        except GateRefused as exc:
+            approval, moves = decide()
+            _move_aliases(settings, moves, approval)
+        except (GateRefused, ModelNotFound, RegistryUnavailable) as exc:
+            status, code = ((exc.status, exc.code) if isinstance(exc, GateRefused) else
+                            (404, "not_found") if isinstance(exc, ModelNotFound) else
+                            (503, "mlflow"))
             session.rollback()
-            audit("deny", exc.status, f"model_{action}_refused", f"{exc.code}: {exc}")
+            audit("deny", status, f"model_{action}_refused", f"{code}: {exc}")
             session.commit()
             raise
-        except ModelNotFound as exc:
-            session.rollback()
-            audit("deny", 404, f"model_{action}_refused", f"not_found: {exc}")
+        try:
+            session.add(approval)
+            session.flush()  # the approval's id, for the audit row and the tags
+            verb = "promoted" if action == "promotion" else "rolled_back"
+            audit("allow", 200, f"model_{verb}",
+                  f"{approval.model_name} version {approval.version} (run {approval.run_id}) "
+                  f"is {CHAMPION}, approval {approval.id}; replaced "
+                  f"{approval.replaced_version or 'none'}; {PREVIOUS} "
+                  f"{approval.previous_version or 'none'}; reason: {approval.reason}")
             session.commit()
-            raise
-        except RegistryUnavailable as exc:
+        except BaseException:
             session.rollback()
-            audit("deny", 503, f"model_{action}_refused", f"mlflow: {exc}")
-            session.commit()
+            moves.restore()
             raise
-        verb = "promoted" if action == "promotion" else "rolled_back"
-        audit("allow", 200, f"model_{verb}",
-              f"{approval.model_name} version {approval.version} (run {approval.run_id}) is "
-              f"{CHAMPION}, approval {approval.id}; replaced "
-              f"{approval.replaced_version or 'none'}; {PREVIOUS} "
-              f"{approval.previous_version or 'none'}; reason: {approval.reason}")
-        session.commit()
+        _tag(moves.client, approval)
         return approval
 
 
@@ -301,7 +315,7 @@ def promote(settings: Settings, session: Session, name: str, version: str, actor
     """
     version = str(version).strip()
 
-    def decide() -> ModelApproval:
+    def decide() -> tuple[ModelApproval, _Aliases]:
         clean_reason = _check_request(actor, reason)
         client = registry.mlflow_client(settings)
         mv = registry.model_version(client, settings, name, version)
@@ -347,9 +361,7 @@ def promote(settings: Settings, session: Session, name: str, version: str, actor
             criteria=json.dumps({**asdict(criteria), "champion": champion,
                                  "champion_version": replaced}, sort_keys=True),
             replaced_version=replaced, previous_version=previous, previous_run_id=previous_run)
-        session.add(approval)
-        _apply(client, settings, session, approval, before)
-        return approval
+        return approval, _Aliases(client, name, before)
 
     return _decide(settings, session, audit, "promotion", decide)
 
@@ -364,7 +376,7 @@ def rollback(settings: Settings, session: Session, name: str, actor: Actor, reas
     must still be the ones approved.
     """
 
-    def decide() -> ModelApproval:
+    def decide() -> tuple[ModelApproval, _Aliases]:
         clean_reason = _check_request(actor, reason)
         current = registry.latest_approval(session, name)
         if current is None:
@@ -401,9 +413,7 @@ def rollback(settings: Settings, session: Session, name: str, actor: Actor, reas
                                  "restored_approval": earlier.id}, sort_keys=True),
             replaced_version=current.version, previous_version=earlier.previous_version,
             previous_run_id=earlier.previous_run_id)
-        session.add(approval)
-        _apply(client, settings, session, approval, before)
-        return approval
+        return approval, _Aliases(client, name, before)
 
     return _decide(settings, session, audit, "rollback", decide)
 

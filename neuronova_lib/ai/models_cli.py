@@ -15,7 +15,7 @@ import socket
 import sys
 from typing import Any
 
-from ..config import Settings, get_settings
+from ..config import get_settings
 
 
 def add_parser(sub: Any) -> None:
@@ -43,7 +43,7 @@ def add_parser(sub: Any) -> None:
     models.set_defaults(func=cmd_models)
 
 
-def _cli_audit(settings: Settings, session: Any, username: str | None, role: str | None,
+def _cli_audit(session: Any, username: str | None, role: str | None,
                path: str) -> Any:
     """An audit hook writing ``service="cli"`` rows; ``client`` names the OS account."""
     from ..db.models import AuditRecord
@@ -113,14 +113,14 @@ def cmd_models(args: argparse.Namespace) -> int:
             user = get_user(session, args.as_user)
             if user is None or not user.is_active:
                 why = "no such user" if user is None else "the account is disabled"
-                audit = _cli_audit(settings, session, args.as_user[:64], None, path)
+                audit = _cli_audit(session, args.as_user[:64], None, path)
                 audit("deny", 403, f"model_{args.action}_refused", f"user: {why}")
                 session.commit()
                 print(f"{prog}: --as {args.as_user}: {why} (see `neuronova users`)",
                       file=sys.stderr)
                 return 1
             actor = gate.Actor(user.username, user.role)
-            audit = _cli_audit(settings, session, user.username, user.role, path)
+            audit = _cli_audit(session, user.username, user.role, path)
             if args.action == "promote":
                 approval = gate.promote(settings, session, args.name, args.version, actor,
                                         args.reason, audit)
