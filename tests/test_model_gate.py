@@ -5,12 +5,18 @@ The gate against a real MLflow server, the API and the CLI: tests/test_model_gat
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from neuronova_lib.ai.gate import Criteria, check
-from neuronova_lib.ai.registry import folder_digest, tracking_uri
+from neuronova_lib.ai.registry import (
+    RegistryUnavailable,
+    folder_digest,
+    served_version,
+    tracking_uri,
+)
 from neuronova_lib.config import Settings
 
 CRITERIA = Criteria(min_dice={"tc": 0.85, "wt": 0.85, "et": 0.75}, max_hd95=None,
@@ -85,3 +91,19 @@ def test_folder_digest_sees_content_and_names_but_not_registration_meta(tmp_path
     assert folder_digest(tmp_path) == first
     (tmp_path / "data" / "model.pth").write_bytes(b"weightz")
     assert folder_digest(tmp_path) != first
+
+
+@pytest.mark.e2e  # importing mlflow runs `uname -p` (platform.processor)
+def test_an_unreachable_mlflow_is_reported_not_waited_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from neuronova_lib.stack.local import free_port
+
+    for variable in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("NEURONOVA_HOME", str(tmp_path))
+    monkeypatch.setenv("NEURONOVA_MLFLOW_PORT", str(free_port()))  # nothing listens there
+    settings = Settings()
+    with pytest.raises(RegistryUnavailable, match=r"MLflow at http://127\.0\.0\.1:\d+/mlflow "
+                       r"failed on registered model 'brain-tumor-seg'.*is it running"):
+        served_version(settings)
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import os
 import socket
 import sys
 from typing import Any
@@ -86,8 +85,6 @@ def cmd_models(args: argparse.Namespace) -> int:
     from . import gate, registry
 
     settings = get_settings()
-    # MLflow retries a refused connection for minutes by default; a person is waiting here.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     prog = f"neuronova models {args.action}"
     try:
         if args.action == "register":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,8 @@ MODEL_ARTIFACT = "model"
 #: Written by MLflow into a logged model's folder when a version is registered: it names
 #: the registered model and differs from version to version, so it is not part of the digest.
 _UNHASHED = frozenset({"registered_model_meta"})
+#: MLflow's HTTP retry settings the platform's processes use unless already set.
+_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
 class RegistryError(Exception):
@@ -93,7 +96,13 @@ def mlflow_client(settings: Settings) -> "MlflowClient":
 
     An explicit client, not ``mlflow.set_tracking_uri``: the process-wide URI belongs to
     whoever else runs in this process (a notebook, a training run).
+
+    MLflow retries a refused connection 7 times with exponential backoff (about 4 minutes
+    here) before it gives up; a person or a job is waiting on the platform's calls, so
+    unless the environment says otherwise, this process gives up after 2 retries (seconds).
     """
+    for variable, value in _RETRIES.items():
+        os.environ.setdefault(variable, value)
     try:
         from mlflow import MlflowClient
     except ImportError:
