@@ -368,6 +368,9 @@ def test_api_roles_promotion_and_rollback(settings: Settings, runs: dict[str, st
         missing = client.post(f"/api/models/{name}/versions/999/promote",
                               json={"reason": "x"}, headers=owner)
         assert missing.status_code == 404
+        assert client.post(f"/api/models/{name}/versions/latest/promote",
+                           json={"reason": "x"}, headers=owner).status_code == 422
+        assert client.get("/api/models/no-such-model", headers=scientist).status_code == 404
     with session_factory(settings.sqlalchemy_url)() as session:
         rows = list(session.scalars(select(AuditRecord).where(
             AuditRecord.path.like(f"/api/models/{name}/%")).order_by(AuditRecord.id)))
@@ -375,7 +378,7 @@ def test_api_roles_promotion_and_rollback(settings: Settings, runs: dict[str, st
         ("clinician", 403, "role"), ("scientist", 403, "role"), ("scientist", 403, "role"),
         ("owner", 409, "model_promotion_refused"), ("owner", 200, "model_promoted"),
         ("admin", 200, "model_promoted"), ("owner", 200, "model_rolled_back"),
-        ("owner", 404, "model_promotion_refused")]
+        ("owner", 404, "model_promotion_refused"), ("owner", 422, "model_promotion_refused")]
 
 
 def test_cli_register_promote_list_rollback(settings: Settings, runs: dict[str, str],

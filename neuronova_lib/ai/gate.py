@@ -317,6 +317,10 @@ def promote(settings: Settings, session: Session, name: str, version: str, actor
 
     def decide() -> tuple[ModelApproval, _Aliases]:
         clean_reason = _check_request(actor, reason)
+        if not version.isdigit():
+            raise GateRefused("bad_version", f"{version!r} is not a version number: MLflow "
+                              f"numbers versions 1, 2, ... (see `neuronova models list {name}`)",
+                              status=422)
         client = registry.mlflow_client(settings)
         mv = registry.model_version(client, settings, name, version)
         if mv.status != "READY":

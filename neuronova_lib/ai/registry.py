@@ -362,7 +362,10 @@ def describe(settings: Settings, name: str, session: Session) -> dict[str, Any]:
     records = approvals(session, name)
     out_versions = []
     for mv in sorted(versions, key=lambda v: int(v.version), reverse=True):
-        metrics = run_metrics(client, settings, mv.run_id) if mv.run_id else {}
+        try:
+            metrics = run_metrics(client, settings, mv.run_id) if mv.run_id else {}
+        except ModelNotFound:  # the run was deleted: the version stays listed
+            metrics = {}
         out_versions.append({
             "version": str(mv.version), "run_id": mv.run_id, "status": mv.status,
             "source": mv.source, "aliases": by_version.get(str(mv.version), []),
