@@ -228,6 +228,15 @@ def test_an_alias_moved_in_mlflow_directly_is_never_served(
     with pytest.raises(ModelNotApproved, match=f"restore the approved champion, version {a}"):
         served_version(settings, name)
 
+    # Deleted and registered again, the model numbers its versions from 1 again: version 1
+    # now holds another run, and the approval's run id tells them apart.
+    direct.delete_registered_model(name)
+    (again,) = _register(settings, runs, name, "B")
+    assert again == a == "1"
+    direct.set_registered_model_alias(name, "champion", again)
+    with pytest.raises(ModelNotApproved, match=f"now holds run {runs['B']}, not the approved"):
+        served_version(settings, name)
+
 
 def test_concurrent_promotions_are_serialised(settings: Settings, runs: dict[str, str],
                                               name: str) -> None:
