@@ -236,6 +236,14 @@ def test_an_alias_moved_in_mlflow_directly_is_never_served(
     direct.set_registered_model_alias(name, "champion", again)
     with pytest.raises(ModelNotApproved, match=f"now holds run {runs['B']}, not the approved"):
         served_version(settings, name)
+    # Through the gate it is a new candidate, judged against the approved champion's figures.
+    approval = _promote(settings, name, again, reason="re-registered")
+    assert (approval.run_id, approval.replaced_version, approval.previous_run_id) == (
+        runs["B"], a, runs["A"])
+    assert served_version(settings, name).run_id == runs["B"]
+    with pytest.raises(GateRefused) as refused:  # the approved previous run is gone
+        _rollback(settings, name)
+    assert refused.value.code == "previous_replaced"
 
 
 def test_concurrent_promotions_are_serialised(settings: Settings, runs: dict[str, str],

@@ -332,15 +332,16 @@ def promote(settings: Settings, session: Session, name: str, version: str, actor
                               "register RUN`")
         before = registry.aliases(client, settings, name)
         current = registry.latest_approval(session, name)
-        if current is not None and current.version == version and \
-                before.get(CHAMPION) == version:
+        # The approved champion itself (same number, same run), e.g. after its alias moved.
+        same = current is not None and current.version == version and \
+            current.run_id == mv.run_id
+        if same and before.get(CHAMPION) == version:
             raise GateRefused("already_champion",
                               f"version {version} of {name!r} is already the approved "
                               f"{CHAMPION} (approval {current.id})")
         figures = heldout_figures(client, settings, mv.run_id)
         criteria = Criteria.from_settings(settings)
-        champion = json.loads(current.figures) if current and current.version != version \
-            else None
+        champion = json.loads(current.figures) if current and not same else None
         failures = check(figures, criteria, champion, current.version if current else None)
         if failures:
             code = "figures_missing" if any(f.against == "missing" for f in failures) else \
@@ -351,7 +352,7 @@ def promote(settings: Settings, session: Session, name: str, version: str, actor
         digest = registry.artifact_digest(settings, mv.source)
         if current is None:
             replaced = previous = previous_run = None
-        elif current.version == version:  # re-asserting the approved champion: keep previous
+        elif same:  # re-asserting the approved champion: keep its previous
             replaced = current.version
             previous, previous_run = current.previous_version, current.previous_run_id
         else:
