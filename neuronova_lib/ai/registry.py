@@ -47,8 +47,11 @@ MODEL_ARTIFACT = "model"
 #: Written by MLflow into a logged model's folder when a version is registered: it names
 #: the registered model and differs from version to version, so it is not part of the digest.
 _UNHASHED = frozenset({"registered_model_meta"})
-#: MLflow's HTTP retry settings the platform's processes use unless already set.
-_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+#: MLflow client settings the platform's processes use unless already set: few retries,
+#: and no progress bar in the API's log or the command's output when the gate hashes a model.
+_CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
 class RegistryError(Exception):
@@ -101,7 +104,7 @@ def mlflow_client(settings: Settings) -> "MlflowClient":
     here) before it gives up; a person or a job is waiting on the platform's calls, so
     unless the environment says otherwise, this process gives up after 2 retries (seconds).
     """
-    for variable, value in _RETRIES.items():
+    for variable, value in _CLIENT_DEFAULTS.items():
         os.environ.setdefault(variable, value)
     try:
         from mlflow import MlflowClient
