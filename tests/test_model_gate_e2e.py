@@ -246,32 +246,61 @@ def test_an_alias_moved_in_mlflow_directly_is_never_served(
     assert refused.value.code == "previous_replaced"
 
 
-def test_concurrent_promotions_are_serialised(settings: Settings, runs: dict[str, str],
-                                              name: str) -> None:
-    # Two versions of one run: both pass against nothing and against each other.
-    versions = _register(settings, runs, name, "A", "A", "A")
-    start = threading.Barrier(len(versions))
+def _promote_at_once(deciders: list[tuple[Settings, str]], name: str) -> list[ModelApproval]:
+    """Promote each (settings, version) in a thread of its own, all released together."""
+    start = threading.Barrier(len(deciders))
     results: dict[str, object] = {}
 
-    def promote(version: str) -> None:
+    def promote(settings: Settings, version: str) -> None:
         start.wait()
         try:
             results[version] = _promote(settings, name, version)
         except Exception as exc:  # reported below
             results[version] = exc
 
-    threads = [threading.Thread(target=promote, args=(v,)) for v in versions]
+    threads = [threading.Thread(target=promote, args=d) for d in deciders]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=120)
     assert all(isinstance(r, ModelApproval) for r in results.values()), results
-    chain = _approvals(settings, name)
+    return _approvals(deciders[0][0], name)
+
+
+def test_concurrent_promotions_are_serialised(settings: Settings, runs: dict[str, str],
+                                              name: str) -> None:
+    # Three versions of one run: each passes against nothing and against the others.
+    versions = _register(settings, runs, name, "A", "A", "A")
+    chain = _promote_at_once([(settings, v) for v in versions], name)
     # Each decision saw the one before it: one chain, no two replacing the same champion.
     assert [x.replaced_version for x in chain] == [None, chain[0].version, chain[1].version]
     assert sorted(x.version for x in chain) == sorted(versions)
     assert _aliases(settings, name) == {"champion": chain[2].version,
                                         "previous": chain[1].version}
+
+
+def test_concurrent_promotions_from_hosts_sharing_postgresql_are_serialised(
+        settings: Settings, runs: dict[str, str], name: str, postgres_socket: Path,
+        tmp_path: Path) -> None:
+    import psycopg
+
+    database = f"gate_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(f"host={postgres_socket} user=postgres dbname=postgres",
+                         autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {database}")
+    url = f"postgresql+psycopg://postgres@/{database}?host={postgres_socket}"
+    upgrade_database(url)
+    # Two data dirs (two hosts): their file locks are different files; only the database's
+    # advisory lock is shared.
+    hosts = [settings.model_copy(update={"home": tmp_path / f"host{i}", "database_url": url})
+             for i in range(3)]
+    versions = _register(settings, runs, name, "A", "A", "A")
+    try:
+        chain = _promote_at_once(list(zip(hosts, versions, strict=True)), name)
+        assert [x.replaced_version for x in chain] == [None, chain[0].version,
+                                                       chain[1].version]
+    finally:
+        get_engine(url).dispose()
 
 
 def test_gate_refuses_users_without_the_role_and_empty_reasons(

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from ..config import Settings
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 REGIONS = ("tc", "wt", "et")
 DICE = {r: f"heldout_dice_{r}" for r in REGIONS}
 HD95 = {r: f"heldout_hd95_{r}" for r in REGIONS}
+#: Any fixed number, shared by every process that runs the gate on one PostgreSQL database.
+_PG_GATE_LOCK = 0x4E4E4754  # "NNGT"
 #: Roles that may promote and roll back.
 PROMOTERS = frozenset({Role.model_owner, Role.admin})
 
@@ -185,13 +188,22 @@ def heldout_figures(client: "MlflowClient", settings: Settings, run_id: str
 
 @contextlib.contextmanager
 def serialized(settings: Settings, session: Session) -> Iterator[None]:
-    """One gate decision at a time across processes (API workers, CLI).
+    """One gate decision at a time across processes (API workers, CLI) and, on PostgreSQL,
+    across hosts that share the platform database.
 
-    The session's transaction is ended once the lock is held, so that what the decision
-    reads (the newest approval) is what the previous decision committed.
+    A file lock in the data dir; on PostgreSQL also a session-level advisory lock on a
+    connection of its own (held across the decision's commits, released at the end). The
+    session's transaction is ended once the locks are held, so that what the decision reads
+    (the newest approval) is what the previous decision committed.
     """
     settings.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with exclusive_file_lock(settings.run_dir / "model-gate.lock"):
+    engine = session.get_bind()
+    with exclusive_file_lock(settings.run_dir / "model-gate.lock"), contextlib.ExitStack() as held:
+        if engine.dialect.name == "postgresql":
+            conn = held.enter_context(engine.connect())
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _PG_GATE_LOCK})
+            held.callback(conn.execute, text("SELECT pg_advisory_unlock(:key)"),
+                          {"key": _PG_GATE_LOCK})
         session.commit()
         yield
 
