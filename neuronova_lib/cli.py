@@ -503,6 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="uids: SOP/Series/Study Instance UIDs held more than once")
     ck.add_argument("--json", action="store_true", help="JSON instead of text")
     ck.set_defaults(func=cmd_check)
+    from .ai.models_cli import add_parser as add_models_parser
+
+    add_models_parser(sub)
     return parser
 
 

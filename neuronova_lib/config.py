@@ -288,6 +288,39 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="Days refused files stay in quarantine before purge."
     )
 
+    # MLflow and the model promotion gate (neuronova_lib.ai.registry, neuronova_lib.ai.gate).
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI the platform's own code uses (registry, gate, "
+        "inference); unset: the platform's MLflow at http://127.0.0.1:MLFLOW_PORT/mlflow.",
+    )
+    model_name: str = Field(
+        default="brain-tumor-seg", min_length=1,
+        description="Registered model the platform trains, promotes and serves by default.",
+    )
+    gate_min_dice_tc: float = Field(
+        default=0.85, ge=0, le=1,
+        description="Promotion gate: lowest held-out Dice for the tumour core (TC).",
+    )
+    gate_min_dice_wt: float = Field(
+        default=0.85, ge=0, le=1,
+        description="Promotion gate: lowest held-out Dice for the whole tumour (WT).",
+    )
+    gate_min_dice_et: float = Field(
+        default=0.75, ge=0, le=1,
+        description="Promotion gate: lowest held-out Dice for the enhancing tumour (ET).",
+    )
+    gate_max_hd95: float | None = Field(
+        default=None, gt=0,
+        description="Promotion gate: highest held-out 95% Hausdorff distance (mm) allowed in "
+        "any region; unset: not checked.",
+    )
+    gate_tolerance: float = Field(
+        default=0.02, ge=0, le=1,
+        description="Promotion gate: how much lower than the current champion's a candidate's "
+        "held-out Dice may be in any region.",
+    )
+
     audit_repeat_window: float = Field(
         default=60.0, ge=0,
         description="Window in which repeated refusals of one kind (service, user, client, "

@@ -273,3 +273,43 @@ class InferenceJob(Base):
         # "the same study and champion": the lookup behind POST /api/inference's dedupe.
         Index("ix_inference_jobs_study_model", "study_uid", "model_name", "model_version"),
     )
+
+
+class ModelApproval(Base):
+    """One decision of the model promotion gate that moved the ``champion`` alias.
+
+    The platform serves a model version only while the newest row for its model names that
+    version and its run (:func:`neuronova_lib.ai.registry.served_version`): an alias moved
+    any other way is never served. ``kind`` is ``promote`` (the version met the gate) or
+    ``rollback`` (the previous champion restored). Refused promotions are audit records.
+    """
+
+    __tablename__ = "model_approvals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(255), index=True)
+    version: Mapped[str] = mapped_column(String(32))
+    run_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # "promote" | "rollback"
+    #: The version's source in MLflow (``models:/m-...``) and its logged model id.
+    source: Mapped[str | None] = mapped_column(Text, nullable=True)
+    model_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: sha256 over the model's artifact files (path and content), as approved.
+    artifact_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    approved_by: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(32))
+    approved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    reason: Mapped[str] = mapped_column(Text)
+    #: JSON: the held-out figures the decision was made on.
+    figures: Mapped[str] = mapped_column(Text)
+    #: JSON: thresholds and tolerance in force, and the champion's figures compared with.
+    criteria: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: The champion this decision replaced (``None``: the first one).
+    replaced_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    #: The version kept as alias ``previous``: what ``neuronova models rollback`` restores
+    #: (after a promotion the replaced champion; after a rollback the restored version's
+    #: own previous, so that rollbacks walk back through the approvals).
+    previous_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    previous_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+    __table_args__ = (Index("ix_model_approvals_name_id", "model_name", "id"),)

@@ -32,8 +32,8 @@ from . import fhir
 from .inference_runner import InferenceRunner
 from .jobs import JobRunner
 from .quarantine_retention import RetentionSweeper
-from .routes import (audit, auth, auth_check, health, jobs, patients, quarantine, refused,
-                     signin, stow, studies, tokens, users)
+from .routes import (audit, auth, auth_check, health, jobs, models, patients, quarantine,
+                     refused, signin, stow, studies, tokens, users)
 from .routes import inference
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     api = APIRouter(prefix=API_PREFIX)
     for module in (health, auth, auth_check, users, tokens, audit, studies, jobs, quarantine, stow,
-                   refused, patients):
+                   refused, patients, models):
         api.include_router(module.router)
     api.include_router(inference.router)
     app.include_router(api)

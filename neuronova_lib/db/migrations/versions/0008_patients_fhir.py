@@ -2,7 +2,7 @@
 values and identifier claims.
 
 Revision ID: 0008
-Revises: 0004
+Revises: 0007
 Create Date: 2026-12-07
 """
 
