@@ -14,7 +14,8 @@ that each one stores the same work:
   library call behind ``neuronova transcode``: listing, SQLite manifest,
   batches on a ``LocalCluster`` of 1 or 2 single-threaded worker processes,
   recording, JSON report) with a fresh manifest. The cluster is started and
-  its workers have imported the codec before the clock starts
+  its workers have imported the codec and started their ingest checker
+  before the clock starts (the plain loop's checker too)
   (``cluster_start_s`` is reported apart); the run's own wall time is the
   figure compared.
 * ``cli_2`` — the same call on an *external* cluster started with Dask's own
@@ -71,6 +72,7 @@ from neuronova_lib.bulk import (
     transcode_sources,
 )
 from neuronova_lib.config import Settings
+from neuronova_lib.ingest import GateConfig
 from neuronova_lib.security.secret_store import orthanc_service_account
 
 PB = 1e15
@@ -126,8 +128,8 @@ def run_external(settings: Any, folders: list[Path], address: str, workdir: Path
             "timings": summary.timings}
 
 
-def start_cli_cluster(stack: ExitStack,
-                      workers: int) -> tuple[str, float, set[int], set[int]]:
+def start_cli_cluster(stack: ExitStack, workers: int,
+                      gate: Any) -> tuple[str, float, set[int], set[int]]:
     """``dask scheduler`` + ``dask worker --nworkers N --nthreads 1`` as separate processes;
     returns the scheduler address, start seconds (until the codec is imported), worker pids
     and the pids of the two commands (scheduler, nanny)."""
@@ -157,7 +159,7 @@ def start_cli_cluster(stack: ExitStack,
     stack.callback(stop)
     client = stack.enter_context(Client(address, timeout=60, set_as_default=False))
     client.wait_for_workers(workers, timeout=120)
-    client.run(lambda: __import__("neuronova_lib.bulk.worker"))
+    client.run(warm_gate, gate)
     pids = set(client.run(os.getpid).values())
     return address, time.perf_counter() - started, pids, {proc.pid for proc in procs}
 
@@ -177,13 +179,24 @@ def run_dask(settings: Settings, folders: list[Path], client: Any, workdir: Path
             "timings": summary.timings}
 
 
-def start_cluster(stack: ExitStack, workers: int) -> tuple[Any, float, set[int]]:
+def warm_gate(gate: Any) -> int:
+    """Start this worker's ingest checker (what the first file would), before the clock runs."""
+    from pydicom.data import get_testdata_file
+
+    from neuronova_lib.bulk.worker import WorkerConfig, gate_for
+
+    config = WorkerConfig("http://127.0.0.1:9", "nobody", "unused", "/nonexistent", gate=gate)
+    gate_for(config).check(Path(get_testdata_file("MR_small.dcm")).read_bytes())
+    return len(gate_for(config).workers)
+
+
+def start_cluster(stack: ExitStack, workers: int, gate: Any) -> tuple[Any, float, set[int]]:
     """The runner's own LocalCluster set-up; returns the client, start seconds, worker pids."""
     started = time.perf_counter()
     client = stack.enter_context(local_client(workers, dashboard_address=":0"))
     client.wait_for_workers(workers)
     # What every run pays once per worker process, kept out of the comparison.
-    client.run(lambda: __import__("neuronova_lib.bulk.worker"))
+    client.run(warm_gate, gate)
     pids = set(client.run(os.getpid).values())
     return client, time.perf_counter() - started, pids
 
@@ -341,8 +354,11 @@ def main() -> int:
             runs: dict[str, list[dict[str, Any]]] = {"plain": [], "dask_1": [], "dask_2": [],
                                                      "cli_2": []}
             with ExitStack() as stack:
-                clusters = {n: start_cluster(stack, n) for n in (1, 2)}
-                external = start_cli_cluster(stack, 2)
+                # The workers' gate, as the runs build it: its checker started before the clock.
+                gate = GateConfig.from_settings(settings, workers=1)
+                clusters = {n: start_cluster(stack, n, gate) for n in (1, 2)}
+                external = start_cli_cluster(stack, 2, gate)
+                warm_gate(gate)  # the plain loop's checker, in this process
                 for rep in range(args.repeat):
                     for mode, done_runs in runs.items():
                         empty_orthanc(orthanc, study_uids)
