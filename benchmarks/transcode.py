@@ -14,7 +14,8 @@ that each one stores the same work:
   library call behind ``neuronova transcode``: listing, SQLite manifest,
   batches on a ``LocalCluster`` of 1 or 2 single-threaded worker processes,
   recording, JSON report) with a fresh manifest. The cluster is started and
-  its workers have imported the codec before the clock starts
+  its workers have imported the codec and started their ingest checker
+  before the clock starts (the plain loop's checker too)
   (``cluster_start_s`` is reported apart); the run's own wall time is the
   figure compared.
 * ``cli_2`` — the same call on an *external* cluster started with Dask's own
@@ -71,6 +72,7 @@ from neuronova_lib.bulk import (
     transcode_sources,
 )
 from neuronova_lib.config import Settings
+from neuronova_lib.ingest import GateConfig
 from neuronova_lib.security.secret_store import orthanc_service_account
 
 PB = 1e15
@@ -126,9 +128,11 @@ def run_external(settings: Any, folders: list[Path], address: str, workdir: Path
             "timings": summary.timings}
 
 
-def start_cli_cluster(stack: ExitStack, workers: int) -> tuple[str, float, set[int]]:
+def start_cli_cluster(stack: ExitStack, workers: int,
+                      gate: Any) -> tuple[str, float, set[int], set[int]]:
     """``dask scheduler`` + ``dask worker --nworkers N --nthreads 1`` as separate processes;
-    returns the scheduler address, start seconds (until the codec is imported), worker pids."""
+    returns the scheduler address, start seconds (until the codec is imported), worker pids
+    and the pids of the two commands (scheduler, nanny)."""
     import signal
     import subprocess
 
@@ -155,9 +159,9 @@ def start_cli_cluster(stack: ExitStack, workers: int) -> tuple[str, float, set[i
     stack.callback(stop)
     client = stack.enter_context(Client(address, timeout=60, set_as_default=False))
     client.wait_for_workers(workers, timeout=120)
-    client.run(lambda: __import__("neuronova_lib.bulk.worker"))
+    client.run(warm_gate, gate)
     pids = set(client.run(os.getpid).values())
-    return address, time.perf_counter() - started, pids
+    return address, time.perf_counter() - started, pids, {proc.pid for proc in procs}
 
 
 def run_dask(settings: Settings, folders: list[Path], client: Any, workdir: Path, tag: str,
@@ -175,13 +179,24 @@ def run_dask(settings: Settings, folders: list[Path], client: Any, workdir: Path
             "timings": summary.timings}
 
 
-def start_cluster(stack: ExitStack, workers: int) -> tuple[Any, float, set[int]]:
+def warm_gate(gate: Any) -> int:
+    """Start this worker's ingest checker (what the first file would), before the clock runs."""
+    from pydicom.data import get_testdata_file
+
+    from neuronova_lib.bulk.worker import WorkerConfig, gate_for
+
+    config = WorkerConfig("http://127.0.0.1:9", "nobody", "unused", "/nonexistent", gate=gate)
+    gate_for(config).check(Path(get_testdata_file("MR_small.dcm")).read_bytes())
+    return len(gate_for(config).workers)
+
+
+def start_cluster(stack: ExitStack, workers: int, gate: Any) -> tuple[Any, float, set[int]]:
     """The runner's own LocalCluster set-up; returns the client, start seconds, worker pids."""
     started = time.perf_counter()
     client = stack.enter_context(local_client(workers, dashboard_address=":0"))
     client.wait_for_workers(workers)
     # What every run pays once per worker process, kept out of the comparison.
-    client.run(lambda: __import__("neuronova_lib.bulk.worker"))
+    client.run(warm_gate, gate)
     pids = set(client.run(os.getpid).values())
     return client, time.perf_counter() - started, pids
 
@@ -199,23 +214,42 @@ def cpu_seconds() -> dict[int, tuple[str, float]]:
     return out
 
 
+def tree(pids: set[int]) -> set[int]:
+    """``pids`` and every descendant of them now."""
+    out = set(pids)
+    for pid in pids:
+        try:
+            out.update(child.pid for child in psutil.Process(pid).children(recursive=True))
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
 def cpu_by_role(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
-                workers: set[int], instances: int) -> dict[str, float]:
+                workers: set[int], cluster: set[int], idle: set[int],
+                instances: int) -> dict[str, float]:
     """CPU milliseconds per instance, by role, between two snapshots.
 
     Roles: ``client`` (this process: the plain loop, or the Dask client with
-    the LocalCluster's scheduler, manifest and report), ``workers`` (Dask
-    worker processes), ``orthanc``, ``other`` (nannies, nginx, guard, API).
+    the LocalCluster's scheduler and nannies, manifest and report),
+    ``workers`` (this mode's Dask worker processes), ``gate_checkers`` (their
+    ingest checkers), ``cluster`` (an external cluster's scheduler and
+    nanny), ``orthanc``, ``other`` (nginx, guard, API). ``idle_clusters``
+    (the other modes' clusters, waiting) is shown and left out of ``total``.
     """
-    roles = {"client": 0.0, "workers": 0.0, "orthanc": 0.0, "other": 0.0}
+    roles = {"client": 0.0, "workers": 0.0, "gate_checkers": 0.0, "cluster": 0.0,
+             "orthanc": 0.0, "other": 0.0, "idle_clusters": 0.0}
     me = os.getpid()
+    checkers = tree(workers) - workers
     for pid, (name, cpu) in after.items():
         spent = cpu - before.get(pid, (name, 0.0))[1]
         role = ("client" if pid == me else "workers" if pid in workers
+                else "gate_checkers" if pid in checkers else "cluster" if pid in cluster
+                else "idle_clusters" if pid in idle
                 else "orthanc" if "orthanc" in name.lower() else "other")
         roles[role] += spent
     out = {role: round(1e3 * cpu / instances, 3) for role, cpu in roles.items()}
-    out["total"] = round(sum(out.values()), 3)
+    out["total"] = round(sum(v for k, v in out.items() if k != "idle_clusters"), 3)
     return out
 
 
@@ -320,26 +354,34 @@ def main() -> int:
             runs: dict[str, list[dict[str, Any]]] = {"plain": [], "dask_1": [], "dask_2": [],
                                                      "cli_2": []}
             with ExitStack() as stack:
-                clusters = {n: start_cluster(stack, n) for n in (1, 2)}
-                external = start_cli_cluster(stack, 2)
+                # The workers' gate, as the runs build it: its checker started before the clock.
+                gate = GateConfig.from_settings(settings, workers=1)
+                clusters = {n: start_cluster(stack, n, gate) for n in (1, 2)}
+                external = start_cli_cluster(stack, 2, gate)
+                warm_gate(gate)  # the plain loop's checker, in this process
                 for rep in range(args.repeat):
                     for mode, done_runs in runs.items():
                         empty_orthanc(orthanc, study_uids)
                         tag = f"{mode}-{rep}"
                         workers: set[int] = set()
+                        roots = {"dask_1": clusters[1][2], "dask_2": clusters[2][2],
+                                 "cli_2": external[2] | external[3]}
                         before = cpu_seconds()
                         if mode == "plain":
                             result = run_plain(settings, folders, workdir)
                         elif mode == "cli_2":
-                            address, _, workers = external
+                            address, _, workers, _ = external
                             result = run_external(settings, folders, address, workdir, tag,
                                                   args.batch)
                         else:
                             client, _, workers = clusters[int(mode[-1])]
                             result = run_dask(settings, folders, client, workdir, tag,
                                               args.batch)
+                        mine = tree(roots.get(mode, set()))
+                        idle = tree(set().union(*(r for m, r in roots.items() if m != mode)))
                         result["cpu_ms_per_instance"] = cpu_by_role(
-                            before, cpu_seconds(), workers, len(files))
+                            before, cpu_seconds(), workers, mine - tree(workers), idle,
+                            len(files))
                         if result["failed"] or result["done"] != len(files):
                             raise SystemExit(f"{mode}: {result['failed']} failed, "
                                              f"{result['done']}/{len(files)} done")

@@ -30,6 +30,11 @@ def _print_welcome(settings: Settings, credentials: dict[str, Any] | None, loade
     if settings.dicom_enabled:
         print(f"  DICOM:      C-STORE to {settings.dicom_aet} at {settings.dicom_host}:"
               f"{settings.dicom_port} ({len(settings.dicom_modalities)} known modalities)")
+    if settings.dask_scheduler:
+        print(f"  Dask:       {settings.dask_scheduler} (NEURONOVA_DASK_SCHEDULER)")
+    elif settings.dask_enabled:
+        print(f"  Dask:       {settings.dask_workers} workers; dashboard "
+              f"{settings.public_url}/dask/status (admins, scientists)")
     print(f"  Logs:       {settings.log_dir}/")
     print(f"  Demo data:  {loaded}")
     print(f"  Demo users: clinician, scientist, owner, admin "

@@ -113,18 +113,22 @@ def _dcm(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*.dcm"))
 
 
+def _first_series(case: Path) -> Path:
+    return sorted(p for p in case.iterdir() if p.is_dir())[0]
+
+
 def test_transcode_with_bad_files_on_daemonic_cli_workers(
     cli_cluster: CliCluster, cli_platform: Any, cases: list[Path], tmp_path: Path,
 ) -> None:
-    folder = cases[0]
-    good = _dcm(folder)[:40]  # one series
-    bad_dir = folder / "bad"
+    series = _first_series(cases[0])
+    good = _dcm(series)
+    bad_dir = tmp_path / "bad"
     bad_dir.mkdir()
     expected: dict[str, str] = {}
     for name, (data, reason) in bad_inputs().items():
         (bad_dir / f"{name}.dcm").write_bytes(data)
         expected[name] = reason
-    sources = [str(good[0].parent), str(bad_dir)]
+    sources = [str(series), str(bad_dir)]
     with _client(cli_cluster.address, 2) as client:
         pids = cli_cluster.worker_pids(client)
         daemonic = set(client.run(lambda: __import__("multiprocessing").current_process().daemon)
@@ -280,11 +284,12 @@ def test_the_platforms_own_dask_service_is_healthy_and_runs_a_transcode(
             assert dashboard_link(client, settings) == f"{settings.public_url}/dask/status"
         # Not open to anyone: nginx asks the sign-in first.
         assert requests.get(f"{local.url}/dask/status", timeout=10).status_code != 200
-        folder = _dcm(cases[0])[0].parent
         from neuronova_lib.compute import scheduler_for_run
 
+        folder = _first_series(cases[0])
         summary = transcode_sources([str(folder)], settings=settings,
                                     scheduler=scheduler_for_run(settings),
                                     manifest_path=tmp_path / "manifest.db")
         assert summary.scheduler == f"tcp://127.0.0.1:{settings.dask_port}"
-        assert summary.status == "complete" and summary.counts["done"] == 40
+        assert summary.status == "complete", summary.failure_reasons
+        assert summary.counts["done"] == len(_dcm(folder)) == 40

@@ -353,13 +353,9 @@ def _process(
             fill()
             for future in completed:
                 batch, attempt = flight.pop(future.key)
-                if future.status == "finished":
-                    results = future.result()
-                    future.release()
-                else:
-                    cause = ("cancelled (workers restarted)" if future.status == "cancelled"
-                             else repr(future.exception()))
-                    future.release()
+                results, cause = _outcome(future)
+                future.release()
+                if results is None:
                     if attempt < max_attempts:
                         info["resubmitted"] += 1
                         logger.warning("batch of %d lost (%s); submitting it again (attempt %d)",
@@ -380,6 +376,27 @@ def _process(
             raise
         finally:
             info["process_s"] = time.perf_counter() - t1
+
+
+def _outcome(future: Any) -> tuple[list[dict[str, Any]] | None, str]:
+    """A finished batch's results, or ``None`` and why it was lost.
+
+    A future reported finished can still be cancelled before its result is
+    fetched (``Client.restart`` from another thread, or its worker gone with
+    the data): that batch is lost like any other, not the run.
+    """
+    from concurrent.futures import CancelledError
+
+    if future.status == "finished":
+        try:
+            return future.result(), ""
+        except CancelledError:
+            return None, "cancelled (workers restarted)"
+        except Exception as exc:  # noqa: BLE001 - its data went with its worker
+            return None, repr(exc)
+    if future.status == "cancelled":
+        return None, "cancelled (workers restarted)"
+    return None, repr(future.exception())
 
 
 def _threads(dask: Any) -> int:
