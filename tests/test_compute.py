@@ -70,7 +70,8 @@ def test_up_starts_dask_only_without_an_existing_cluster(tmp_path: Path) -> None
         return [service.name for service in platform_services(settings)]
 
     own = Settings(home=tmp_path)
-    assert names(own)[:5] == ["orthanc", "dask-scheduler", "dask-worker", "proxy", "api"]
+    assert names(own)[:6] == ["orthanc", "dask-scheduler", "dask-worker", "openemr-demo",
+                              "proxy", "api"]
     [scheduler] = [s for s in platform_services(own) if s.name == "dask-scheduler"]
     assert "--dashboard-prefix" in scheduler.argv and "127.0.0.1" in scheduler.argv
     [worker] = [s for s in platform_services(own) if s.name == "dask-worker"]
