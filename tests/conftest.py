@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform as host_platform
 import pwd
 import shutil
 import signal
@@ -22,6 +23,11 @@ import requests
 from pydicom.data import get_testdata_file
 
 from neuronova_lib.config import get_settings
+
+# Python's platform.processor() runs `uname -p` once per process and keeps the answer;
+# MONAI and torch ask for it on first import. Ask here, before the process guard watches
+# the unit tests, so that importing MONAI inside one is not counted as a process it started.
+host_platform.processor()
 from neuronova_lib.db.users import demo_password
 from neuronova_lib.orthanc_store import OrthancStore
 from neuronova_lib.security.tokens import TokenService, token_service
