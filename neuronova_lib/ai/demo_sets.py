@@ -16,11 +16,12 @@ from pathlib import Path
 from ..demo.brats_layout import TRAINING_SHAPE, TRAINING_SPACING, write_brats_cases
 from ..demo.phantom import Appearance
 
-#: Training and held-out look: tumour contrast from 0.4 to 1 of nominal.
-TRAIN_APPEARANCE = Appearance(contrast_range=(0.4, 1.0), noise_range=(0.012, 0.035),
+#: Training and held-out look: tumour contrast from 0.6 to 1 of nominal. Below ~0.5 the
+#: oedema's FLAIR and T2 signal is grey matter's, and only shape and context tell them apart.
+TRAIN_APPEARANCE = Appearance(contrast_range=(0.6, 1.0), noise_range=(0.012, 0.035),
                               bias_strength=0.08)
 #: The hard set: contrast below the training range, more noise, stronger bias field.
-HARD_APPEARANCE = Appearance(contrast_range=(0.2, 0.4), noise_range=(0.035, 0.06),
+HARD_APPEARANCE = Appearance(contrast_range=(0.25, 0.45), noise_range=(0.035, 0.06),
                              bias_strength=0.2)
 #: Case numbers of the held-out and hard sets start here (training uses 1 … N).
 HELDOUT_START = 10_001

@@ -56,8 +56,9 @@ def evaluation_transforms(config: ModelConfig) -> Any:
 def training_transforms(config: ModelConfig, seed: int) -> Any:
     """:func:`evaluation_transforms` plus random patches and augmentation, seeded.
 
-    Patches are ``config.roi_size`` voxels, two in three centred on tumour
-    (small tumours would otherwise be rare in the batches).
+    Patches are ``config.roi_size`` voxels, half of them centred on tumour
+    (small tumours would otherwise be rare in the batches), half anywhere
+    else (so that the network also learns what is not tumour).
     """
     from monai.transforms import (
         Compose,
@@ -74,7 +75,7 @@ def training_transforms(config: ModelConfig, seed: int) -> Any:
             SpatialPadd(keys=[IMAGE, LABEL], spatial_size=config.roi_size),
             RandCropByPosNegLabeld(
                 keys=[IMAGE, LABEL], label_key=LABEL, spatial_size=config.roi_size,
-                pos=2, neg=1, num_samples=1,
+                pos=1, neg=1, num_samples=1,
             ),
             RandFlipd(keys=[IMAGE, LABEL], prob=0.5, spatial_axis=0),
             RandScaleIntensityd(keys=IMAGE, factors=0.1, prob=0.5),
