@@ -26,7 +26,9 @@ from neuronova_lib.ai.model_config import CONFIG_TAG, ModelConfig
 from neuronova_lib.cli import main as neuronova
 from neuronova_lib.demo import build_case
 
-pytestmark = pytest.mark.e2e
+#: ~6 minutes on two quiet cores; a machine shared with other test runs takes several times
+#: that, and pytest's default limit (300 s) would stop the training, not a hang.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 
 TRAIN_CASES = 24
 HELDOUT_CASES = 8

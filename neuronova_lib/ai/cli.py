@@ -85,6 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--steps must be at least 1, got {args.steps}")
     if args.seed < 0:
         parser.error(f"--seed must be non-negative, got {args.seed}")
+    if args.heldout_cases < 1 or args.hard_cases < 0:
+        parser.error(f"--heldout-cases must be at least 1 and --hard-cases at least 0, got "
+                     f"{args.heldout_cases} and {args.hard_cases}")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error("--device cuda: torch sees no CUDA device here (a CPU build of torch, "
+                         "or no GPU); leave --device out to use the CPU")
 
     from ..config import get_settings
     from .dataset import DatasetError, load_split
@@ -155,9 +164,6 @@ def _write_demo(args: argparse.Namespace, home: Path) -> Path:
     if _complete(folder, sizes):
         logger.info("reusing the synthetic cases in %s", folder)
         return folder
-    if args.heldout_cases < 1 or args.hard_cases < 0:
-        raise SystemExit(f"error: --heldout-cases must be at least 1 and --hard-cases at "
-                         f"least 0, got {args.heldout_cases} and {args.hard_cases}")
     print(f"writing {sizes.train} training, {sizes.heldout} held-out and {sizes.hard} hard "
           f"synthetic cases to {folder}", file=sys.stderr)
     for name in ("train", "heldout", "hard"):  # a different size must not mix with the old
