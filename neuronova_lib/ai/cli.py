@@ -12,6 +12,7 @@ progress bar, and ends by printing the run id and the held-out figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -130,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     tags = {"neuronova.data_folder": str(Path(folder).resolve()),
             "neuronova.synthetic": str(synthetic).lower()}
     try:
-        result = train(split, options, tracking_uri, experiment=args.experiment,
-                       register=args.register, progress=not args.quiet, tags=tags)
+        # MLflow prints the run's URL on stdout; keep stdout for the summary (--json).
+        with contextlib.redirect_stdout(sys.stderr):
+            result = train(split, options, tracking_uri, experiment=args.experiment,
+                           register=args.register, progress=not args.quiet, tags=tags)
     except TrackingUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

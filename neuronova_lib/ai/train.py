@@ -87,7 +87,7 @@ class TrainingOptions:
         return {
             "steps": self.steps, "seed": self.seed, "batch_size": self.batch_size,
             "learning_rate": self.learning_rate, "lr_schedule": "cosine_to_0.1",
-            "optimizer": "Adam", "loss": "DiceLoss(sigmoid)+BCEWithLogits",
+            "optimizer": "Adam", "loss": "DiceLoss(sigmoid,batch)+BCEWithLogits",
             "network": config.network.get("name", "UNet"),
             "network_channels": json.dumps(list(config.network["channels"])),
             "network_strides": json.dumps(list(config.network["strides"])),
@@ -181,7 +181,9 @@ def fit(
     loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=True, num_workers=0,
                         generator=order, drop_last=len(dataset) > options.batch_size)
     net = build_network(config).to(device)
-    dice = DiceLoss(sigmoid=True, smooth_nr=1e-5, smooth_dr=1e-5)
+    # Dice over the whole batch per region: a patch without tumour has no Dice of its
+    # own (any false positive scores 1), which would push every output towards zero.
+    dice = DiceLoss(sigmoid=True, batch=True, smooth_nr=1e-5, smooth_dr=1e-5)
     bce = torch.nn.BCEWithLogitsLoss()
     optimiser = torch.optim.Adam(net.parameters(), lr=options.learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
