@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 TRAIN_CASES = 24
 HELDOUT_CASES = 8
 HARD_CASES = 6
-STEPS = 400
+STEPS = 700
 SEED = 3
 #: One torch thread: the CI machine is shared, and two threads waiting on each other
 #: there are several times slower.

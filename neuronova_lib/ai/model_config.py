@@ -72,9 +72,10 @@ class ModelConfig:
         return json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
 
     def as_dict(self) -> dict[str, Any]:
+        """Plain JSON types (lists, not tuples): what the run tag holds, read back."""
         data = asdict(self)
         data["network"] = dict(self.network)
-        return data
+        return json.loads(json.dumps(data))
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> ModelConfig:
