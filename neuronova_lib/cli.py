@@ -428,6 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo-data", help="write synthetic brain-MRI studies as DICOM",
                           add_help=False)
     demo.set_defaults(func=None)
+    train = sub.add_parser("train", help="train the tumour segmentation model, log it to MLflow",
+                           add_help=False)
+    train.set_defaults(func=None)
 
     keys = sub.add_parser("keys", help="list, rotate or revoke token signing keys")
     keys.add_argument("action", choices=["list", "rotate", "revoke"])
@@ -533,6 +536,10 @@ def main(argv: list[str] | None = None) -> int:
         from .demo.cli import main as demo_main
 
         return demo_main(rest[1:])
+    if rest[:1] == ["train"]:
+        from .ai.cli import main as train_main
+
+        return train_main(rest[1:])
     args = build_parser().parse_args(rest)
     return int(args.func(args))
 

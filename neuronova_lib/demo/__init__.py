@@ -26,6 +26,8 @@ from .channels import CHANNELS, ChannelSpec
 from .geometry import Grid
 from .identity import CaseIdentity, case_identity
 from .phantom import (
+    DEFAULT_APPEARANCE,
+    Appearance,
     BRATS_SHAPE,
     BRATS_SPACING,
     SIZES,
@@ -37,6 +39,8 @@ from .phantom import (
 from .tumour import LABEL_ENHANCING, LABEL_NECROTIC, LABEL_OEDEMA
 
 __all__ = [
+    "Appearance",
+    "DEFAULT_APPEARANCE",
     "BRATS_SHAPE",
     "BRATS_SPACING",
     "CHANNELS",

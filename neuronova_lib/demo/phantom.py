@@ -48,6 +48,49 @@ SIZES: Mapping[str, tuple[tuple[int, int, int], tuple[float, float, float]]] = M
 MAX_VALUE = 4095
 #: Tumour contrast range: 1 is the nominal contrast of the channel table, 0.25 barely visible.
 CONTRAST_RANGE: tuple[float, float] = (0.25, 1.0)
+#: Rician noise level (fraction of white matter's signal) and bias field strength.
+NOISE_RANGE: tuple[float, float] = (0.012, 0.035)
+BIAS_STRENGTH = 0.08
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """How a set of cases looks: the knobs that make a harder (or easier) test set.
+
+    A model trained on one appearance and evaluated on another shows how far it
+    leans on a shortcut (tumour brightness, a clean background): the training
+    set should span a wide contrast range, and a hard set with fainter tumours,
+    more noise and a stronger bias field is reported apart.
+
+    Parameters
+    ----------
+    contrast_range : tuple of float
+        Each case draws its tumour contrast uniformly from this range
+        (1 = the channel table's nominal contrast, 0 = tumour looks like white matter).
+    noise_range : tuple of float
+        Each channel draws its Rician noise sigma from this range (relative to
+        the nominal signal, white matter on T1 ≈ 0.8).
+    bias_strength : float
+        Standard deviation of the bias field's polynomial coefficients
+        (0.08 ≈ ±15% across the field of view).
+    """
+
+    contrast_range: tuple[float, float] = CONTRAST_RANGE
+    noise_range: tuple[float, float] = NOISE_RANGE
+    bias_strength: float = BIAS_STRENGTH
+
+    def __post_init__(self) -> None:
+        for name in ("contrast_range", "noise_range"):
+            low, high = getattr(self, name)
+            if not 0.0 <= low <= high:
+                raise ValueError(f"{name} must be (low, high) with 0 <= low <= high, got "
+                                 f"{getattr(self, name)!r}")
+        if not 0.0 <= self.bias_strength <= 1.0:
+            raise ValueError(f"bias_strength must lie in 0..1, got {self.bias_strength!r}")
+
+
+#: The generator's default look (the ``neuronova demo-data`` studies).
+DEFAULT_APPEARANCE = Appearance()
 
 
 @dataclass(frozen=True)
@@ -104,6 +147,7 @@ def build_case(
     shape: tuple[int, int, int] = BRATS_SHAPE,
     spacing: tuple[float, float, float] = BRATS_SPACING,
     skull_stripped: bool = False,
+    appearance: Appearance = DEFAULT_APPEARANCE,
 ) -> SyntheticCase:
     """Build one synthetic brain-tumour case.
 
@@ -122,6 +166,9 @@ def build_case(
         template exactly; other spacings resample it (anti-aliased, trilinear).
     skull_stripped : bool
         Leave out skull and scalp, as in the BraTS challenge data.
+    appearance : Appearance
+        Tumour contrast, noise and bias field ranges; the default keeps the
+        bytes of earlier releases for the same seed.
 
     Returns
     -------
@@ -149,9 +196,9 @@ def build_case(
         tissues["csf"] *= np.minimum(tissues["brain"] * 4.0, 1.0)
     tumour = grow_tumour(streams[1], grid, tissues)
     _displace_normal_tissue(tissues, tumour)
-    contrast = float(streams[1].uniform(*CONTRAST_RANGE))
+    contrast = float(streams[1].uniform(*appearance.contrast_range))
     channels = {
-        spec.key: _render_channel(spec, tissues, tumour, contrast, rng)
+        spec.key: _render_channel(spec, tissues, tumour, contrast, rng, appearance)
         for spec, rng in zip(CHANNELS, streams[2:], strict=True)
     }
     logger.debug(
@@ -192,6 +239,7 @@ def _render_channel(
     tumour: Tumour,
     contrast: float,
     rng: np.random.Generator,
+    appearance: Appearance,
 ) -> np.ndarray:
     """Signal of one channel: tissue mix, tumour, bias field, Rician noise, 12-bit scale."""
     value = {t: spec.intensities[t] * rng.uniform(0.94, 1.06) for t in spec.intensities}
@@ -207,9 +255,9 @@ def _render_channel(
     ):
         level = value["wm"] + contrast * (value[name] - value["wm"])
         signal[tumour.box] += (np.float32(level) * fraction) * texture
-    signal *= bias_field(rng, signal.shape, strength=0.08)
+    signal *= bias_field(rng, signal.shape, strength=appearance.bias_strength)
     scale = rng.uniform(2300.0, 2900.0)
-    sigma = np.float32(rng.uniform(0.012, 0.035))
+    sigma = np.float32(rng.uniform(*appearance.noise_range))
     real = signal + sigma * rng.standard_normal(signal.shape, dtype=np.float32)
     imag = sigma * rng.standard_normal(signal.shape, dtype=np.float32)
     magnitude = np.sqrt(real * real + imag * imag)

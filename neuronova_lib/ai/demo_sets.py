@@ -1,0 +1,61 @@
+"""Synthetic training, held-out and hard sets in the BraTS layout (``neuronova train --demo``).
+
+Case numbers never overlap between the sets, so no held-out case was seen
+in training. Training and held-out cases share one appearance, with a wide
+range of tumour contrast; the hard set has fainter tumours, more noise and a
+stronger bias field than anything in training, and is reported apart: a
+model that learnt "the bright blob" rather than the tumour's shape and its
+pattern across the four channels shows it there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..demo.brats_layout import TRAINING_SHAPE, TRAINING_SPACING, write_brats_cases
+from ..demo.phantom import Appearance
+
+#: Training and held-out look: tumour contrast from 0.6 to 1 of nominal. Below ~0.5 the
+#: oedema's FLAIR and T2 signal is grey matter's, and only shape and context tell them apart.
+TRAIN_APPEARANCE = Appearance(contrast_range=(0.6, 1.0), noise_range=(0.012, 0.035),
+                              bias_strength=0.08)
+#: The hard set: contrast below the training range, more noise, stronger bias field.
+HARD_APPEARANCE = Appearance(contrast_range=(0.25, 0.45), noise_range=(0.035, 0.06),
+                             bias_strength=0.2)
+#: Case numbers of the held-out and hard sets start here (training uses 1 … N).
+HELDOUT_START = 10_001
+HARD_START = 20_001
+
+
+@dataclass(frozen=True)
+class DemoSetSizes:
+    """How many cases each set gets."""
+
+    train: int = 24
+    heldout: int = 8
+    hard: int = 8
+
+
+def write_demo_sets(root: str | Path, sizes: DemoSetSizes, seed: int = 0,
+                    shape: tuple[int, int, int] = TRAINING_SHAPE,
+                    spacing: tuple[float, float, float] = TRAINING_SPACING,
+                    progress: bool = False) -> Path:
+    """Write ``root/train``, ``root/heldout`` and ``root/hard``; returns ``root``.
+
+    Raises
+    ------
+    ValueError
+        When a set would be empty (training and held-out need a case each).
+    """
+    if sizes.train < 1 or sizes.heldout < 1 or sizes.hard < 0:
+        raise ValueError(f"need at least one training and one held-out case, got {sizes}")
+    root = Path(root)
+    write_brats_cases(root / "train", range(1, sizes.train + 1), seed, shape, spacing,
+                      appearance=TRAIN_APPEARANCE, progress=progress)
+    write_brats_cases(root / "heldout", range(HELDOUT_START, HELDOUT_START + sizes.heldout),
+                      seed, shape, spacing, appearance=TRAIN_APPEARANCE, progress=progress)
+    if sizes.hard:
+        write_brats_cases(root / "hard", range(HARD_START, HARD_START + sizes.hard), seed,
+                          shape, spacing, appearance=HARD_APPEARANCE, progress=progress)
+    return root
