@@ -216,20 +216,6 @@ class Settings(BaseSettings):
     )
 
     # Inference jobs (neuronova_lib.ai.inference, POST /api/inference).
-    inference_model_uri: str | None = Field(
-        default="models:/brain-tumor-seg@champion",
-        description="MLflow URI of the model inference serves (models:/NAME@ALIAS, "
-        "models:/NAME/VERSION or runs:/RUN/PATH); the promotion gate replaces this lookup.",
-    )
-    inference_tracking_uri: str | None = Field(
-        default=None,
-        description="MLflow tracking server inference loads the model from; unset: MLflow's "
-        "own default (MLFLOW_TRACKING_URI).",
-    )
-    inference_model_name: str = Field(
-        default="brain-tumor-seg",
-        description="Model name recorded for a runs:/ URI (a registered model has its own).",
-    )
     inference_timeout: float = Field(
         default=900.0, gt=0,
         description="Seconds an inference job may take, queue included, before it fails; a "

@@ -104,24 +104,15 @@ def test_metadata_becomes_datasets_without_bulk_data() -> None:
     assert series_geometry(instances_json([back])).shape == (ds.Columns, ds.Rows, 1)
 
 
-def test_no_model_or_not_an_mlflow_uri_is_refused_with_what_to_set(tmp_path: Path) -> None:
-    for uri in ("", "file:///models/x.pt"):
-        settings = Settings(home=tmp_path, inference_model_uri=uri)
-        with pytest.raises(InferenceError) as refused:
-            resolve_model(settings)
-        assert refused.value.reason == "model_unavailable"
-        assert "NEURONOVA_INFERENCE_MODEL_URI" in refused.value.message
-
-
 @pytest.mark.e2e
 def test_a_model_mlflow_does_not_know_is_refused(
         tmp_path: Path, mlflow_server: str) -> None:  # noqa: F811 (fixture)
-    for uri in ("models:/brain-tumor-seg@champion", "runs:/0123456789abcdef/model"):
-        settings = Settings(home=tmp_path, inference_model_uri=uri,
-                            inference_tracking_uri=mlflow_server)
-        with pytest.raises(InferenceError) as refused:
-            resolve_model(settings)
-        assert refused.value.reason == "model_unavailable" and uri in refused.value.message
+    settings = Settings(home=tmp_path, mlflow_tracking_uri=mlflow_server,
+                        model_name="no-such-model")
+    with pytest.raises(InferenceError) as refused:
+        resolve_model(settings)
+    assert refused.value.reason == "model_unavailable"
+    assert "no-such-model" in refused.value.message
     with pytest.raises(InferenceError) as refused:
         load_segmenter(ServedModel("brain-tumor-seg", "9", "0123456789abcdef",
                                    "runs:/0123456789abcdef/model", mlflow_server))

@@ -2,10 +2,13 @@
 Dask, the ingest gate, Orthanc.
 
 The served model is one fixture, :func:`served_model`: here a small MONAI UNet,
-randomly initialised under a fixed seed and registered as
-``brain-tumor-seg@champion``. Swapping in the trained champion means changing that
-fixture only (set ``min_dice`` to the thresholds it must meet against the demo's
-ground truth); every other test stays as it is.
+randomly initialised under a fixed seed and registered as ``brain-tumor-seg``.
+It becomes the champion the only way there is: its Dice against the ground truth
+of the held-out demo case is measured and logged to its run, and a model owner
+promotes it through the API's promotion gate (whose thresholds this platform sets
+to 0: the subject here is the pipeline, not the model). Swapping in the trained
+champion means changing that fixture only (set ``min_dice`` to the thresholds it
+must meet against the demo's ground truth); every other test stays as it is.
 """
 
 from __future__ import annotations
@@ -77,9 +80,39 @@ def served_model(mlflow_server: str) -> Served:  # noqa: F811 (fixture)
                                  registered_model_name="brain-tumor-seg")
     client = MlflowClient(mlflow_server)
     version = client.search_model_versions("name='brain-tumor-seg'")[0].version
-    client.set_registered_model_alias("brain-tumor-seg", "champion", version)
-    return Served(mlflow_server, "models:/brain-tumor-seg@champion", str(version),
+    return Served(mlflow_server, f"models:/brain-tumor-seg/{version}", str(version),
                   run.info.run_id, None)
+
+
+def _dice_on_case(served: Served, case: Any) -> dict[str, float]:
+    """The network's Dice per region on one demo case's NIfTI files against its labels."""
+    segmenter = load_segmenter(ServedModel("brain-tumor-seg", served.version, served.run_id,
+                                           served.uri, served.tracking_uri))
+    channels = np.stack([np.asarray(nib.load(case.nifti[c]).dataobj, dtype=np.float32)
+                         for c in ("t1", "t1c", "t2", "flair")])
+    masks = segmenter(channels, spacing=SMALL_SPACING)
+    labels = np.asarray(nib.load(case.labels).dataobj)
+    truth = np.stack([(labels == 1) | (labels == 4), labels > 0, labels == 4])
+    return {region: float(2 * (masks[i] & truth[i]).sum()
+                          / max(1, masks[i].sum() + truth[i].sum()))
+            for i, region in enumerate(REGIONS)}
+
+
+def _promote(url: str, settings: Any, served: Served, case: Any) -> None:
+    """Log the network's measured held-out Dice to its run; a model owner promotes it."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(served.tracking_uri)
+    for region, dice in _dice_on_case(served, case).items():
+        client.log_metric(served.run_id, f"heldout_dice_{region.lower()}", dice)
+    owner = requests.post(f"{url}/api/auth/token", timeout=30, data={
+        "username": "owner", "password": demo_password(settings, "owner")})
+    owner.raise_for_status()
+    promoted = requests.post(
+        f"{url}/api/models/brain-tumor-seg/versions/{served.version}/promote", timeout=120,
+        headers={"Authorization": f"Bearer {owner.json()['access_token']}"},
+        json={"reason": "inference e2e: the pipeline under test (gate thresholds 0 here)"})
+    assert promoted.status_code == 200, promoted.text
 
 
 @dataclass
@@ -103,12 +136,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory, served_model: Served) -> Ite
     cases = write_demo_cases(tmp_path_factory.mktemp("inference-cases"), cases=2, seed=5,
                              shape=SMALL_SHAPE, spacing=SMALL_SPACING)
     shutil.rmtree(cases[1].dicom_dirs["flair"])
-    with local_platform(home, watch=True, inference_model_uri=served_model.uri,
-                        inference_tracking_uri=served_model.tracking_uri,
+    with local_platform(home, watch=True, mlflow_enabled=False,
+                        mlflow_tracking_uri=served_model.tracking_uri,
+                        gate_min_dice_tc=0.0, gate_min_dice_wt=0.0, gate_min_dice_et=0.0,
                         inference_timeout=JOB_TIMEOUT) as local:
         for case in cases:
             loaded = load_folder(local.settings, case.directory / "dicom", htj2k=True)
             assert set(loaded["status"]) == {"Success"}, loaded
+        _promote(local.url, local.settings, served_model, cases[0])
         yield Stack(local.url, local.settings, OrthancStore.from_settings(local.settings),
                     cases[0], cases[1])
 
@@ -402,3 +437,39 @@ def test_a_worker_killed_on_every_attempt_fails_the_job(stack: Stack) -> None:
     # Whatever a killed attempt stored is a result of this job, never a change to the source.
     after = _snapshot(stack.store, stack.full.study_instance_uid)
     assert {s: after[s] for s in before} == before
+
+
+def test_an_alias_moved_outside_the_gate_is_never_served(stack: Stack,
+                                                         served_model: Served) -> None:
+    """`champion` set straight through MLflow (as its UI or REST API would) on a version the
+    gate never approved: inference refuses to run it; put back, the approved one serves."""
+    import mlflow
+    import mlflow.pytorch
+    import torch
+    from mlflow.tracking import MlflowClient
+    from monai.networks.nets import UNet
+
+    torch.manual_seed(11)
+    other = UNet(spatial_dims=3, in_channels=4, out_channels=3, channels=(8, 16, 32),
+                 strides=(2, 2), num_res_units=1).eval()
+    mlflow.set_tracking_uri(served_model.tracking_uri)
+    mlflow.set_experiment("inference-e2e")
+    with mlflow.start_run():
+        mlflow.set_tag("neuronova.model_config", json.dumps(MODEL_CONFIG))
+        info = mlflow.pytorch.log_model(other, name="model", serialization_format="pickle",
+                                        registered_model_name="brain-tumor-seg")
+    client = MlflowClient(served_model.tracking_uri)
+    sneaked = str(info.registered_model_version)
+    assert sneaked != served_model.version
+    client.set_registered_model_alias("brain-tumor-seg", "champion", sneaked)
+    token = stack.login("clinician")
+    try:
+        refused = _post(stack, token, stack.full.study_instance_uid, rerun=True)
+        assert refused.status_code == 503, refused.text
+        assert "model_unavailable" in refused.text and sneaked in refused.text
+    finally:
+        client.set_registered_model_alias("brain-tumor-seg", "champion", served_model.version)
+    served = _post(stack, token, stack.full.study_instance_uid)
+    assert served.status_code in (200, 202), served.text
+    job = _job(stack, token, served.json()["job_id"])
+    assert job["model"]["version"] == served_model.version

@@ -31,10 +31,9 @@ retried by Dask (``NEURONOVA_INFERENCE_RETRIES``) and bounded by the job's
 timeout on the API side, so a job never hangs.
 
 Where the served model comes from is in two functions, :func:`resolve_model`
-(which version is served) and :func:`load_segmenter` (load it). Until the
-promotion gate and the trained model's ``Segmenter`` are on this branch they
-read ``NEURONOVA_INFERENCE_MODEL_URI`` with plain MLflow and wrap the network
-in :class:`MlflowSegmenter`.
+(which version is served: the champion the promotion gate approved, see
+:mod:`neuronova_lib.ai.registry`) and :func:`load_segmenter` (load it; still
+:class:`MlflowSegmenter`, to become :class:`neuronova_lib.ai.predict.Segmenter`).
 """
 
 from __future__ import annotations
@@ -110,47 +109,28 @@ class ServedModel:
 
 
 def resolve_model(settings: Any) -> ServedModel:
-    """The model inference serves now (name, version, run id, URI).
+    """The model inference serves now: the champion that carries the promotion gate's approval.
 
-    Interim: ``NEURONOVA_INFERENCE_MODEL_URI`` resolved with MLflow's registry
-    (``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or ``runs:/RUN/PATH``).
-    To be replaced by ``neuronova_lib.ai.registry.served_version`` (the
-    champion that carries the promotion gate's approval).
+    :func:`neuronova_lib.ai.registry.served_version` resolves the ``champion``
+    alias and serves it only if the platform's newest approval names that very
+    version: an alias moved in the MLflow UI or through its REST API is never
+    served. The answer is pinned by version (``models:/NAME/VERSION``), so an
+    alias moved while the job waits cannot change what it loads.
 
     Raises
     ------
     InferenceError
-        ``model_unavailable``: nothing is configured, or MLflow does not know it.
+        ``model_unavailable``: nothing registered, no approved champion, or MLflow down
+        (the message says what to do).
     """
-    uri = settings.inference_model_uri
-    tracking = settings.inference_tracking_uri
-    if not uri:
-        raise InferenceError("model_unavailable", "no model is served: set "
-                             "NEURONOVA_INFERENCE_MODEL_URI "
-                             "(e.g. models:/brain-tumor-seg@champion)")
-    if not uri.startswith(("models:/", "runs:/")):
-        raise InferenceError("model_unavailable", f"NEURONOVA_INFERENCE_MODEL_URI={uri!r} is "
-                             "not a models:/ or runs:/ URI")
-    try:
-        from mlflow.tracking import MlflowClient
+    from .registry import RegistryError, served_version, tracking_uri
 
-        client = MlflowClient(tracking_uri=tracking)
-        if uri.startswith("models:/"):
-            name, _, ref = uri[len("models:/"):].partition("@")
-            if ref:
-                version = client.get_model_version_by_alias(name, ref)
-            else:
-                name, _, number = uri[len("models:/"):].partition("/")
-                version = client.get_model_version(name, number)
-            return ServedModel(name, str(version.version), version.run_id,
-                               f"models:/{name}/{version.version}", tracking)
-        run_id = uri[len("runs:/"):].split("/", 1)[0]
-        client.get_run(run_id)
-        return ServedModel(settings.inference_model_name, None, run_id, uri, tracking)
-    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds; the user needs one
-        raise InferenceError("model_unavailable",
-                             f"the served model {uri} cannot be found in MLflow "
-                             f"({tracking or 'default tracking URI'}): {exc}") from None
+    try:
+        served = served_version(settings, settings.model_name)
+    except RegistryError as exc:
+        raise InferenceError("model_unavailable", str(exc)) from None
+    return ServedModel(served.name or settings.model_name, str(served.version), served.run_id,
+                       served.model_uri, tracking_uri(settings))
 
 
 class MlflowSegmenter:
