@@ -43,3 +43,32 @@ def test_fhir_through_nginx_is_authenticated_and_audited(platform: RunningPlatfo
     traversal = requests.get(f"{base}/Patient/%2e%2e/ImagingStudy", headers=clinician,
                              timeout=10)
     assert traversal.status_code == 400
+
+
+def test_fhir_takes_the_browser_session_with_the_same_rules(platform: RunningPlatform) -> None:
+    """A clinician signed in through /login reads and writes /fhir/R4 with the session cookie
+    alone; a cross-site write is refused; a scientist's session may not read a Patient; a
+    forged cookie counts for nothing."""
+    from test_signin_e2e import browser_session
+
+    base = f"{platform.url}/fhir/R4"
+    web = browser_session(platform, "clinician", next_path="/")
+    patient = {"resourceType": "Patient", "gender": "male",
+               "identifier": [{"system": "urn:neuronova:patient-id", "value": "E2E-FHIR-2"}]}
+    created = web.post(f"{base}/Patient", json=patient, timeout=10,
+                       headers={"Origin": platform.url, "Sec-Fetch-Site": "same-origin"})
+    assert created.status_code == 201, created.text
+    read = web.get(f"{base}/Patient/{created.json()['id']}", timeout=10)
+    assert read.status_code == 200
+    row = platform.wait_for_audit(read.headers["X-Request-ID"], service="api")
+    assert (row["reason"], row["username"]) == ("fhir_read", "clinician")
+    forged = web.post(f"{base}/Patient", json=patient, timeout=10,
+                      headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"})
+    assert forged.status_code == 403 and forged.json()["resourceType"] == "OperationOutcome"
+    cookie = web.cookies.get("neuronova_session")
+    scientist = browser_session(platform, "scientist", next_path="/")
+    assert scientist.get(f"{base}/Patient/{created.json()['id']}",
+                         timeout=10).status_code == 403
+    ended = requests.get(f"{base}/Patient/{created.json()['id']}", timeout=10,
+                         cookies={"neuronova_session": cookie + "x"})
+    assert ended.status_code == 401

@@ -32,14 +32,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from neuronova_lib.db.browser_sessions import COOKIE_NAME, ActiveSession, check_session
 from neuronova_lib.db.models import User
+from neuronova_lib.db.revocation import Refused
+from neuronova_lib.db.users import get_user
 from neuronova_lib.fhir import FhirError, FhirStore, operation_outcome
 from neuronova_lib.fhir.capability import capability_statement
 from neuronova_lib.fhir.store import check_type, etag
 from neuronova_lib.security.roles import Role
+from neuronova_lib.security.same_origin import cross_site_refusal
 
 from .auditing import write_audit
-from .deps import CurrentUser, SessionDep, SettingsDep
+from .deps import (SessionDep, SettingsDep, TokenServiceDep, get_access_claims,
+                   get_current_user, oauth2_scheme)
 
 PREFIX = "/fhir/R4"
 FHIR_JSON = "application/fhir+json"
@@ -54,10 +59,34 @@ _READERS = {
 _DEFAULT_COUNT = 20
 
 
-def get_fhir_user(user: CurrentUser) -> User:
-    """Who is asking: today the bearer token's user (the API's own verification: signature,
-    revocation, account active, role from the database). The browser session joins here
-    (nginx's ``auth_request`` and its X-NeuroNova-User header) when sign-in lands."""
+def get_fhir_user(request: Request, db: SessionDep, settings: SettingsDep,
+                  tokens: TokenServiceDep,
+                  token: Annotated[str | None, Depends(oauth2_scheme)]) -> User:
+    """Who is asking: a bearer token's user (the API's own verification: signature,
+    revocation, account active, role from the database), or, without one, the browser
+    session of the platform's sign-in (its cookie, checked here as nginx's ``auth_request``
+    checks it, with the same cross-site rule for writes). Both end at the user's row."""
+    cookie = request.cookies.get(COOKIE_NAME)
+    if token or not cookie:
+        return get_current_user(request, db, get_access_claims(request, db, token, tokens))
+    found = check_session(db, cookie, settings)
+    refusal = found if not isinstance(found, ActiveSession) else None
+    if refusal is None:
+        cross = cross_site_refusal(request.method, request.headers, settings.public_origin)
+        if cross:
+            refusal = Refused(403, "cross_site", cross)
+    if refusal is not None:
+        write_audit(db, request, decision="deny", status=refusal.status,
+                    reason=refusal.reason, detail=refusal.detail,
+                    username=getattr(found, "username", None))
+        db.commit()
+        raise FhirError(refusal.status, "login" if refusal.status == 401 else "forbidden",
+                        refusal.detail)
+    db.commit()  # last_seen, when it was due
+    user = get_user(db, found.username)
+    if user is None or not user.is_active:
+        raise FhirError(401, "login", f"account {found.username!r} cannot sign in; sign in "
+                                      "again")
     return user
 
 
