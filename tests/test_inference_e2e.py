@@ -466,7 +466,8 @@ def test_an_alias_moved_outside_the_gate_is_never_served(stack: Stack,
     try:
         refused = _post(stack, token, stack.full.study_instance_uid, rerun=True)
         assert refused.status_code == 503, refused.text
-        assert "model_unavailable" in refused.text and sneaked in refused.text
+        assert "without the promotion gate" in refused.text, refused.text
+        assert f"version {sneaked} " in refused.text
     finally:
         client.set_registered_model_alias("brain-tumor-seg", "champion", served_model.version)
     served = _post(stack, token, stack.full.study_instance_uid)
