@@ -127,6 +127,27 @@ def load_demo(settings: Settings, folder: Path) -> str:
     return f"HTJ2K lossless via Dask: {summary.line()} ({folder})"
 
 
+def seed_demo_fhir_patients(settings: Settings, store: Any, chain: Any, auth: Any) -> int:
+    """Put every second stored study's patient on the platform's FHIR server before the
+    chain runs (from the recorded OpenEMR data), as a hospital's FHIR server holds some
+    patients already: ``up`` then exercises both the FHIR hit (written back to the cache)
+    and the OpenEMR hit (converted, created on FHIR, cached)."""
+    from ..demo.openemr_server import load_records
+    from ..patients.convert import openemr_to_fhir
+
+    records = {record.get("pubpid"): record for record in load_records()}
+    patient_ids = sorted({store.get_json(f"/studies/{orthanc_id}")
+                          .get("PatientMainDicomTags", {}).get("PatientID", "")
+                          for orthanc_id in store.study_ids()})
+    seeded = 0
+    for patient_id in patient_ids[::2]:
+        if patient_id in records:
+            resource = openemr_to_fhir(records[patient_id], settings.patient_id_system)
+            chain.fhir.create_if_none(resource, settings.patient_id_system, patient_id, auth)
+            seeded += 1
+    return seeded
+
+
 def publish_demo_records(settings: Settings) -> str:
     """Give every stored study its FHIR ImagingStudy, its patient resolved through the
     chain (the recorded OpenEMR demo server has the demo patients); one welcome line."""
@@ -145,13 +166,19 @@ def publish_demo_records(settings: Settings) -> str:
     auth = None if settings.fhir_url else BearerAuth(
         lambda: tokens.mint("admin", "admin", "access", 120)[0])
     try:
-        counts = publish_imaging_studies(OrthancStore.from_settings(settings), chain, auth)
+        store = OrthancStore.from_settings(settings)
+        seeded = 0
+        if not settings.fhir_url and effective.openemr_url != settings.openemr_url:
+            seeded = seed_demo_fhir_patients(settings, store, chain, auth)
+        counts = publish_imaging_studies(store, chain, auth)
     except Exception as exc:  # noqa: BLE001 (the platform is up; say what is missing)
         log.exception("publishing ImagingStudy resources failed")
         return f"no FHIR ImagingStudy published ({exc}; see the log)"
     finally:
         chain.close()
     line = f"{counts['published']} of {counts['studies']} studies have a FHIR ImagingStudy"
+    if seeded:
+        line += f" ({seeded} of their patients were on the FHIR server already)"
     if counts["no_patient"] or counts["failed"]:
         line += (f" ({counts['no_patient']} without a patient record, {counts['failed']} "
                  "failed: see the log)")
