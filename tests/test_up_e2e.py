@@ -99,7 +99,8 @@ def test_up_serves_demo_data_and_stops_cleanly(tmp_path: Path) -> None:
 
         # The demo patient came through the chain (recorded OpenEMR → FHIR facade → cache)
         # and the study has its ImagingStudy, linked to that Patient.
-        assert "1 of 1 studies have a FHIR ImagingStudy (1 of their patients were on the FHIR server already)" in text
+        assert ("1 of 1 studies have a FHIR ImagingStudy (1 of their patients were on the "
+                "FHIR server already)") in text
         record = requests.get(f"{url}/api/patients/{case['patient_id']}", headers=auth,
                               timeout=30)
         assert record.status_code == 200, record.text
