@@ -118,3 +118,43 @@ def test_a_model_mlflow_does_not_know_is_refused(
                                    "runs:/0123456789abcdef/model", mlflow_server))
     assert refused.value.reason == "model_unavailable"
     assert "could not be loaded" in refused.value.message
+
+
+@pytest.mark.e2e
+def test_model_files_changed_after_approval_are_not_loaded(
+        tmp_path: Path, mlflow_server: str) -> None:  # noqa: F811 (fixture)
+    """Anyone who may log to MLflow can overwrite a logged model's files in place: a worker
+    loads the served version only if its files are the ones the gate approved."""
+    import mlflow
+    import mlflow.pytorch
+    import torch
+    from monai.networks.nets import UNet
+
+    from neuronova_lib.ai import inference, registry
+
+    settings = Settings(home=tmp_path, mlflow_tracking_uri=mlflow_server)
+    torch.manual_seed(3)
+    net = UNet(spatial_dims=3, in_channels=4, out_channels=3, channels=(4, 8), strides=(2,))
+    mlflow.set_tracking_uri(mlflow_server)
+    mlflow.set_experiment("files-changed")
+    with mlflow.start_run() as run:
+        info = mlflow.pytorch.log_model(net, name="model", serialization_format="pickle",
+                                        registered_model_name="files-changed")
+    version = str(info.registered_model_version)
+    uri = f"models:/files-changed/{version}"
+    approved = registry.artifact_digest(settings, uri)
+    served = ServedModel("files-changed", version, run.info.run_id, uri, mlflow_server,
+                         approved)
+    assert load_segmenter(served).run_id == run.info.run_id
+
+    client = registry.mlflow_client(settings)
+    model_id = registry.logged_model_id(client.get_model_version("files-changed", version))
+    assert model_id
+    (tmp_path / "evil").mkdir()
+    torch.save({"not": "the approved weights"}, tmp_path / "evil" / "model.pth")
+    client.log_model_artifact(model_id, str(tmp_path / "evil" / "model.pth"), "data")
+    inference._models.clear()  # a fresh worker: nothing loaded yet
+    with pytest.raises(InferenceError) as refused:
+        load_segmenter(served)
+    assert refused.value.reason == "model_unavailable"
+    assert "changed after the promotion gate approved them" in refused.value.message

@@ -102,6 +102,9 @@ class ServedModel:
     run_id: str | None
     uri: str
     tracking_uri: str | None = None
+    #: sha256 of the model's files as the promotion gate approved them; the files a worker
+    #: downloads must match it (``None``: an approval recorded without one).
+    artifact_sha256: str | None = None
 
     @property
     def info(self) -> ModelInfo:
@@ -130,7 +133,11 @@ def resolve_model(settings: Any) -> ServedModel:
     except RegistryError as exc:
         raise InferenceError("model_unavailable", str(exc)) from None
     return ServedModel(served.name or settings.model_name, str(served.version), served.run_id,
-                       served.model_uri, tracking_uri(settings))
+                       served.model_uri, tracking_uri(settings), served.artifact_sha256)
+
+
+class ModelFilesChanged(RuntimeError):
+    """The served version's files differ from those the promotion gate approved."""
 
 
 class MlflowSegmenter:
@@ -149,14 +156,34 @@ class MlflowSegmenter:
         self.run_id = run_id
 
     @classmethod
-    def from_mlflow(cls, uri: str, tracking_uri: str | None = None) -> MlflowSegmenter:
+    def from_mlflow(cls, uri: str, tracking_uri: str | None = None,
+                    artifact_sha256: str | None = None) -> MlflowSegmenter:
+        """The network of ``uri``; with ``artifact_sha256``, only if its files, downloaded
+        once, are the ones the promotion gate approved (anyone who may log to MLflow can
+        overwrite a logged model's files in place)."""
+        import tempfile
+
         import mlflow
+        import mlflow.artifacts
         import mlflow.pytorch
         from mlflow.tracking import MlflowClient
 
+        from .registry import folder_digest
+
         if tracking_uri:
             mlflow.set_tracking_uri(tracking_uri)
-        net = mlflow.pytorch.load_model(uri, map_location="cpu")
+        if artifact_sha256 is None:
+            net = mlflow.pytorch.load_model(uri, map_location="cpu")
+        else:
+            with tempfile.TemporaryDirectory(prefix="neuronova-model-") as tmp:
+                local = mlflow.artifacts.download_artifacts(
+                    artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri)
+                if folder_digest(Path(local)) != artifact_sha256:
+                    raise ModelFilesChanged(
+                        f"the files of {uri} changed after the promotion gate approved them: "
+                        "they are not served; register the model again from its training "
+                        "run and promote the new version")
+                net = mlflow.pytorch.load_model(local, map_location="cpu")
         client = MlflowClient(tracking_uri=tracking_uri)
         run_id = None
         if uri.startswith("runs:/"):
@@ -193,7 +220,7 @@ class MlflowSegmenter:
 
 
 _models_lock = threading.Lock()
-_models: dict[tuple[str, str | None], Any] = {}
+_models: dict[tuple[str, str | None, str | None], Any] = {}
 
 
 def load_segmenter(model: ServedModel) -> Segmenter:
@@ -207,11 +234,14 @@ def load_segmenter(model: ServedModel) -> Segmenter:
     InferenceError
         ``model_unavailable`` with MLflow's or PyTorch's reason.
     """
-    key = (model.uri, model.tracking_uri)
+    key = (model.uri, model.tracking_uri, model.artifact_sha256)
     with _models_lock:
         if key not in _models:
             try:
-                _models[key] = MlflowSegmenter.from_mlflow(model.uri, model.tracking_uri)
+                _models[key] = MlflowSegmenter.from_mlflow(model.uri, model.tracking_uri,
+                                                           model.artifact_sha256)
+            except ModelFilesChanged as exc:
+                raise InferenceError("model_unavailable", str(exc)) from None
             except Exception as exc:  # noqa: BLE001 - any failure to load is the same to a user
                 raise InferenceError(
                     "model_unavailable", f"the model {model.name} "
