@@ -152,7 +152,8 @@ def _shell_without_ports(home: Path) -> dict[str, str]:
 def test_status_and_down_find_the_platform_from_its_data_dir(tmp_path: Path) -> None:
     home = tmp_path / "home"
     ports = {name: free_port() for name in ("PORT", "API_PORT", "PROXY_PORT", "ORTHANC_PORT",
-                                              "MLFLOW_PORT", "DASK_PORT", "DASK_DASHBOARD_PORT")}
+                                              "MLFLOW_PORT", "DASK_PORT", "DASK_DASHBOARD_PORT",
+                                              "OPENEMR_DEMO_PORT")}
     env = {**os.environ, "NEURONOVA_HOME": str(home),
            **{f"NEURONOVA_{k}": str(v) for k, v in ports.items()}}
     up = subprocess.Popen([*NEURONOVA, "up", "--no-demo"], env=env, stdout=subprocess.PIPE,
@@ -203,7 +204,8 @@ def test_status_and_down_find_the_platform_from_its_data_dir(tmp_path: Path) -> 
 def test_down_stops_services_left_by_a_killed_supervisor(tmp_path: Path) -> None:
     home = tmp_path / "home"
     ports = {name: free_port() for name in ("PORT", "API_PORT", "PROXY_PORT", "ORTHANC_PORT",
-                                              "MLFLOW_PORT", "DASK_PORT", "DASK_DASHBOARD_PORT")}
+                                              "MLFLOW_PORT", "DASK_PORT", "DASK_DASHBOARD_PORT",
+                                              "OPENEMR_DEMO_PORT")}
     env = {**os.environ, "NEURONOVA_HOME": str(home),
            **{f"NEURONOVA_{k}": str(v) for k, v in ports.items()}}
     up = subprocess.Popen([*NEURONOVA, "up", "--no-demo"], env=env, stdout=subprocess.PIPE,
@@ -222,7 +224,7 @@ def test_down_stops_services_left_by_a_killed_supervisor(tmp_path: Path) -> None
         down = subprocess.run([*NEURONOVA, "down"], env=other, capture_output=True, text=True,
                               timeout=120)
         assert down.returncode == 0, down.stdout + down.stderr
-        assert down.stdout.count("left running by a supervisor that is gone") == 8, down.stdout
+        assert down.stdout.count("left running by a supervisor that is gone") == 9, down.stdout
     finally:
         if up.poll() is None:
             up.kill()
