@@ -112,22 +112,6 @@ def run_plain(settings: Settings, folders: list[Path], workdir: Path) -> dict[st
             "bytes_out": sum(r["bytes_out"] for r in done)}
 
 
-def run_external(settings: Any, folders: list[Path], address: str, workdir: Path, tag: str,
-                 batch: int) -> dict[str, Any]:
-    """``transcode_sources`` given the address of an external scheduler (its own client)."""
-    started = time.perf_counter()
-    summary = transcode_sources(
-        [str(f) for f in folders], settings=settings, scheduler=address, batch_size=batch,
-        manifest_path=workdir / f"manifest-{tag}.db", report_path=workdir / f"report-{tag}.json",
-        backup_dir=workdir / f"backup-{tag}",
-    )
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "done": summary.counts["done"],
-            "failed": summary.counts["failed"] + summary.counts["pending"],
-            "bytes_in": summary.this_run["bytes_in"], "bytes_out": summary.this_run["bytes_out"],
-            "timings": summary.timings}
-
-
 def start_cli_cluster(stack: ExitStack, workers: int,
                       gate: Any) -> tuple[str, float, set[int], set[int]]:
     """``dask scheduler`` + ``dask worker --nworkers N --nthreads 1`` as separate processes;
@@ -164,11 +148,13 @@ def start_cli_cluster(stack: ExitStack, workers: int,
     return address, time.perf_counter() - started, pids, {proc.pid for proc in procs}
 
 
-def run_dask(settings: Settings, folders: list[Path], client: Any, workdir: Path, tag: str,
-             batch: int) -> dict[str, Any]:
+def run_dask(settings: Settings, folders: list[Path], workdir: Path, tag: str, batch: int,
+             **cluster: Any) -> dict[str, Any]:
+    """``transcode_sources`` on a cluster: ``client=`` one of ours, or ``scheduler=`` the
+    address of an external one (the run makes its own client, as a user's would)."""
     started = time.perf_counter()
     summary = transcode_sources(
-        [str(f) for f in folders], settings=settings, client=client, batch_size=batch,
+        [str(f) for f in folders], settings=settings, batch_size=batch, **cluster,
         manifest_path=workdir / f"manifest-{tag}.db", report_path=workdir / f"report-{tag}.json",
         backup_dir=workdir / f"backup-{tag}",
     )
@@ -371,12 +357,12 @@ def main() -> int:
                             result = run_plain(settings, folders, workdir)
                         elif mode == "cli_2":
                             address, _, workers, _ = external
-                            result = run_external(settings, folders, address, workdir, tag,
-                                                  args.batch)
+                            result = run_dask(settings, folders, workdir, tag, args.batch,
+                                              scheduler=address)
                         else:
                             client, _, workers = clusters[int(mode[-1])]
-                            result = run_dask(settings, folders, client, workdir, tag,
-                                              args.batch)
+                            result = run_dask(settings, folders, workdir, tag, args.batch,
+                                              client=client)
                         mine = tree(roots.get(mode, set()))
                         idle = tree(set().union(*(r for m, r in roots.items() if m != mode)))
                         result["cpu_ms_per_instance"] = cpu_by_role(
