@@ -31,6 +31,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect, select
 
+from api_settings import service_settings
 from neuronova_lib.config import REPO_ROOT, Settings, get_settings
 from neuronova_lib.db.engine import get_engine, session_factory
 from neuronova_lib.db.migrate import (
@@ -61,16 +62,8 @@ DEMO_PASSWORD = "demo-password-for-tests"
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """Settings for a fresh data dir, read from the environment like a service does."""
-    for name in list(os.environ):
-        if name.startswith("NEURONOVA_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("NEURONOVA_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("NEURONOVA_DEMO_PASSWORD", DEMO_PASSWORD)
-    get_settings.cache_clear()
-    current = get_settings()
-    yield current
-    get_settings.cache_clear()
-    get_engine(current.sqlalchemy_url).dispose()
+    with service_settings(tmp_path / "home", monkeypatch, DEMO_PASSWORD) as current:
+        yield current
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ the audit of reads."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from neuronova_lib.config import Settings, get_settings
-from neuronova_lib.db.engine import get_engine, session_factory
+from api_settings import service_settings
+from neuronova_lib.config import Settings
+from neuronova_lib.db.engine import session_factory
 from neuronova_lib.db.models import AuditRecord
 from neuronova_lib.db.users import ensure_demo_users
 from services.api.app import create_app
@@ -26,16 +26,8 @@ SYSTEM = "urn:neuronova:patient-id"
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    for name in list(os.environ):
-        if name.startswith("NEURONOVA_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("NEURONOVA_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("NEURONOVA_DEMO_PASSWORD", PASSWORD)
-    get_settings.cache_clear()
-    current = get_settings()
-    yield current
-    get_settings.cache_clear()
-    get_engine(current.sqlalchemy_url).dispose()
+    with service_settings(tmp_path / "home", monkeypatch, PASSWORD) as current:
+        yield current
 
 
 @pytest.fixture

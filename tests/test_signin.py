@@ -6,7 +6,6 @@ test_signin_browser_e2e.py.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,7 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from neuronova_lib.config import Settings, get_settings
+from api_settings import service_settings
+from neuronova_lib.config import Settings
 from neuronova_lib.db.browser_sessions import (
     COOKIE_NAME,
     ActiveSession,
@@ -24,7 +24,7 @@ from neuronova_lib.db.browser_sessions import (
     session_hash,
     start_session,
 )
-from neuronova_lib.db.engine import get_engine, session_factory
+from neuronova_lib.db.engine import session_factory
 from neuronova_lib.db.models import AuditRecord, BrowserSession, User
 from neuronova_lib.db.revocation import Refused, revoke_user
 from neuronova_lib.db.users import ensure_demo_users, get_user
@@ -37,18 +37,9 @@ BASE = "http://127.0.0.1:8080"
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    for name in list(os.environ):
-        if name.startswith("NEURONOVA_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("NEURONOVA_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("NEURONOVA_DEMO_PASSWORD", PASSWORD)
-    monkeypatch.setenv("NEURONOVA_PORT", "8080")
-    get_settings.cache_clear()
-    current = get_settings()
-    ensure_demo_users(current)
-    yield current
-    get_settings.cache_clear()
-    get_engine(current.sqlalchemy_url).dispose()
+    with service_settings(tmp_path / "home", monkeypatch, PASSWORD, PORT="8080") as current:
+        ensure_demo_users(current)
+        yield current
 
 
 @pytest.fixture
