@@ -32,17 +32,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from neuronova_lib.db.browser_sessions import COOKIE_NAME, ActiveSession, check_session
+from neuronova_lib.db.browser_sessions import COOKIE_NAME
 from neuronova_lib.db.models import User
-from neuronova_lib.db.revocation import Refused
 from neuronova_lib.db.users import get_user
 from neuronova_lib.fhir import FhirError, FhirStore, operation_outcome
 from neuronova_lib.fhir.capability import capability_statement
 from neuronova_lib.fhir.store import check_type, etag
 from neuronova_lib.security.roles import Role
-from neuronova_lib.security.same_origin import cross_site_refusal
 
 from .auditing import write_audit
+from .routes.auth_check import browser_session
 from .deps import (SessionDep, SettingsDep, TokenServiceDep, get_access_claims,
                    get_current_user, oauth2_scheme)
 
@@ -69,20 +68,16 @@ def get_fhir_user(request: Request, db: SessionDep, settings: SettingsDep,
     cookie = request.cookies.get(COOKIE_NAME)
     if token or not cookie:
         return get_current_user(request, db, get_access_claims(request, db, token, tokens))
-    found = check_session(db, cookie, settings)
-    refusal = found if not isinstance(found, ActiveSession) else None
-    if refusal is None:
-        cross = cross_site_refusal(request.method, request.headers, settings.public_origin)
-        if cross:
-            refusal = Refused(403, "cross_site", cross)
+    found, refusal = browser_session(db, request, settings, cookie, request.method)
     if refusal is not None:
         write_audit(db, request, decision="deny", status=refusal.status,
                     reason=refusal.reason, detail=refusal.detail,
-                    username=getattr(found, "username", None))
+                    username=found and found.username)
         db.commit()
         raise FhirError(refusal.status, "login" if refusal.status == 401 else "forbidden",
                         refusal.detail)
     db.commit()  # last_seen, when it was due
+    assert found is not None
     user = get_user(db, found.username)
     if user is None or not user.is_active:
         raise FhirError(401, "login", f"account {found.username!r} cannot sign in; sign in "

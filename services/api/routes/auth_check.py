@@ -22,6 +22,8 @@ Refusals are audited with the original method and path; allowed checks are not
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response, status
 
 from neuronova_lib.db.browser_sessions import COOKIE_NAME, ActiveSession, check_session
@@ -49,6 +51,21 @@ def _roles(text: str) -> frozenset[Role]:
 def _wants_page(request: Request, method: str) -> bool:
     """A browser navigating (GET of an HTML page), which a sign-in page can help."""
     return method in ("GET", "HEAD") and "text/html" in request.headers.get("accept", "")
+
+
+def browser_session(db: Any, request: Request, settings: Any, cookie: str, method: str
+                    ) -> tuple[ActiveSession | None, Refused | None]:
+    """The session behind this cookie, and why the request is refused if it is: the session
+    is gone or stale (401, no session), or a cookie-authenticated write comes from another
+    site (403, with the session). Used by nginx's check and by routes the API guards itself
+    (the FHIR facade); the caller audits a refusal and commits (``last_seen``)."""
+    found = check_session(db, cookie, settings)
+    if not isinstance(found, ActiveSession):
+        return None, found
+    cross = cross_site_refusal(method, request.headers, settings.public_origin)
+    if cross:
+        return found, Refused(403, "cross_site", cross)
+    return found, None
 
 
 @router.get(
@@ -97,12 +114,10 @@ def check(request: Request, db: SessionDep, settings: SettingsDep, tokens: Token
             return refuse(refused, claims.sub, claims.role)
         username, role = claims.sub, str(claims.role)
     elif cookie:
-        found = check_session(db, cookie, settings)
-        if not isinstance(found, ActiveSession):
-            return refuse(found)
-        cross = cross_site_refusal(method, request.headers, settings.public_origin)
-        if cross:
-            return refuse(Refused(403, "cross_site", cross), found.username, found.role)
+        found, refused = browser_session(db, request, settings, cookie, method)
+        if refused is not None:
+            return refuse(refused, found and found.username, found and found.role)
+        assert found is not None
         username, role = found.username, found.role
         db.commit()  # last_seen, when it was due
     else:
