@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 
 .PHONY: up down status test test-fast bench bench-quick deps system-deps python-deps node-deps clean
 
-up: deps
+up: deps node-deps
 	$(VENV)/bin/neuronova up
 
 down:
@@ -61,7 +61,14 @@ $(STAMP): pyproject.toml
 # The independent FHIR server the patient-chain tests also run against (Medplum's
 # fhir-router, versions pinned in tests/fhir_server/package-lock.json); installed once.
 FHIR_NODE := tests/fhir_server
-node-deps: $(FHIR_NODE)/node_modules/.package-lock.json
+# configurable-http-proxy for JupyterHub (hub/package-lock.json).
+HUB_NODE := hub
+node-deps: $(FHIR_NODE)/node_modules/.package-lock.json $(HUB_NODE)/node_modules/.package-lock.json
+
+$(HUB_NODE)/node_modules/.package-lock.json: $(HUB_NODE)/package.json $(HUB_NODE)/package-lock.json
+	@command -v npm >/dev/null || { echo 'error: npm is missing: install Debian npm (or nodejs from NodeSource, which brings it)' >&2; exit 1; }
+	npm ci --prefix $(HUB_NODE) --no-audit --no-fund
+	@touch $@
 
 $(FHIR_NODE)/node_modules/.package-lock.json: $(FHIR_NODE)/package.json $(FHIR_NODE)/package-lock.json
 	@command -v npm >/dev/null || { echo 'error: npm is missing: install Debian npm (or nodejs from NodeSource, which brings it)' >&2; exit 1; }

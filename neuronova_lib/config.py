@@ -215,6 +215,34 @@ class Settings(BaseSettings):
         "unset: mlflow/artifacts in the data dir.",
     )
 
+    # JupyterHub for data scientists (hub/jupyterhub_config.py, neuronova_lib.hub), behind
+    # nginx at /hub/, /user/ and /services/; every port on loopback.
+    hub_enabled: bool = Field(
+        default=True,
+        description="Run JupyterHub and configurable-http-proxy under the supervisor (notebooks "
+        "at /hub/ for scientists, model owners and admins).",
+    )
+    hub_port: int = Field(
+        default=8110, description="configurable-http-proxy: where nginx sends /hub/ and /user/."
+    )
+    hub_api_port: int = Field(default=8111, description="JupyterHub itself (its REST API).")
+    hub_proxy_api_port: int = Field(
+        default=8112, description="configurable-http-proxy's REST API (the hub adds routes)."
+    )
+    hub_service_port: int = Field(
+        default=8113, description="The hub's kernel-token service (/services/neuronova-token/)."
+    )
+    hub_token_ttl: int = Field(
+        default=900, ge=10, le=86_400,
+        description="Seconds a kernel's exchanged access token lives (RFC 8693 token exchange "
+        "at POST /api/auth/token); a disabled user's kernel loses access within this time.",
+    )
+    hub_spawner: str = Field(
+        default="jupyterhub.spawner.SimpleLocalProcessSpawner",
+        description="JupyterHub spawner class; the default runs every hub user as the "
+        "platform's system user, each with a home under <home>/hub/users/.",
+    )
+
     # Inference jobs (neuronova_lib.ai.inference, POST /api/inference).
     inference_timeout: float = Field(
         default=900.0, gt=0,
@@ -495,6 +523,16 @@ class Settings(BaseSettings):
     @property
     def mlflow_artifacts(self) -> str:
         return self.mlflow_artifacts_destination or str(self.mlflow_dir / "artifacts")
+
+    @property
+    def hub_dir(self) -> Path:
+        """JupyterHub's database and the users' homes (the demo spawner's)."""
+        return self.home / "hub"
+
+    @property
+    def hub_api_url(self) -> str:
+        """JupyterHub's REST API on loopback (the API verifies kernels' hub tokens here)."""
+        return f"http://127.0.0.1:{self.hub_api_port}/hub/api"
 
     @property
     def mlflow_url(self) -> str:

@@ -34,7 +34,8 @@ def _multipart_body(response: requests.Response) -> bytes:
 def test_up_serves_demo_data_and_stops_cleanly(tmp_path: Path) -> None:
     ports = {name: free_port() for name in ("PORT", "API_PORT", "PROXY_PORT", "ORTHANC_PORT",
                                               "MLFLOW_PORT", "DASK_PORT", "DASK_DASHBOARD_PORT",
-                                              "OPENEMR_DEMO_PORT")}
+                                              "OPENEMR_DEMO_PORT", "HUB_PORT", "HUB_API_PORT",
+                                              "HUB_PROXY_API_PORT", "HUB_SERVICE_PORT")}
     env = {**os.environ, "NEURONOVA_HOME": str(tmp_path / "home"), "NEURONOVA_DEMO_SIZE": "small",
            **{f"NEURONOVA_{k}": str(v) for k, v in ports.items()}}
     env.pop("NEURONOVA_DEMO_PASSWORD", None)
@@ -113,8 +114,9 @@ def test_up_serves_demo_data_and_stops_cleanly(tmp_path: Path) -> None:
 
         status = subprocess.run([*NEURONOVA, "status"], env=env, capture_output=True, text=True)
         assert status.returncode == 0, status.stdout + status.stderr
-        # orthanc, dask-scheduler, dask-worker, openemr-demo, proxy, api, mlflow, nginx-log, nginx
-        assert status.stdout.count("healthy") == 9
+        # orthanc, dask-scheduler, dask-worker, openemr-demo, proxy, api, mlflow, hub-proxy,
+        # jupyterhub, nginx-log, nginx
+        assert status.stdout.count("healthy") == 11
     finally:
         if up.poll() is None:
             up.send_signal(signal.SIGINT)  # what Ctrl-C sends
@@ -153,7 +155,8 @@ def test_status_and_down_find_the_platform_from_its_data_dir(tmp_path: Path) -> 
     home = tmp_path / "home"
     ports = {name: free_port() for name in ("PORT", "API_PORT", "PROXY_PORT", "ORTHANC_PORT",
                                               "MLFLOW_PORT", "DASK_PORT", "DASK_DASHBOARD_PORT",
-                                              "OPENEMR_DEMO_PORT")}
+                                              "OPENEMR_DEMO_PORT", "HUB_PORT", "HUB_API_PORT",
+                                              "HUB_PROXY_API_PORT", "HUB_SERVICE_PORT")}
     env = {**os.environ, "NEURONOVA_HOME": str(home),
            **{f"NEURONOVA_{k}": str(v) for k, v in ports.items()}}
     up = subprocess.Popen([*NEURONOVA, "up", "--no-demo"], env=env, stdout=subprocess.PIPE,
@@ -171,7 +174,7 @@ def test_status_and_down_find_the_platform_from_its_data_dir(tmp_path: Path) -> 
         status = subprocess.run([*NEURONOVA, "status"], env=other, capture_output=True,
                                 text=True, timeout=60)
         assert status.returncode == 0, status.stdout + status.stderr
-        assert status.stdout.count(" healthy ") == 9, status.stdout
+        assert status.stdout.count(" healthy ") == 11, status.stdout
         assert f"127.0.0.1:{ports['PORT']}/" in status.stdout
         state = json.loads((home / "run" / "stack.json").read_text())
         assert state["supervisor"] == up.pid
@@ -182,7 +185,7 @@ def test_status_and_down_find_the_platform_from_its_data_dir(tmp_path: Path) -> 
         misled = {**other, "NEURONOVA_PORT": str(free_port())}
         again = subprocess.run([*NEURONOVA, "status"], env=misled, capture_output=True,
                                text=True, timeout=60)
-        assert again.returncode == 0 and again.stdout.count(" healthy ") == 9, again.stdout
+        assert again.returncode == 0 and again.stdout.count(" healthy ") == 11, again.stdout
 
         down = subprocess.run([*NEURONOVA, "down"], env=other, capture_output=True, text=True,
                               timeout=120)
@@ -205,7 +208,8 @@ def test_down_stops_services_left_by_a_killed_supervisor(tmp_path: Path) -> None
     home = tmp_path / "home"
     ports = {name: free_port() for name in ("PORT", "API_PORT", "PROXY_PORT", "ORTHANC_PORT",
                                               "MLFLOW_PORT", "DASK_PORT", "DASK_DASHBOARD_PORT",
-                                              "OPENEMR_DEMO_PORT")}
+                                              "OPENEMR_DEMO_PORT", "HUB_PORT", "HUB_API_PORT",
+                                              "HUB_PROXY_API_PORT", "HUB_SERVICE_PORT")}
     env = {**os.environ, "NEURONOVA_HOME": str(home),
            **{f"NEURONOVA_{k}": str(v) for k, v in ports.items()}}
     up = subprocess.Popen([*NEURONOVA, "up", "--no-demo"], env=env, stdout=subprocess.PIPE,
@@ -224,7 +228,7 @@ def test_down_stops_services_left_by_a_killed_supervisor(tmp_path: Path) -> None
         down = subprocess.run([*NEURONOVA, "down"], env=other, capture_output=True, text=True,
                               timeout=120)
         assert down.returncode == 0, down.stdout + down.stderr
-        assert down.stdout.count("left running by a supervisor that is gone") == 9, down.stdout
+        assert down.stdout.count("left running by a supervisor that is gone") == 11, down.stdout
     finally:
         if up.poll() is None:
             up.kill()

@@ -74,6 +74,21 @@ def path_class(path: str) -> str:
     return "/".join("*" if len(s) > 64 or _ONE_OBJECT.match(s) else s for s in segments)
 
 
+#: Sent by neuronova_lib while an MLflow run is active: the run's id.
+RUN_HEADER = "x-neuronova-run"
+
+
+def run_id_header(value: str | bytes | None) -> str | None:
+    """An MLflow run id from ``X-NeuroNova-Run``: up to 64 letters, digits, ``-`` or ``_``;
+    anything else is not kept (it is the client's word, recorded as such, never trusted)."""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if not value:
+        return None
+    value = value.strip()[:64]
+    return value if value and all(ch.isalnum() or ch in "-_" for ch in value) else None
+
+
 @dataclass
 class _Fold:
     """One kind of refusal in its window: how many so far, and the row that counts the rest."""

@@ -110,6 +110,12 @@ class AuditRecord(Base):
     repeat_count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     #: Time of the last decision folded into this row (``None`` while it stands for one).
     last_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: The JupyterHub server a kernel's token was issued to (``user/name``, from the
+    #: token's ``act`` claim): which notebook read this.
+    server: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    #: The MLflow run active in the reader (``X-NeuroNova-Run``, sent by neuronova_lib):
+    #: which images trained which model.
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
     __table_args__ = (Index("ix_audit_decision_time", "decision", "time"),)
 

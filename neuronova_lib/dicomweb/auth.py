@@ -9,8 +9,13 @@ carries them (the way dicomweb-client expects authentication to be injected).
   (``POST /api/auth/refresh``), or signs in again with the password when it
   has one; with neither it raises :class:`TokenExpiredError` that says where
   to get a new token. A 401 answer triggers one renewal and one retry.
+  In a JupyterHub kernel it asks the hub's token service instead (a ``source``:
+  :class:`~neuronova_lib.dicomweb.kernel_token.HubTokenSource`), which needs no secret.
 * :class:`SignedUrlAuth` appends ``token=…`` to every URL and never sends an
   ``Authorization`` header (the guard refuses requests that carry both).
+
+Both send ``X-NeuroNova-Run`` with the active MLflow run's id, so that the audit log
+says which run read which images.
 
 The JWT payload is read without checking the signature — only to learn
 ``exp``; the server checks everything.
@@ -21,6 +26,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +42,32 @@ logger = logging.getLogger(__name__)
 
 #: Renew this many seconds before ``exp`` (at most half the token's lifetime).
 DEFAULT_REFRESH_MARGIN_S = 60.0
+
+
+#: The header the guard and the API record as the reader's MLflow run.
+RUN_HEADER = "X-NeuroNova-Run"
+
+
+def active_run_id() -> str | None:
+    """The MLflow run active in this process (``mlflow.active_run()``, only if MLflow is
+    already imported: never imported here), else ``MLFLOW_RUN_ID``."""
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        try:
+            run = mlflow.active_run()
+        except Exception:  # noqa: BLE001 - a tracking problem must not stop a read
+            run = None
+        if run is not None:
+            return str(run.info.run_id)
+    return os.environ.get("MLFLOW_RUN_ID") or None
+
+
+def add_run_header(request: requests.PreparedRequest) -> None:
+    run = active_run_id()
+    if run:
+        request.headers[RUN_HEADER] = run
+    else:
+        request.headers.pop(RUN_HEADER, None)
 
 
 class TokenExpiredError(requests.RequestException):
@@ -115,10 +148,13 @@ class BearerAuth(AuthBase):
         Returns the current time (tests move it forward).
     timeout : float
         Seconds for each auth call.
+    source : callable, optional
+        Returns a fresh token response (``{"access_token": ...}``) when called: the hub's
+        token service in a kernel. Preferred over refresh and password.
 
     Attributes
     ----------
-    refreshes, logins : int
+    refreshes, logins, fetches : int
         How many renewals went through each route.
     """
 
@@ -135,6 +171,7 @@ class BearerAuth(AuthBase):
         clock: Callable[[], float] = time.time,
         timeout: float = 30.0,
         hint: str | None = None,
+        source: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.margin = float(margin)
@@ -142,6 +179,8 @@ class BearerAuth(AuthBase):
         self.timeout = timeout
         self.refreshes = 0
         self.logins = 0
+        self.fetches = 0
+        self._source = source
         self._username = username
         self._password = password
         self._refresh_token = refresh_token
@@ -174,7 +213,7 @@ class BearerAuth(AuthBase):
 
     @property
     def can_renew(self) -> bool:
-        return bool(self._refresh_token) or self._password is not None
+        return bool(self._refresh_token) or self._password is not None or self._source is not None
 
     def needs_renewal(self) -> bool:
         if self._token is None:
@@ -209,8 +248,14 @@ class BearerAuth(AuthBase):
             logger.info("signed in to %s as %s", self.base_url, self._username)
 
     def renew(self) -> None:
-        """Get a new access token now: refresh token first, then the password, else raise."""
+        """Get a new access token now: the source (hub kernel), the refresh token, then the
+        password, else raise."""
         with self._lock:
+            if self._source is not None:
+                self._apply(self._source())  # its refusal (a disabled user) is raised as it is
+                self.fetches += 1
+                logger.info("got a fresh access token for %s from the hub", self.base_url)
+                return
             if self._refresh_token:
                 try:
                     self._apply(self._post("/api/auth/refresh", "token refresh refused",
@@ -247,6 +292,7 @@ class BearerAuth(AuthBase):
     # -- requests hooks -----------------------------------------------------
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers["Authorization"] = f"Bearer {self.token()}"
+        add_run_header(request)
         request.register_hook("response", self._retry_on_401)
         return request
 
@@ -304,6 +350,7 @@ class SignedUrlAuth(AuthBase):
                 "a new one (Client.sign(study_uid) on a signed-in client mints one)"
             )
         request.headers.pop("Authorization", None)
+        add_run_header(request)
         url = request.url or ""
         if not any(key == "token" for key, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)):
             request.prepare_url(url, {"token": self._token})

@@ -20,6 +20,7 @@ from urllib3.util.retry import Retry
 
 from .. import __version__
 from .auth import DEFAULT_REFRESH_MARGIN_S, BearerAuth, SignedUrlAuth, jwt_claims, redact
+from .kernel_token import HubTokenSource, in_hub_kernel
 
 if TYPE_CHECKING:
     from .client import Client
@@ -82,8 +83,10 @@ def connect(
 
     Credentials, first match wins: ``token`` (with ``refresh_token`` and/or
     ``password`` to renew it); ``username`` + ``password`` (signs in now);
-    the kernel's environment, ``NEURONOVA_TOKEN`` (and, if set,
-    ``NEURONOVA_REFRESH_TOKEN``) as JupyterHub injects them.
+    ``NEURONOVA_TOKEN`` (and, if set, ``NEURONOVA_REFRESH_TOKEN``) from the environment;
+    in a JupyterHub kernel, the hub's token service, asked with the server's
+    ``JUPYTERHUB_API_TOKEN`` and again before each token expires
+    (:mod:`.kernel_token`): ``neuronova_lib.connect()`` with no arguments.
 
     Parameters
     ----------
@@ -131,17 +134,22 @@ def connect(
     if token is None and password is None:
         token = os.environ.get(ENV_TOKEN) or None
         refresh_token = refresh_token or os.environ.get(ENV_REFRESH_TOKEN) or None
-    if token is None and password is None:
+    hub = token is None and password is None and in_hub_kernel()
+    if token is None and password is None and not hub:
         raise ValueError(
             f"no credentials: pass token=..., or username=... and password=..., or set "
-            f"{ENV_TOKEN} (JupyterHub injects it into every kernel)")
+            f"{ENV_TOKEN}, or run in a JupyterHub kernel of the platform")
     base = base_url(url)
     session = http_session(max_workers)
+    auth_session = http_session(2)
+    source = HubTokenSource.from_environment(base, auth_session, timeout) if hub else None
     auth = BearerAuth(
         base, token, refresh_token=refresh_token, username=username, password=password,
-        margin=refresh_margin, session=http_session(2), timeout=timeout,
+        margin=refresh_margin, session=auth_session, timeout=timeout, source=source,
     )
-    if token is None:
+    if source is not None:
+        auth.renew()  # a refusal (a disabled user) shows here, not at the first read
+    elif token is None:
         auth.login()
     session.auth = auth
     from .client import Client

@@ -54,6 +54,14 @@ class Claims:
     #: For a signed URL, the jti of the token that minted it: revoking that token
     #: revokes its signed URLs too.
     parent: str | None = None
+    #: RFC 8693 ``act``: who acts for ``sub`` (a kernel's token: the hub server, and the
+    #: kernel when known), e.g. ``{"sub": "jupyterhub", "server": "scientist/"}``.
+    act: dict[str, str] | None = None
+
+    @property
+    def server(self) -> str | None:
+        """The hub server this token was exchanged for (``act.server``), if any."""
+        return self.act.get("server") if self.act else None
 
     def allows_study(self, study_uid: str) -> bool:
         return self.studies is None or study_uid in self.studies
@@ -82,10 +90,12 @@ class TokenService:
         not_before: float | None = None,
         jti: str | None = None,
         parent: str | None = None,
+        act: dict[str, str] | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """Return ``(token, claims)``; ``studies`` limits the token to those studies.
 
-        ``parent`` (signed URLs) names the jti of the token that asked for this one.
+        ``parent`` (signed URLs) names the jti of the token that asked for this one;
+        ``act`` (token exchange) names the party acting for the user (RFC 8693).
         """
         key = self.keyring.signing_key()
         now = time.time()
@@ -104,6 +114,8 @@ class TokenService:
             claims["studies"] = list(studies)
         if parent is not None:
             claims["pjti"] = parent
+        if act is not None:
+            claims["act"] = dict(act)
         token = jwt.encode(claims, key.private, algorithm=ALGORITHM, headers={"kid": key.kid})
         return token, claims
 
@@ -159,6 +171,10 @@ class TokenService:
             not isinstance(studies, list) or not all(isinstance(s, str) for s in studies)
         ):
             raise TokenError("bad_scope", "studies claim must be a list of UIDs")
+        act = payload.get("act")
+        if act is not None and (not isinstance(act, dict)
+                                or not all(isinstance(v, str) for v in act.values())):
+            raise TokenError("bad_act", "act claim must be an object of strings")
         return Claims(
             sub=str(payload["sub"]),
             role=role,
@@ -169,6 +185,7 @@ class TokenService:
             studies=tuple(studies) if studies is not None else None,
             iat=float(payload["iat"]),
             parent=str(payload["pjti"]) if payload.get("pjti") is not None else None,
+            act=dict(act) if act is not None else None,
         )
 
 

@@ -53,6 +53,12 @@ def local_settings(home: Path, **overrides: object) -> Settings:
         "dask_enabled": False,
         "dask_workers": 1,
         "openemr_demo_port": free_port(),
+        # JupyterHub (and its proxy) only for the tests that ask (hub_enabled=True).
+        "hub_enabled": False,
+        "hub_port": free_port(),
+        "hub_api_port": free_port(),
+        "hub_proxy_api_port": free_port(),
+        "hub_service_port": free_port(),
         # Tests send bursts from one address; keep rate limiting on, but roomy.
         "api_rate": "200r/s",
         "api_burst": 400,

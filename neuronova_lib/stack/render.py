@@ -163,5 +163,6 @@ def render_nginx(settings: Settings) -> Path:
         mlflow_port=settings.mlflow_port,
         # The dashboard of the Dask cluster `up` runs (none for an external scheduler).
         dask_dashboard_port=settings.dask_dashboard_port if own_scheduler(settings) else None,
+        hub_port=settings.hub_port if settings.hub_enabled else None,
     )
     return _write_private(settings.run_dir / "nginx.conf", text)

@@ -279,6 +279,70 @@ def openemr_demo_service(settings: Settings) -> Service:
     )
 
 
+#: configurable-http-proxy, installed from npm by `make node-deps` (hub/package.json).
+HUB_PROXY_BIN = REPO_ROOT / "hub" / "node_modules" / ".bin" / "configurable-http-proxy"
+HUB_CONFIG = REPO_ROOT / "hub" / "jupyterhub_config.py"
+
+
+def _need_hub_proxy() -> None:
+    from .supervisor import StartError
+
+    if not HUB_PROXY_BIN.exists():
+        raise StartError(f"hub-proxy: {HUB_PROXY_BIN} is missing: run `make node-deps` (npm "
+                         "installs configurable-http-proxy from hub/package.json), or set "
+                         "NEURONOVA_HUB_ENABLED=false")
+
+
+def hub_proxy_service(settings: Settings) -> Service:
+    """configurable-http-proxy on loopback: nginx sends /hub/, /user/ and /services/ here;
+    JupyterHub adds a route per server through its REST API (token in the data dir)."""
+    from ..hub.secrets import proxy_token
+
+    api = f"http://127.0.0.1:{settings.hub_proxy_api_port}/api/routes"
+    token = proxy_token(settings.secrets_dir)
+    return Service(
+        name="hub-proxy",
+        argv=[str(HUB_PROXY_BIN), "--ip", "127.0.0.1", "--port", str(settings.hub_port),
+              "--api-ip", "127.0.0.1", "--api-port", str(settings.hub_proxy_api_port),
+              "--default-target", f"http://127.0.0.1:{settings.hub_api_port}",
+              "--error-target", f"http://127.0.0.1:{settings.hub_api_port}/hub/error",
+              "--log-level", "warn"],
+        env={"CONFIGPROXY_AUTH_TOKEN": token},
+        cwd=REPO_ROOT,
+        prepare=_need_hub_proxy,
+        health=lambda: requests.get(api, headers={"Authorization": f"token {token}"},
+                                    timeout=PROBE_TIMEOUT).status_code == 200,
+        ports=[("127.0.0.1", settings.hub_port, "NEURONOVA_HUB_PORT"),
+               ("127.0.0.1", settings.hub_proxy_api_port, "NEURONOVA_HUB_PROXY_API_PORT")],
+    )
+
+
+def _prepare_hub(settings: Settings) -> None:
+    from ..hub.secrets import hub_client
+    from ..security.secret_store import ensure_private_dir
+
+    ensure_private_dir(settings.hub_dir)
+    hub_client(settings.secrets_dir)
+
+
+def jupyterhub_service(settings: Settings) -> Service:
+    """JupyterHub (hub/jupyterhub_config.py), its API on loopback; it starts the
+    kernel-token service and the users' servers itself."""
+    from ..hub.secrets import proxy_token
+
+    return Service(
+        name="jupyterhub",
+        argv=[sys.executable, "-m", "jupyterhub", "-f", str(HUB_CONFIG)],
+        env={**settings_env(settings), "CONFIGPROXY_AUTH_TOKEN": proxy_token(settings.secrets_dir)},
+        cwd=settings.hub_dir,
+        prepare=lambda: _prepare_hub(settings),
+        health=lambda: _ok(f"http://127.0.0.1:{settings.hub_api_port}/hub/health"),
+        ports=[("127.0.0.1", settings.hub_api_port, "NEURONOVA_HUB_API_PORT"),
+               ("127.0.0.1", settings.hub_service_port, "NEURONOVA_HUB_SERVICE_PORT")],
+        start_timeout=90.0,
+    )
+
+
 def platform_services(settings: Settings) -> list[Service]:
     """Start order: the store first, the gateways last (so users never see half a platform).
 
@@ -296,4 +360,6 @@ def platform_services(settings: Settings) -> list[Service]:
         services.append(dicom_service(settings))
     if settings.mlflow_enabled:
         services.append(mlflow_service(settings))
+    if settings.hub_enabled:
+        services += [hub_proxy_service(settings), jupyterhub_service(settings)]
     return [*services, nginx_log_service(settings), nginx_service(settings)]

@@ -24,7 +24,9 @@ from ..config import Settings
 RECORDED_SETTINGS = ("host", "port", "public_url", "api_port", "proxy_port", "orthanc_port",
                      "dicom_enabled", "dicom_host", "dicom_port", "mlflow_enabled", "mlflow_port",
                      "dask_enabled", "dask_scheduler", "dask_port", "dask_dashboard_port",
-                     "dask_workers", "openemr_url", "openemr_demo", "openemr_demo_port")
+                     "dask_workers", "openemr_url", "openemr_demo", "openemr_demo_port",
+                     "hub_enabled", "hub_port", "hub_api_port", "hub_proxy_api_port",
+                     "hub_service_port")
 
 
 def state_path(settings: Settings) -> Path:

@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from neuronova_lib.config import Settings, get_settings
-from neuronova_lib.db.audit import AuditWriter
+from neuronova_lib.db.audit import RUN_HEADER, AuditWriter, run_id_header
 from neuronova_lib.db.engine import get_engine
 from neuronova_lib.nginx_refusals import nginx_refusal
 from neuronova_lib.db.revocation import Refused, RevocationWatcher, token_refusal
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 _HEADER_LIMIT = 256
 #: The request headers the hot path reads (ASGI gives names lower-cased, as bytes).
 _HOT_HEADERS = frozenset({b"authorization", b"x-real-ip", b"x-request-id"})
+#: The MLflow run of the reader (neuronova_lib sends it), kept in the audit row.
+_RUN_HEADER = RUN_HEADER.encode()
 
 
 def _client(request: Request) -> str | None:
@@ -108,7 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             revocations.stop()
 
     async def record(decision: Decision, method: str, path: str, client: str | None,
-                     request_id: str | None) -> None:
+                     request_id: str | None, run: str | bytes | None = None) -> None:
         claims = decision.claims
         await state["audit"].record(
             service="proxy",
@@ -124,10 +126,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             client=client,
             token_id=claims.jti if claims else None,
             request_id=(request_id or "")[:64] or None,
+            server=claims.server if claims else None,
+            run_id=run_id_header(run),
         )
 
     async def audit(request: Request, decision: Decision, method: str, path: str) -> None:
-        await record(decision, method, path, _client(request), request.headers.get("x-request-id"))
+        await record(decision, method, path, _client(request), request.headers.get("x-request-id"),
+                     request.headers.get(RUN_HEADER))
 
     class DicomWebEndpoint:
         """The hot path as a bare ASGI app: one decision, one audit row, no image bytes.
@@ -152,9 +157,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             client = headers.get(b"x-real-ip")
             peer = scope.get("client")
             request_id = headers.get(b"x-request-id")
+            run = next((value for name, value in scope["headers"] if name == _RUN_HEADER), None)
             await record(decision, method, raw_path,
                          client.decode("latin-1") if client else (peer[0] if peer else None),
-                         request_id.decode("latin-1") if request_id else None)
+                         request_id.decode("latin-1") if request_id else None, run)
             if not decision.allow:
                 await _deny_response(decision)(scope, receive, send)
                 return

@@ -37,6 +37,10 @@ class AuditOut(BaseModel):
         description="Decisions this record stands for: 1, or more for repeated refusals "
         "folded together (then `time` is the first and `last_time` the last)")
     last_time: datetime | None
+    server: str | None = Field(
+        default=None, description="JupyterHub server (user/name) whose kernel token was used")
+    run_id: str | None = Field(
+        default=None, description="MLflow run active in the reader (X-NeuroNova-Run)")
 
     @field_validator("time", "last_time")
     @classmethod
@@ -53,6 +57,8 @@ def list_audit(
     username: str | None = None,
     study: str | None = None,
     service: str | None = Query(default=None, description='"api", "proxy" or "dicom"'),
+    server: str | None = Query(default=None, description="JupyterHub server, e.g. scientist/"),
+    run_id: str | None = Query(default=None, description="MLflow run id"),
     since: Annotated[
         datetime | None,
         Query(description="ISO 8601 time; without a zone it is taken as UTC"),
@@ -74,6 +80,10 @@ def list_audit(
         query = query.where(AuditRecord.study == study)
     if service is not None:
         query = query.where(AuditRecord.service == service)
+    if server is not None:
+        query = query.where(AuditRecord.server == server)
+    if run_id is not None:
+        query = query.where(AuditRecord.run_id == run_id)
     if since is not None:
         since = since.replace(tzinfo=UTC) if since.tzinfo is None else since
         # Stored as UTC (SQLite keeps no zone): compare in UTC. A folded record counts

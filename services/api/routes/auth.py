@@ -18,8 +18,7 @@ import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, Depends, Form, HTTPException, Request, status
 from pydantic import BaseModel, Field
 from sqlalchemy import CursorResult, update
 
@@ -30,6 +29,7 @@ from neuronova_lib.db.users import authenticate, get_user
 from neuronova_lib.security.tokens import TokenError
 
 from ..auditing import write_audit
+from ..token_exchange import GRANT_TYPE, ExchangeForm, exchange
 from ..deps import SessionDep, SettingsDep, TokenServiceDep, oauth2_scheme
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -141,23 +141,50 @@ def check_password(request: Request, db: SessionDep, settings: SettingsDep,
 @router.post(
     "/token",
     response_model=TokenResponse,
-    responses={401: {"description": "Wrong username or password, or account disabled"},
+    responses={400: {"description": "Token exchange refused (RFC 8693: invalid_grant, ...)"},
+               401: {"description": "Wrong username or password, account disabled, or (token "
+                                    "exchange) bad client credentials"},
                429: {"description": "Too many failed sign-ins for this account; see "
                                     "Retry-After"}},
 )
 def login(
     request: Request,
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
     db: SessionDep,
     tokens: TokenServiceDep,
     settings: SettingsDep,
-) -> TokenResponse:
-    """Sign in with username and password (OAuth2 password form); every attempt is audited.
+    grant_type: Annotated[str | None, Form()] = None,
+    username: Annotated[str | None, Form()] = None,
+    password: Annotated[str | None, Form(json_schema_extra={"format": "password"})] = None,
+    subject_token: Annotated[str | None, Form()] = None,
+    subject_token_type: Annotated[str | None, Form()] = None,
+    requested_subject: Annotated[str | None, Form()] = None,
+    requested_token_type: Annotated[str | None, Form()] = None,
+    client_id: Annotated[str | None, Form()] = None,
+    client_secret: Annotated[str | None, Form()] = None,
+    kernel: Annotated[str | None, Form(max_length=64)] = None,
+) -> Any:
+    """Sign in with username and password (OAuth2 password form), or, for the hub's
+    kernel-token service, exchange a kernel's hub token (RFC 8693,
+    ``grant_type=urn:ietf:params:oauth:grant-type:token-exchange``; see
+    :mod:`services.api.token_exchange`). Every attempt is audited.
 
     A disabled account gets the answer a wrong password gets (no oracle); the
     audit log says which it was.
     """
-    user = check_password(request, db, settings, form.username, form.password)
+    if grant_type == GRANT_TYPE:
+        return exchange(request, db, tokens, settings, ExchangeForm(
+            subject_token=subject_token, subject_token_type=subject_token_type,
+            requested_subject=requested_subject, requested_token_type=requested_token_type,
+            client_id=client_id, client_secret=client_secret, kernel=kernel))
+    if grant_type not in (None, "", "password") or username is None or password is None:
+        write_audit(db, request, decision="deny", status=400, reason="bad_grant",
+                    username=username, detail=f"grant_type {grant_type!r}"[:200])
+        db.commit()
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            detail="send username and password (grant_type=password), or a token exchange "
+                   f"(grant_type={GRANT_TYPE})")
+    user = check_password(request, db, settings, username, password)
     body, jti = _issue_tokens(db, tokens, settings, user)
     write_audit(
         db, request, decision="allow", status=200, reason="login",

@@ -1,0 +1,51 @@
+"""What the hub gives each notebook server: its environment, its token's scopes, who may spawn.
+
+No secret is put in a kernel's environment: the kernel asks the token service
+(:data:`TOKEN_SERVICE`) with the ``JUPYTERHUB_API_TOKEN`` JupyterHub gives every server,
+and gets a short-lived platform token (:mod:`.token_service`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..compute import DASHBOARD_PREFIX, scheduler_address
+from ..config import Settings
+from .protocol import NOTEBOOK_ROLES, TOKEN_SERVICE
+#: A server's own scopes (JupyterHub's ``server`` role) plus calling the token service.
+SERVER_TOKEN_SCOPES = ["users:activity!user", "access:servers!server",
+                       f"access:services!service={TOKEN_SERVICE}"]
+
+
+def kernel_environment(settings: Settings) -> dict[str, str]:
+    """``NEURONOVA_URL``, ``MLFLOW_TRACKING_URI``, the Dask scheduler: set in every server.
+
+    URLs are the platform's public ones (nginx), which a kernel reaches like any client.
+    """
+    public = settings.public_url.rstrip("/")
+    env = {
+        "NEURONOVA_URL": public,
+        "NEURONOVA_TOKEN_SERVICE_URL": f"{public}/services/{TOKEN_SERVICE}/",
+        "MLFLOW_TRACKING_URI": f"{public}/mlflow",
+        "NEURONOVA_DASK_DASHBOARD_URL": f"{public}{DASHBOARD_PREFIX}/status",
+    }
+    scheduler = scheduler_address(settings)
+    if scheduler:
+        # Dask's own variable: distributed.Client() with no address connects here.
+        env["DASK_SCHEDULER_ADDRESS"] = scheduler
+    return env
+
+
+def may_spawn(spawner: Any) -> None:
+    """``pre_spawn_hook``: only users in a notebook role's group get a server.
+
+    The authenticator already refuses the others; this also covers a hub admin starting a
+    server for someone else, and users added to the hub by hand.
+    """
+    groups = {group.name for group in spawner.user.groups}
+    if not groups & set(NOTEBOOK_ROLES):
+        from tornado import web
+
+        raise web.HTTPError(
+            403, f"{spawner.user.name} may not have a notebook server: it needs the role "
+                 f"{', '.join(NOTEBOOK_ROLES)} on the platform")

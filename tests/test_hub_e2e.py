@@ -1,0 +1,259 @@
+"""JupyterHub on the real stack: platform sign-in, a kernel's exchanged token, audited reads.
+
+One platform with a real JupyterHub and configurable-http-proxy behind the real nginx for
+this module (the session ``platform`` runs without a hub). Kernel tokens live
+:data:`TOKEN_TTL` seconds, so renewal and a disabled user's cut-off are seen in the test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import nibabel as nib
+import pytest
+import requests
+from sqlalchemy import select
+
+from browser import browser, sign_in, wait_for  # noqa: F401 (fixture)
+from kernel_client import KernelClient
+from neuronova_lib.db.engine import get_engine
+from neuronova_lib.db.models import AuditRecord
+from neuronova_lib.db.users import demo_password
+from neuronova_lib.demo import SIZES, CaseInfo, write_demo_cases
+from neuronova_lib.hub.protocol import GRANT_TYPE, HUB_TOKEN_TYPE
+from neuronova_lib.stack.local import LocalPlatform, local_platform
+from neuronova_lib.stack.platform import load_folder
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+#: Seconds a kernel's exchanged token lives here (the renewal margin is half of it).
+TOKEN_TTL = 20
+
+
+class Hub:
+    """The module's platform with its hub, and a demo case stored in it."""
+
+    def __init__(self, local: LocalPlatform, case: CaseInfo) -> None:
+        self.local, self.case = local, case
+        self.url = local.url
+        self.settings = local.settings
+
+    def password(self, user: str) -> str:
+        return demo_password(self.settings, user)
+
+    def admin_token(self) -> str:
+        answer = requests.post(f"{self.url}/api/auth/token", timeout=10,
+                               data={"username": "admin", "password": self.password("admin")})
+        answer.raise_for_status()
+        return str(answer.json()["access_token"])
+
+    def audit(self, **where: Any) -> list[dict[str, Any]]:
+        query = select(AuditRecord.__table__)
+        for name, value in where.items():
+            query = query.where(getattr(AuditRecord, name) == value)
+        with get_engine(self.settings.sqlalchemy_url).connect() as conn:
+            return [dict(r) for r in conn.execute(query.order_by(AuditRecord.id)).mappings()]
+
+    def client_secret(self) -> dict[str, str]:
+        return dict(json.loads((self.settings.secrets_dir / "hub-client.json").read_text()))
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    home = tmp_path_factory.mktemp("neuronova-hub")
+    shape, spacing = SIZES["small"]
+    [case] = write_demo_cases(tmp_path_factory.mktemp("demo"), cases=1, seed=11,
+                              shape=shape, spacing=spacing)
+    with local_platform(home, hub_enabled=True, mlflow_enabled=False, openemr_demo=False,
+                        hub_token_ttl=TOKEN_TTL) as local:
+        load_folder(local.settings, case.directory, htj2k=True)
+        yield Hub(local, case)
+
+
+def hub_session(hub: Hub, user: str) -> requests.Session:
+    """Signed in at /login as a browser would, then at the hub, the user's server running."""
+    web = requests.Session()
+    form = web.get(f"{hub.url}/login", params={"next": "/hub/"}, timeout=10)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert csrf, form.text
+    done = web.post(f"{hub.url}/login", timeout=10, headers={"Origin": hub.url},
+                    data={"username": user, "password": hub.password(user),
+                          "csrf": csrf.group(1), "next": "/hub/"})
+    assert done.status_code == 200, done.text  # the redirects end at the hub
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        lab = web.get(f"{hub.url}/user/{user}/lab", timeout=30)
+        if lab.status_code == 200 and lab.url.endswith(f"/user/{user}/lab"):
+            return web
+        time.sleep(1)
+    pytest.fail(f"{user}'s server did not start: last page {lab.url} ({lab.status_code})")
+
+
+def hub_token(hub: Hub, web: requests.Session, user: str) -> str:
+    """A hub API token of ``user``, asked for with the hub's cookie (as the hub's token page)."""
+    home = web.get(f"{hub.url}/hub/token", timeout=10)
+    assert home.status_code == 200
+    xsrf = next(c.value for c in web.cookies if c.name == "_xsrf" and c.path.startswith("/hub"))
+    answer = web.post(f"{hub.url}/hub/api/users/{user}/tokens", timeout=10,
+                      headers={"X-XSRFToken": xsrf, "Referer": f"{hub.url}/hub/token"},
+                      json={"note": "test", "expires_in": 3600})
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["token"])
+
+
+@pytest.fixture(scope="module")
+def kernel(hub: Hub) -> Iterator[KernelClient]:
+    """A kernel in scientist's server, started through the server's REST API."""
+    web = hub_session(hub, "scientist")
+    client = KernelClient(f"{hub.url}/user/scientist", hub_token(hub, web, "scientist"))
+    yield client
+    client.shutdown()
+
+
+def _nifti_study(case: CaseInfo) -> np.ndarray:
+    return np.stack([np.asanyarray(nib.load(case.nifti[ch]).dataobj)
+                     for ch in ("t1", "t1c", "t2", "flair")])
+
+
+def test_browser_sign_in_reaches_jupyterlab(hub: Hub, browser: Any) -> None:  # noqa: F811
+    sign_in(browser, hub.url, "scientist", hub.password("scientist"), next_path="/hub/")
+    # No second password prompt: the platform session signs in to the hub, the server starts.
+    wait_for(browser, "#jp-main-dock-panel", timeout=120)
+    assert "/user/scientist/lab" in browser.current_url
+    assert browser.get_cookie("neuronova_session") is not None
+
+
+def test_kernel_connects_without_arguments_and_loads_a_study_bit_for_bit(
+        hub: Hub, kernel: KernelClient, tmp_path: Path) -> None:
+    out = tmp_path / "study.npy"
+    run = uuid.uuid4().hex
+    result = kernel.execute(f"""
+import json, os, numpy as np, neuronova_lib
+os.environ["MLFLOW_RUN_ID"] = "{run}"
+client = neuronova_lib.connect()
+volume = client.load_study("{hub.case.study_instance_uid}", progress=False)
+np.save("{out}", volume.array)
+print(json.dumps({{"user": client.whoami()["username"], "fetches": client.session.auth.fetches,
+                  "env": {{k: os.environ.get(k) for k in ("NEURONOVA_URL", "MLFLOW_TRACKING_URI",
+                                                          "DASK_SCHEDULER_ADDRESS")}}}}))
+""")
+    answer = result.json()
+    assert answer["user"] == "scientist" and answer["fetches"] >= 1
+    assert answer["env"]["NEURONOVA_URL"] == hub.url
+    assert answer["env"]["MLFLOW_TRACKING_URI"] == f"{hub.url}/mlflow"
+    assert np.array_equal(np.load(out), _nifti_study(hub.case))
+    # The audit log names the reader: scientist, from the hub server, in this MLflow run.
+    reads = hub.audit(service="proxy", decision="allow", run_id=run)
+    assert reads and {(r["username"], r["server"]) for r in reads} == {("scientist", "scientist/")}
+    assert {r["study"] for r in reads} == {hub.case.study_instance_uid}
+    [exchange] = [r for r in hub.audit(reason="token_exchange") if r["username"] == "scientist"][:1]
+    assert exchange["server"] == "scientist/" and "kernel" in exchange["detail"]
+    admin = {"Authorization": f"Bearer {hub.admin_token()}"}
+    by_api = requests.get(f"{hub.url}/api/audit", headers=admin, timeout=10,
+                          params={"server": "scientist/", "run_id": run, "limit": 1000}).json()
+    assert len(by_api) == len(reads) and all(r["server"] == "scientist/" for r in by_api)
+
+
+def test_a_short_token_is_renewed_without_the_code_noticing(hub: Hub, kernel: KernelClient
+                                                            ) -> None:
+    result = kernel.execute(f"""
+import json, time, neuronova_lib
+client = neuronova_lib.connect()
+first = client.session.auth.expires_at
+series = client.series("{hub.case.study_instance_uid}")
+time.sleep({TOKEN_TTL} + 2)  # past the first token's expiry
+again = client.series("{hub.case.study_instance_uid}")
+print(json.dumps({{"n": [len(series), len(again)], "fetches": client.session.auth.fetches,
+                  "later": client.session.auth.expires_at > first}}))
+""")
+    assert result.json() == {"n": [4, 4], "fetches": 2, "later": True}
+
+
+def test_bad_token_exchanges_are_refused_and_audited(hub: Hub, kernel: KernelClient) -> None:
+    url = f"{hub.url}/api/auth/token"
+    server_token = kernel.execute(
+        "import os; print(__import__('json').dumps({'t': os.environ['JUPYTERHUB_API_TOKEN']}))"
+    ).json()["t"]
+    client = hub.client_secret()
+    form = {"grant_type": GRANT_TYPE, "subject_token": server_token,
+            "subject_token_type": HUB_TOKEN_TYPE}
+    wrong = requests.post(url, data=form, auth=(client["client_id"], "not-the-secret"),
+                          timeout=10)
+    assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"
+    nobody = requests.post(url, data=form, timeout=10)  # the kernel's token alone is not enough
+    assert nobody.status_code == 401
+    forged = requests.post(url, data={**form, "subject_token": "made-up"}, timeout=10,
+                           auth=(client["client_id"], client["client_secret"]))
+    assert forged.status_code == 400 and forged.json()["error"] == "invalid_grant"
+    other = requests.post(url, data={**form, "requested_subject": "admin"}, timeout=10,
+                          auth=(client["client_id"], client["client_secret"]))
+    assert other.status_code == 400 and "admin" in other.json()["detail"]
+    good = requests.post(url, data=form, timeout=10,
+                         auth=(client["client_id"], client["client_secret"]))
+    assert good.status_code == 200 and good.json()["expires_in"] == TOKEN_TTL
+    for response, reason in ((wrong, "exchange_bad_client"), (nobody, "exchange_bad_client"),
+                             (forged, "exchange_bad_subject"), (other, "exchange_other_user")):
+        [row] = hub.audit(request_id=response.headers["x-request-id"])
+        assert (row["decision"], row["reason"]) == ("deny", reason)
+    [row] = hub.audit(request_id=other.headers["x-request-id"])
+    assert (row["username"], row["server"]) == ("scientist", "scientist/")
+
+
+def test_a_clinician_cannot_start_a_server(hub: Hub) -> None:
+    web = requests.Session()
+    form = web.get(f"{hub.url}/login", params={"next": "/hub/"}, timeout=10)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert csrf
+    web.post(f"{hub.url}/login", timeout=10, headers={"Origin": hub.url}, allow_redirects=False,
+             data={"username": "clinician", "password": hub.password("clinician"),
+                   "csrf": csrf.group(1), "next": "/hub/"})
+    landing = web.get(f"{hub.url}/hub/spawn", timeout=10, allow_redirects=True)
+    assert landing.url == f"{hub.url}/dashboards/"
+    # Nor by the password form, nor straight at the spawn URL.
+    assert not any(c.name.startswith("jupyterhub-") for c in web.cookies)
+    page = requests.get(f"{hub.url}/user/clinician/lab", timeout=10)
+    assert "/user/clinician/lab" not in page.url
+
+
+def test_a_disabled_user_is_refused_at_sign_in_and_in_the_running_kernel(
+        hub: Hub, kernel: KernelClient) -> None:
+    live = kernel.execute("import json, neuronova_lib\nclient = neuronova_lib.connect()\n"
+                          f"print(json.dumps(len(client.series('{hub.case.study_instance_uid}'))))")
+    assert live.stdout.strip() == "4", live.error
+    admin = {"Authorization": f"Bearer {hub.admin_token()}"}
+    disabled = requests.patch(f"{hub.url}/api/users/scientist", headers=admin, timeout=10,
+                              json={"is_active": False})
+    assert disabled.status_code == 200, disabled.text
+    started = time.monotonic()
+    result = kernel.execute(f"""
+import json, time, requests
+deadline = time.monotonic() + {TOKEN_TTL} + 5
+refused = None
+while time.monotonic() < deadline and refused is None:
+    try:
+        client.series("{hub.case.study_instance_uid}")
+        time.sleep(0.5)
+    except requests.RequestException as exc:
+        refused = str(exc)
+print(json.dumps({{"refused": refused}}))
+""")
+    assert time.monotonic() - started < TOKEN_TTL + 5
+    refused = result.json()["refused"]
+    assert refused is not None and "disabled" in refused, refused
+    web = requests.Session()
+    form = web.get(f"{hub.url}/login", params={"next": "/hub/"}, timeout=10)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert csrf
+    again = web.post(f"{hub.url}/login", timeout=10, headers={"Origin": hub.url},
+                     allow_redirects=False,
+                     data={"username": "scientist", "password": hub.password("scientist"),
+                           "csrf": csrf.group(1), "next": "/hub/"})
+    assert again.status_code != 303
+    assert any(r["reason"] == "exchange_inactive" for r in hub.audit(username="scientist"))
