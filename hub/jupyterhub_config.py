@@ -43,6 +43,9 @@ c.PlatformAuthenticator.api_url = f"http://127.0.0.1:{settings.api_port}"
 c.Authenticator.allow_all = True  # the authenticator admits notebook roles only
 c.Authenticator.manage_groups = True  # one group per platform role
 c.Authenticator.auto_login = False  # PlatformLoginHandler decides (session or password form)
+# A browser's platform session and role are checked again this often, and before a spawn.
+c.Authenticator.auth_refresh_age = 60
+c.Authenticator.refresh_pre_spawn = True
 
 # --- servers: the demo spawner runs every user as this system user, homes apart ---------
 c.JupyterHub.spawner_class = settings.hub_spawner

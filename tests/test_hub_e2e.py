@@ -222,6 +222,31 @@ def test_a_clinician_cannot_start_a_server(hub: Hub) -> None:
     assert "/user/clinician/lab" not in page.url
 
 
+def _program_login(hub: Hub, user: str, password: str) -> tuple[requests.Session, int]:
+    """The hub's password form, as a program posts it (xsrf cookie from the form page)."""
+    web = requests.Session()
+    page = web.get(f"{hub.url}/hub/login", params={"form": "password"}, timeout=10)
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
+    assert page.status_code == 200 and xsrf, page.text[:500]
+    done = web.post(f"{hub.url}/hub/login", timeout=30, allow_redirects=False,
+                    data={"username": user, "password": password, "_xsrf": xsrf.group(1)})
+    return web, done.status_code
+
+
+@pytest.mark.parametrize(("user", "admin", "group"), [("admin", True, "admin"),
+                                                      ("owner", False, "model_owner")])
+def test_programs_sign_in_with_the_password_form_and_roles_carry_over(
+        hub: Hub, user: str, admin: bool, group: str) -> None:
+    web, status = _program_login(hub, user, hub.password(user))
+    assert status == 302
+    model = web.get(f"{hub.url}/hub/api/user", timeout=10).json()
+    assert (model["name"], model["admin"], model["groups"]) == (user, admin, [group])
+    _, wrong = _program_login(hub, user, "not-the-password")
+    assert wrong == 403
+    _, clinician = _program_login(hub, "clinician", hub.password("clinician"))
+    assert clinician == 403
+
+
 def test_a_disabled_user_is_refused_at_sign_in_and_in_the_running_kernel(
         hub: Hub, kernel: KernelClient) -> None:
     live = kernel.execute("import json, neuronova_lib\nclient = neuronova_lib.connect()\n"

@@ -118,6 +118,20 @@ class PlatformAuthenticator(Authenticator):
         return {"name": identity["name"], "admin": identity["role"] == "admin",
                 "groups": [identity["role"]]}
 
+    async def refresh_user(self, user: Any, handler: Any = None) -> bool | dict[str, Any]:
+        """Every ``auth_refresh_age`` seconds, and before each spawn: a browser's platform
+        session must still be alive and the same user's, and its role is carried over
+        again (a demoted admin stops being a hub admin). ``False`` sends the browser back
+        to sign in. Requests with a hub token and no platform cookie (programs, servers)
+        are left to the token's own lifetime."""
+        cookie = handler.get_cookie(COOKIE_NAME) if handler is not None else None
+        if not cookie:
+            return True
+        identity = await self.session_identity(cookie)
+        if identity is None or identity["name"] != user.name:
+            return False
+        return self.user_model(identity) or False
+
     async def authenticate(self, handler: Any, data: dict[str, str]) -> dict[str, Any] | None:
         if data.get("session"):
             identity = await self.session_identity(data["session"])

@@ -1,0 +1,113 @@
+"""The hub's pieces that need no running process: act claims, run ids, client secrets,
+the kernel environment, a token source feeding BearerAuth, the hub config's profiles."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+import requests
+
+from neuronova_lib.db.audit import run_id_header
+from neuronova_lib.dicomweb.auth import RUN_HEADER, BearerAuth
+from neuronova_lib.hub.secrets import client_matches, hub_client, proxy_token
+from neuronova_lib.hub.spawn import SERVER_TOKEN_SCOPES, kernel_environment
+from neuronova_lib.security.keyring import KeyRing
+from neuronova_lib.security.tokens import TokenError, TokenService
+from neuronova_lib.stack.local import local_settings
+from services.api.token_exchange import server_of
+
+
+def _service(tmp_path: Path) -> TokenService:
+    return TokenService(KeyRing(tmp_path / "keys.json"), "neuronova", "neuronova")
+
+
+def _jwt(exp: float, iat: float) -> str:
+    def part(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+    return f"{part({'alg': 'none'})}.{part({'exp': exp, 'iat': iat})}.sig"
+
+
+def test_act_claim_survives_verification_and_names_the_server(tmp_path: Path) -> None:
+    tokens = _service(tmp_path)
+    act = {"sub": "jupyterhub-server:scientist/", "server": "scientist/", "kernel": "k1"}
+    token, _ = tokens.mint("scientist", "scientist", "access", 60, act=act)
+    claims = tokens.verify(token, "access")
+    assert claims.act == act and claims.server == "scientist/"
+    plain = tokens.verify(tokens.mint("scientist", "scientist", "access", 60)[0], "access")
+    assert plain.act is None and plain.server is None
+
+
+def test_a_malformed_act_claim_is_refused(tmp_path: Path) -> None:
+    tokens = _service(tmp_path)
+    token, _ = tokens.mint("scientist", "scientist", "access", 60,
+                           act={"server": ["not", "a", "string"]})  # type: ignore[dict-item]
+    with pytest.raises(TokenError) as refused:
+        tokens.verify(token, "access")
+    assert refused.value.reason == "bad_act"
+
+
+@pytest.mark.parametrize(("sent", "kept"), [
+    ("3f2a9c1e0b", "3f2a9c1e0b"), (b"run_1-a", "run_1-a"), ("  abc ", "abc"),
+    ("a" * 80, "a" * 64), ("", None), (None, None), ("x'; DROP", None), ("a/b", None),
+])
+def test_only_plain_run_ids_are_kept(sent: str | bytes | None, kept: str | None) -> None:
+    assert run_id_header(sent) == kept
+
+
+def test_server_is_read_from_the_token_scopes() -> None:
+    assert server_of({"scopes": ["users:activity!user=scientist",
+                                 "access:servers!server=scientist/",
+                                 "access:services!service=neuronova-token"]}) == "scientist/"
+    assert server_of({"scopes": ["access:servers!user=scientist"]}) is None  # a user's token
+    assert server_of({"scopes": ["access:servers!server=a/", "access:servers!server=b/"]}) is None
+    assert "access:services!service=neuronova-token" in SERVER_TOKEN_SCOPES
+
+
+def test_hub_secrets_are_private_stable_and_checked_in_constant_time(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    assert not client_matches(secrets, "neuronova-hub", "anything")  # no hub set up yet
+    client = hub_client(secrets)
+    assert hub_client(secrets) == client and proxy_token(secrets) == proxy_token(secrets)
+    for name in ("hub-client.json", "hub-proxy.json"):
+        assert (secrets / name).stat().st_mode & 0o777 == 0o600
+    assert client_matches(secrets, client["client_id"], client["client_secret"])
+    assert not client_matches(secrets, client["client_id"], client["client_secret"] + "x")
+    assert not client_matches(secrets, "someone-else", client["client_secret"])
+
+
+def test_kernel_environment_points_at_the_public_platform(tmp_path: Path) -> None:
+    settings = local_settings(tmp_path, dask_enabled=True)
+    env = kernel_environment(settings)
+    assert env["NEURONOVA_URL"] == settings.public_url
+    assert env["NEURONOVA_TOKEN_SERVICE_URL"] == f"{settings.public_url}/services/neuronova-token/"
+    assert env["MLFLOW_TRACKING_URI"] == f"{settings.public_url}/mlflow"
+    assert env["DASK_SCHEDULER_ADDRESS"] == f"tcp://127.0.0.1:{settings.dask_port}"
+    assert "DASK_SCHEDULER_ADDRESS" not in kernel_environment(local_settings(tmp_path))
+    assert not any("TOKEN" in k and k != "NEURONOVA_TOKEN_SERVICE_URL" for k in env)
+
+
+def test_bearer_auth_renews_from_its_source_and_sends_the_run(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    issued: list[str] = []
+
+    def source() -> dict[str, str]:
+        token = _jwt(exp=now[0] + 20, iat=now[0])
+        issued.append(token)
+        return {"access_token": token}
+
+    auth = BearerAuth("http://platform.invalid", source=source, clock=lambda: now[0])
+    assert auth.can_renew
+    monkeypatch.setenv("MLFLOW_RUN_ID", "run42")
+    request = auth(requests.Request("GET", "http://platform.invalid/x").prepare())
+    assert request.headers["Authorization"] == f"Bearer {issued[0]}"
+    assert request.headers[RUN_HEADER] == "run42"
+    now[0] += 5  # well inside the lifetime: the same token
+    assert auth.token() == issued[0] and auth.fetches == 1
+    now[0] += 6  # past half the lifetime: a new one, without the caller noticing
+    assert auth.token() == issued[1] and auth.fetches == 2
+    monkeypatch.delenv("MLFLOW_RUN_ID")
+    assert RUN_HEADER not in auth(requests.Request("GET", "http://x.invalid/").prepare()).headers
