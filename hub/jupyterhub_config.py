@@ -19,7 +19,8 @@ import os
 import sys
 
 from neuronova_lib.config import Settings
-from neuronova_lib.hub.spawn import SERVER_TOKEN_SCOPES, TOKEN_SERVICE, kernel_environment, may_spawn
+from neuronova_lib.hub.spawn import (SERVER_TOKEN_SCOPES, TOKEN_SERVICE, kernel_environment,
+                                     prepare_server)
 
 c = get_config()  # noqa: F821 - JupyterHub's config loader provides it
 settings = Settings()
@@ -56,7 +57,7 @@ if os.geteuid() == 0:  # a container or CI machine running everything as root
     c.Spawner.args = ["--allow-root"]
 c.Spawner.environment = kernel_environment(settings)
 c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
-c.Spawner.pre_spawn_hook = may_spawn
+c.Spawner.pre_spawn_hook = prepare_server  # notebook roles only; examples in ~/examples
 c.Spawner.start_timeout = 90
 c.Spawner.http_timeout = 60
 

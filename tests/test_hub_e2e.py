@@ -22,12 +22,12 @@ import requests
 from sqlalchemy import select
 
 from browser import browser, sign_in, wait_for  # noqa: F401 (fixture)
-from kernel_client import KernelClient
 from neuronova_lib.db.engine import get_engine
 from neuronova_lib.db.models import AuditRecord
 from neuronova_lib.db.users import demo_password
 from neuronova_lib.demo import SIZES, CaseInfo, write_demo_cases
 from neuronova_lib.hub.protocol import GRANT_TYPE, HUB_TOKEN_TYPE
+from neuronova_lib.hub.remote import KernelClient, hub_api_token, signed_in_hub
 from neuronova_lib.stack.local import LocalPlatform, local_platform
 from neuronova_lib.stack.platform import load_folder
 
@@ -77,42 +77,11 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         yield Hub(local, case)
 
 
-def hub_session(hub: Hub, user: str) -> requests.Session:
-    """Signed in at /login as a browser would, then at the hub, the user's server running."""
-    web = requests.Session()
-    form = web.get(f"{hub.url}/login", params={"next": "/hub/"}, timeout=10)
-    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
-    assert csrf, form.text
-    done = web.post(f"{hub.url}/login", timeout=10, headers={"Origin": hub.url},
-                    data={"username": user, "password": hub.password(user),
-                          "csrf": csrf.group(1), "next": "/hub/"})
-    assert done.status_code == 200, done.text  # the redirects end at the hub
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        lab = web.get(f"{hub.url}/user/{user}/lab", timeout=30)
-        if lab.status_code == 200 and lab.url.endswith(f"/user/{user}/lab"):
-            return web
-        time.sleep(1)
-    pytest.fail(f"{user}'s server did not start: last page {lab.url} ({lab.status_code})")
-
-
-def hub_token(hub: Hub, web: requests.Session, user: str) -> str:
-    """A hub API token of ``user``, asked for with the hub's cookie (as the hub's token page)."""
-    home = web.get(f"{hub.url}/hub/token", timeout=10)
-    assert home.status_code == 200
-    xsrf = next(c.value for c in web.cookies if c.name == "_xsrf" and c.path.startswith("/hub"))
-    answer = web.post(f"{hub.url}/hub/api/users/{user}/tokens", timeout=10,
-                      headers={"X-XSRFToken": xsrf, "Referer": f"{hub.url}/hub/token"},
-                      json={"note": "test", "expires_in": 3600})
-    assert answer.status_code == 201, answer.text
-    return str(answer.json()["token"])
-
-
 @pytest.fixture(scope="module")
 def kernel(hub: Hub) -> Iterator[KernelClient]:
     """A kernel in scientist's server, started through the server's REST API."""
-    web = hub_session(hub, "scientist")
-    client = KernelClient(f"{hub.url}/user/scientist", hub_token(hub, web, "scientist"))
+    web = signed_in_hub(hub.url, "scientist", hub.password("scientist"))
+    client = KernelClient(f"{hub.url}/user/scientist", hub_api_token(hub.url, web, "scientist"))
     yield client
     client.shutdown()
 
@@ -127,6 +96,8 @@ def test_browser_sign_in_reaches_jupyterlab(hub: Hub, browser: Any) -> None:  # 
     # No second password prompt: the platform session signs in to the hub, the server starts.
     wait_for(browser, "#jp-main-dock-panel", timeout=120)
     assert "/user/scientist/lab" in browser.current_url
+    examples = hub.settings.hub_dir / "users" / "scientist" / "examples"
+    assert (examples / "quickstart.ipynb").exists()  # where the README says
     assert browser.get_cookie("neuronova_session") is not None
 
 
@@ -220,6 +191,34 @@ def test_a_clinician_cannot_start_a_server(hub: Hub) -> None:
     assert not any(c.name.startswith("jupyterhub-") for c in web.cookies)
     page = requests.get(f"{hub.url}/user/clinician/lab", timeout=10)
     assert "/user/clinician/lab" not in page.url
+
+
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_example_notebook_runs_top_to_bottom(hub: Hub, kernel: KernelClient, path: Path,
+                                             tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """nbclient runs the notebook with the environment a hub kernel has (the server's hub
+    token among it), so connect() takes the hub's token path as in JupyterLab."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(path, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code and all(not c.outputs and c.execution_count is None for c in code), (
+        f"{path.name}: commit it with clean outputs")
+    server = kernel.execute("import json, os\nprint(json.dumps({k: os.environ[k] for k in ("
+                            "'JUPYTERHUB_API_TOKEN', 'NEURONOVA_URL', "
+                            "'NEURONOVA_TOKEN_SERVICE_URL')}))").json()
+    for name, value in server.items():
+        monkeypatch.setenv(name, value)
+    NotebookClient(notebook, timeout=180, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs
+              if o.output_type == "error"]
+    assert not errors
 
 
 def _program_login(hub: Hub, user: str, password: str) -> tuple[requests.Session, int]:

@@ -111,3 +111,14 @@ def test_bearer_auth_renews_from_its_source_and_sends_the_run(
     assert auth.token() == issued[1] and auth.fetches == 2
     monkeypatch.delenv("MLFLOW_RUN_ID")
     assert RUN_HEADER not in auth(requests.Request("GET", "http://x.invalid/").prepare()).headers
+
+
+def test_examples_are_copied_once_and_edits_kept(tmp_path: Path) -> None:
+    from neuronova_lib.hub.spawn import EXAMPLES, copy_examples
+
+    target = copy_examples(tmp_path / "home")
+    names = sorted(p.name for p in target.glob("*.ipynb"))
+    assert names == sorted(p.name for p in EXAMPLES.glob("*.ipynb")) and "quickstart.ipynb" in names
+    (target / "quickstart.ipynb").write_text("{}")  # the user's own edit
+    copy_examples(tmp_path / "home")
+    assert (target / "quickstart.ipynb").read_text() == "{}"

@@ -6,8 +6,10 @@ the hub's secrets and what a kernel needs to reach the platform.
   browser session (no second password prompt) or its password, roles as hub groups.
 * :mod:`.token_service` — ``/services/neuronova-token/``: a kernel's hub token traded for a
   short-lived platform access token (RFC 8693 token exchange at ``POST /api/auth/token``).
-* :mod:`.kernel` — the kernel side: ask the service for a token, renew it before expiry.
-* :mod:`.settings` — what the hub configuration reads from the platform's settings.
+* the kernel side is :mod:`neuronova_lib.dicomweb.kernel_token` (no JupyterHub needed).
+* :mod:`.spawn` — each server's environment, its token's scopes, who may spawn, examples.
+* :mod:`.protocol` — names shared with the API's token exchange (no JupyterHub import).
+* :mod:`.remote` — driving a user's server from a program (tests, benchmarks).
 
 Imported by the hub and its service only (JupyterHub is not needed anywhere else).
 """

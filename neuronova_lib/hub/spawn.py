@@ -7,12 +7,16 @@ and gets a short-lived platform token (:mod:`.token_service`).
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 from ..compute import DASHBOARD_PREFIX, scheduler_address
-from ..config import Settings
+from ..config import REPO_ROOT, Settings
 from .protocol import NOTEBOOK_ROLES, TOKEN_SERVICE
 #: A server's own scopes (JupyterHub's ``server`` role) plus calling the token service.
+#: The example notebooks each user finds in ``~/examples``.
+EXAMPLES = REPO_ROOT / "notebooks"
 SERVER_TOKEN_SCOPES = ["users:activity!user", "access:servers!server",
                        f"access:services!service={TOKEN_SERVICE}"]
 
@@ -34,6 +38,26 @@ def kernel_environment(settings: Settings) -> dict[str, str]:
         # Dask's own variable: distributed.Client() with no address connects here.
         env["DASK_SCHEDULER_ADDRESS"] = scheduler
     return env
+
+
+def copy_examples(home: Path, examples: Path = EXAMPLES) -> Path:
+    """Put the example notebooks in ``home/examples`` (once: a user's edits are kept, and a
+    notebook added to the platform later is copied on the next start)."""
+    target = home / "examples"
+    target.mkdir(parents=True, exist_ok=True)
+    for notebook in sorted(examples.glob("*.ipynb")):
+        if not (target / notebook.name).exists():
+            shutil.copy2(notebook, target / notebook.name)
+    return target
+
+
+def prepare_server(spawner: Any) -> None:
+    """``pre_spawn_hook``: :func:`may_spawn`, then the examples into the user's home (for
+    spawners with a local home, such as the demo's)."""
+    may_spawn(spawner)
+    home = getattr(spawner, "home_dir", None)
+    if home:
+        copy_examples(Path(home))
 
 
 def may_spawn(spawner: Any) -> None:

@@ -1,15 +1,18 @@
-"""Run code in a Jupyter kernel through a notebook server's REST API and its websocket.
+"""Driving a user's notebook server from a program: sign in, start the server, run code.
 
-What JupyterLab does when a cell runs, without a browser: ``POST /api/kernels`` starts a
-kernel, ``/api/kernels/<id>/channels`` (a websocket, Jupyter's JSON message protocol v5)
-carries ``execute_request`` and brings back the output. Authenticated with a hub token
-(``Authorization: token …``), through nginx like any client.
+What a browser and JupyterLab do, without either: the platform's sign-in form, the hub's
+redirects until the server runs, a hub API token (as the hub's token page asks for it),
+then ``POST /api/kernels`` and the kernel's websocket (``/api/kernels/<id>/channels``,
+Jupyter's JSON message protocol v5) to run code and collect its output. Everything goes
+through nginx like any client. Used by the end-to-end tests and ``benchmarks/notebook_load.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -91,3 +94,38 @@ class KernelClient:
     def shutdown(self) -> None:
         requests.delete(f"{self.server_url}/api/kernels/{self.kernel_id}",
                         headers=self.headers, timeout=30)
+
+
+def signed_in_hub(url: str, user: str, password: str, timeout: float = 90.0
+                  ) -> requests.Session:
+    """A session signed in at ``/login`` (as a browser posts the form), then at the hub,
+    with the user's default server running (started by the hub's redirects)."""
+    web = requests.Session()
+    form = web.get(f"{url}/login", params={"next": "/hub/"}, timeout=10)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    if form.status_code != 200 or not csrf:
+        raise RuntimeError(f"no sign-in form at {url}/login ({form.status_code})")
+    done = web.post(f"{url}/login", timeout=30, headers={"Origin": url},
+                    data={"username": user, "password": password, "csrf": csrf.group(1),
+                          "next": "/hub/"})
+    done.raise_for_status()
+    deadline = time.monotonic() + timeout
+    while True:
+        lab = web.get(f"{url}/user/{user}/lab", timeout=30)
+        if lab.status_code == 200 and lab.url.endswith(f"/user/{user}/lab"):
+            return web
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{user}'s server did not start: last page {lab.url} "
+                               f"({lab.status_code})")
+        time.sleep(1)
+
+
+def hub_api_token(url: str, web: requests.Session, user: str, note: str = "program") -> str:
+    """A hub API token of ``user``, asked for with the hub's cookie as its token page does."""
+    web.get(f"{url}/hub/token", timeout=10).raise_for_status()  # sets the _xsrf cookie
+    xsrf = next(c.value for c in web.cookies if c.name == "_xsrf" and c.path.startswith("/hub"))
+    answer = web.post(f"{url}/hub/api/users/{user}/tokens", timeout=10,
+                      headers={"X-XSRFToken": xsrf, "Referer": f"{url}/hub/token"},
+                      json={"note": note, "expires_in": 3600})
+    answer.raise_for_status()
+    return str(answer.json()["token"])
