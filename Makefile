@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-EXTRAS := services,notebook,postgres,ai,test
+EXTRAS := services,notebook,deploy,postgres,ai,test
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 
 .PHONY: up down status test test-fast bench bench-quick deps system-deps python-deps node-deps clean

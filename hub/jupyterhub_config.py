@@ -55,6 +55,13 @@ c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
 c.Spawner.default_url = "/lab"
 if os.geteuid() == 0:  # a container or CI machine running everything as root
     c.Spawner.args = ["--allow-root"]
+if settings.hub_spawner.endswith("ProfileDockerSpawner"):  # profiles chosen at spawn time
+    from pathlib import Path
+
+    from neuronova_lib.hub.docker_spawner import load_profiles
+
+    c.ProfileDockerSpawner.profiles = load_profiles(Path(__file__).parent / "docker-profiles.yaml")
+    c.DockerSpawner.hub_connect_url = f"http://{settings.host}:{settings.hub_api_port}"
 c.Spawner.environment = kernel_environment(settings)
 c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
 c.Spawner.pre_spawn_hook = prepare_server  # notebook roles only; examples in ~/examples

@@ -232,6 +232,12 @@ class Settings(BaseSettings):
     hub_service_port: int = Field(
         default=8113, description="The hub's kernel-token service (/services/neuronova-token/)."
     )
+    hub_internal_url: str | None = Field(
+        default=None,
+        description="JupyterHub as the platform API reaches it to check a kernel's hub token "
+        "(e.g. http://hub.neuronova.svc:8081 on Kubernetes); unset: the hub `up` runs, "
+        "http://127.0.0.1:HUB_API_PORT.",
+    )
     hub_token_ttl: int = Field(
         default=900, ge=10, le=86_400,
         description="Seconds a kernel's exchanged access token lives (RFC 8693 token exchange "
@@ -532,7 +538,8 @@ class Settings(BaseSettings):
     @property
     def hub_api_url(self) -> str:
         """JupyterHub's REST API on loopback (the API verifies kernels' hub tokens here)."""
-        return f"http://127.0.0.1:{self.hub_api_port}/hub/api"
+        base = (self.hub_internal_url or f"http://127.0.0.1:{self.hub_api_port}").rstrip("/")
+        return f"{base}/hub/api"
 
     @property
     def mlflow_url(self) -> str:
