@@ -14,4 +14,8 @@ def __getattr__(name: str) -> object:
         from .dicomweb import session
 
         return getattr(session, name)
+    if name == "view":  # the notebook viewer (ipyniivue), imported on first use
+        from .viewer import view
+
+        return view
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

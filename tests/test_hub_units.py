@@ -122,3 +122,25 @@ def test_examples_are_copied_once_and_edits_kept(tmp_path: Path) -> None:
     (target / "quickstart.ipynb").write_text("{}")  # the user's own edit
     copy_examples(tmp_path / "home")
     assert (target / "quickstart.ipynb").read_text() == "{}"
+
+
+def test_view_sends_the_channel_and_overlay_as_nifti_with_the_affine() -> None:
+    import nibabel as nib
+    import numpy as np
+
+    import neuronova_lib
+    from neuronova_lib.volume import Volume
+
+    array = np.arange(4 * 8 * 9 * 10, dtype=np.uint16).reshape(4, 8, 9, 10)
+    volume = Volume(array=array, affine_lps=np.diag([2.0, 2.0, 3.0, 1.0]), study_uid="1.2",
+                    series_uid="1.3", channels=("t1", "t1c", "t2", "flair"))
+    widget = neuronova_lib.view(volume, channel="flair", overlay=array[3] > 2000)
+    base, overlay = (nib.Nifti1Image.from_bytes(v.data) for v in widget.volumes)
+    assert np.array_equal(np.asanyarray(base.dataobj), array[3])
+    assert np.array_equal(np.asanyarray(overlay.dataobj), (array[3] > 2000).astype(np.uint8))
+    assert np.allclose(base.affine, volume.affine_ras)
+    assert [v.name for v in widget.volumes] == ["flair.nii", "overlay.nii"]
+    with pytest.raises(ValueError, match="no channel 'dwi'"):
+        neuronova_lib.view(volume, channel="dwi")
+    with pytest.raises(ValueError, match="shape"):
+        neuronova_lib.view(volume, overlay=np.zeros((2, 2, 2), bool))

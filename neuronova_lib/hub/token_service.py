@@ -112,7 +112,10 @@ def main(argv: list[str] | None = None) -> None:
     url = urlsplit(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8113"))
     make_app(args.api, client).listen(url.port or 80, url.hostname or "127.0.0.1")
     log.info("token service on %s", url.geturl())
-    ioloop.IOLoop.current().start()
+    try:
+        ioloop.IOLoop.current().start()
+    except KeyboardInterrupt:  # the hub stops its managed services with SIGINT
+        log.info("token service stopped")
 
 
 if __name__ == "__main__":
