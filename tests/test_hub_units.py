@@ -144,3 +144,17 @@ def test_view_sends_the_channel_and_overlay_as_nifti_with_the_affine() -> None:
         neuronova_lib.view(volume, channel="dwi")
     with pytest.raises(ValueError, match="shape"):
         neuronova_lib.view(volume, overlay=np.zeros((2, 2, 2), bool))
+
+
+@pytest.mark.e2e  # MLflow runs `git` to record the source version of a run
+def test_the_active_mlflow_run_is_sent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    auth = BearerAuth("http://platform.invalid", _jwt(exp=4e9, iat=1e9))
+    with mlflow.start_run() as run:
+        sent = auth(requests.Request("GET", "http://platform.invalid/x").prepare())
+        assert sent.headers[RUN_HEADER] == run.info.run_id
+    after = auth(requests.Request("GET", "http://platform.invalid/x").prepare())
+    assert RUN_HEADER not in after.headers
