@@ -158,3 +158,24 @@ def test_the_active_mlflow_run_is_sent(tmp_path: Path, monkeypatch: pytest.Monke
         assert sent.headers[RUN_HEADER] == run.info.run_id
     after = auth(requests.Request("GET", "http://platform.invalid/x").prepare())
     assert RUN_HEADER not in after.headers
+
+
+def test_mlflow_provider_gives_one_renewing_platform_auth(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    from neuronova_lib import mlflow_auth
+    from neuronova_lib.dicomweb.kernel_token import HubTokenSource
+
+    monkeypatch.setattr(mlflow_auth, "_auth", None)
+    monkeypatch.setenv("NEURONOVA_URL", "http://platform.invalid:8080")
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "hub-token")
+    monkeypatch.delenv("NEURONOVA_TOKEN_SERVICE_URL", raising=False)
+    provider = mlflow_auth.PlatformAuthProvider()
+    auth = provider.get_auth()
+    assert provider.get_name() == "neuronova" and provider.get_auth() is auth
+    assert isinstance(auth._source, HubTokenSource)
+    assert auth._source.service_url == "http://platform.invalid:8080/services/neuronova-token/"
+    monkeypatch.setattr(mlflow_auth, "_auth", None)
+    monkeypatch.delenv("JUPYTERHUB_API_TOKEN")
+    monkeypatch.delenv("NEURONOVA_TOKEN", raising=False)
+    with pytest.raises(RuntimeError, match="NEURONOVA_TOKEN"):
+        provider.get_auth()

@@ -31,6 +31,8 @@ def kernel_environment(settings: Settings) -> dict[str, str]:
         "NEURONOVA_URL": public,
         "NEURONOVA_TOKEN_SERVICE_URL": f"{public}/services/{TOKEN_SERVICE}/",
         "MLFLOW_TRACKING_URI": f"{public}/mlflow",
+        # MLflow's client asks neuronova_lib.mlflow_auth for the kernel's renewing token.
+        "MLFLOW_TRACKING_AUTH": "neuronova",
         "NEURONOVA_DASK_DASHBOARD_URL": f"{public}{DASHBOARD_PREFIX}/status",
     }
     scheduler = scheduler_address(settings)
