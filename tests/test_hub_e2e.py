@@ -1,6 +1,7 @@
 """JupyterHub on the real stack: platform sign-in, a kernel's exchanged token, audited reads.
 
-One platform with a real JupyterHub and configurable-http-proxy behind the real nginx for
+One platform with a real JupyterHub and configurable-http-proxy behind the real nginx (and
+MLflow) for
 this module (the session ``platform`` runs without a hub). Kernel tokens live
 :data:`TOKEN_TTL` seconds, so renewal and a disabled user's cut-off are seen in the test.
 """
@@ -71,7 +72,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     shape, spacing = SIZES["small"]
     [case] = write_demo_cases(tmp_path_factory.mktemp("demo"), cases=1, seed=11,
                               shape=shape, spacing=spacing)
-    with local_platform(home, hub_enabled=True, mlflow_enabled=False, openemr_demo=False,
+    with local_platform(home, hub_enabled=True, openemr_demo=False,
                         hub_token_ttl=TOKEN_TTL) as local:
         load_folder(local.settings, case.directory, htj2k=True)
         yield Hub(local, case)
@@ -130,6 +131,31 @@ print(json.dumps({{"user": client.whoami()["username"], "fetches": client.sessio
     by_api = requests.get(f"{hub.url}/api/audit", headers=admin, timeout=10,
                           params={"server": "scientist/", "run_id": run, "limit": 1000}).json()
     assert len(by_api) == len(reads) and all(r["server"] == "scientist/" for r in by_api)
+
+
+def test_an_mlflow_run_in_the_kernel_is_signed_in_and_names_its_reads(hub: Hub,
+                                                                      kernel: KernelClient
+                                                                      ) -> None:
+    result = kernel.execute(f"""
+import json, os, mlflow, neuronova_lib
+os.environ.pop("MLFLOW_RUN_ID", None)  # set by an earlier test in this kernel
+from mlflow.tracking.request_auth.registry import _request_auth_provider_registry as registry
+from neuronova_lib.mlflow_auth import PlatformAuthProvider
+# What the package's entry point does once it is installed (pip install -e .).
+if not any(p.get_name() == "neuronova" for p in registry):
+    registry.register(PlatformAuthProvider)
+client = neuronova_lib.connect()
+with mlflow.start_run() as run:
+    mlflow.log_param("study", "{hub.case.study_instance_uid}")
+    client.load_series("{hub.case.study_instance_uid}",
+                       "{hub.case.series_instance_uids['t1']}", progress=False)
+print(json.dumps({{"run": run.info.run_id,
+                  "param": mlflow.get_run(run.info.run_id).data.params["study"]}}))
+""").json()
+    assert result["param"] == hub.case.study_instance_uid  # MLflow behind nginx, signed in
+    reads = hub.audit(service="proxy", decision="allow", run_id=result["run"])
+    assert reads and {r["username"] for r in reads} == {"scientist"}
+    assert {r["study"] for r in reads} == {hub.case.study_instance_uid}
 
 
 def test_a_short_token_is_renewed_without_the_code_noticing(hub: Hub, kernel: KernelClient
