@@ -1,8 +1,7 @@
 """JupyterHub on the real stack: platform sign-in, a kernel's exchanged token, audited reads.
 
 One platform with a real JupyterHub and configurable-http-proxy behind the real nginx (and
-MLflow) for
-this module (the session ``platform`` runs without a hub). Kernel tokens live
+MLflow) for this module (the session ``platform`` runs without a hub). Kernel tokens live
 :data:`TOKEN_TTL` seconds, so renewal and a disabled user's cut-off are seen in the test.
 """
 
