@@ -187,8 +187,9 @@ class BearerAuth(AuthBase):
         self._session = session or requests.Session()
         self._lock = threading.RLock()
         self._hint = hint or (
-            f"{self.base_url}/hub/ (restart the kernel so that JupyterHub injects a fresh "
-            "NEURONOVA_TOKEN), or call neuronova_lib.connect(url, username=..., password=...)"
+            f"{self.base_url}/hub/ (in a hub kernel, neuronova_lib.connect() with no arguments "
+            "renews its own token), or call neuronova_lib.connect(url, username=..., "
+            "password=...)"
         )
         self._token: str | None = None
         self._exp: float | None = None
