@@ -8,9 +8,9 @@ PY := $(VENV)/bin/python
 EXTRAS := services,notebook,postgres,ai,test
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 
-.PHONY: up down status test test-fast bench bench-quick deps system-deps python-deps node-deps clean
+.PHONY: up down status test test-fast bench bench-quick deps system-deps python-deps node-deps viewer clean
 
-up: deps
+up: deps viewer
 	$(VENV)/bin/neuronova up
 
 down:
@@ -19,7 +19,7 @@ down:
 status:
 	$(VENV)/bin/neuronova status
 
-test: deps node-deps
+test: deps node-deps viewer
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Unit tests only (no processes started).
@@ -66,6 +66,17 @@ node-deps: $(FHIR_NODE)/node_modules/.package-lock.json
 $(FHIR_NODE)/node_modules/.package-lock.json: $(FHIR_NODE)/package.json $(FHIR_NODE)/package-lock.json
 	@command -v npm >/dev/null || { echo 'error: npm is missing: install Debian npm (or nodejs from NodeSource, which brings it)' >&2; exit 1; }
 	npm ci --prefix $(FHIR_NODE) --no-audit --no-fund
+	@touch $@
+
+# OHIF's prebuilt viewer (npm @ohif/app's dist/, pinned in ohif/package-lock.json), re-based
+# for /pacs-viewer/ into ohif/build/ (idempotent: nothing to do when it is done).
+OHIF_NODE := ohif
+viewer: $(OHIF_NODE)/node_modules/.package-lock.json python-deps
+	$(PY) -m neuronova_lib.stack.ohif
+
+$(OHIF_NODE)/node_modules/.package-lock.json: $(OHIF_NODE)/package.json $(OHIF_NODE)/package-lock.json
+	@command -v npm >/dev/null || { echo 'error: npm is missing: install Debian npm (or nodejs from NodeSource, which brings it)' >&2; exit 1; }
+	npm ci --prefix $(OHIF_NODE) --ignore-scripts --no-audit --no-fund
 	@touch $@
 
 clean:
