@@ -216,6 +216,8 @@ def render_app_config(settings: Settings) -> str:
         "dataSources": [source],
         "customizationService": {
             "cornerstone.segmentationToolbarSections": {"$set": toolbox},
+            # No guided tour over the first image (a clinician opens studies, not demos).
+            "ohif.tours": {"$set": []},
         },
     }
     return ("// NeuroNova's OHIF configuration, rendered by neuronova_lib.stack.ohif for this\n"
