@@ -19,28 +19,22 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import nibabel as nib
-import numpy as np
-import pydicom
 import pytest
 import requests
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from browser import WAIT, network_events, new_browser, sign_in, wait_for
-from neuronova_lib.ai.results import SEG_SERIES_DESCRIPTION, ModelInfo, build_results, to_bytes
+import ohif_page
+from browser import WAIT, network_events, new_browser, wait_for
+from neuronova_lib.ai.results import SEG_SERIES_DESCRIPTION
 from neuronova_lib.db.browser_sessions import COOKIE_NAME, session_hash
 from neuronova_lib.db.engine import session_factory
-from neuronova_lib.db.models import BrowserSession
-from neuronova_lib.demo import SMALL_SHAPE, SMALL_SPACING, write_demo_cases
-from neuronova_lib.ingest import Gate
-from neuronova_lib.ingest.store import Ingestor
+from neuronova_lib.db.models import AuditRecord, BrowserSession
 from neuronova_lib.stack.ohif import ViewerNotInstalled, install_viewer
-from neuronova_lib.stack.platform import load_folder
+from ohif_page import DemoStudy, store_demo_study, wait_for_image, wait_for_overlay
 from test_signin_e2e import browser_session
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -49,40 +43,6 @@ HTJ2K_SYNTAXES = ("1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202",
                   "1.2.840.10008.1.2.4.203")
 VIEWER_ROLES = ("clinician", "scientist", "owner", "admin")
 
-#: Statistics of the pixels of OHIF's viewport canvases (drawn image, not UI chrome).
-CANVAS_PIXELS = """
-const out = [];
-for (const c of document.querySelectorAll('canvas.cornerstone-canvas, .viewport-element canvas')) {
-  if (!c.width || !c.height) { continue; }
-  let data;
-  try {
-    const copy = document.createElement('canvas');
-    copy.width = c.width; copy.height = c.height;
-    const ctx = copy.getContext('2d');
-    ctx.drawImage(c, 0, 0);
-    data = ctx.getImageData(0, 0, c.width, c.height).data;
-  } catch (e) { out.push({error: String(e)}); continue; }
-  let lit = 0, sum = 0, sum2 = 0; const levels = new Set();
-  for (let i = 0; i < data.length; i += 4) {
-    const v = (data[i] + data[i + 1] + data[i + 2]) / 3;
-    if (v > 8) { lit++; }
-    sum += v; sum2 += v * v; levels.add(data[i]);
-  }
-  const n = data.length / 4, mean = sum / n;
-  out.push({width: c.width, height: c.height, lit: lit / n, mean: mean,
-            std: Math.sqrt(Math.max(0, sum2 / n - mean * mean)), levels: levels.size});
-}
-return out;
-"""
-
-
-@dataclass(frozen=True)
-class DemoStudy:
-    study: str
-    t1_series: str
-    seg_series: str
-    series_count: int
-
 
 @pytest.fixture(scope="module")
 def viewer() -> Path:
@@ -90,31 +50,6 @@ def viewer() -> Path:
         return install_viewer()
     except ViewerNotInstalled as exc:
         pytest.fail(str(exc))
-
-
-def brats_regions(labels: np.ndarray) -> np.ndarray:
-    """TC, WT, ET from BraTS labels 1 (necrosis), 2 (oedema), 4 (enhancing)."""
-    return np.stack([(labels == 1) | (labels == 4), labels > 0, labels == 4])
-
-
-def store_demo_study(settings: Any, folder: Path, seed: int) -> DemoStudy:
-    """One synthetic case as HTJ2K, plus a SEG of its ground truth, through the ingest gate."""
-    case = write_demo_cases(folder, cases=1, seed=seed, shape=SMALL_SHAPE,
-                            spacing=SMALL_SPACING)[0]
-    loaded = load_folder(settings, case.directory / "dicom", htj2k=True)
-    assert set(loaded["status"]) <= {"Success", "AlreadyStored"}, loaded
-    sources = [pydicom.dcmread(p, stop_before_pixels=True)
-               for p in sorted(Path(case.dicom_dirs["t1"]).glob("*.dcm"))]
-    masks = brats_regions(np.asarray(nib.load(case.labels).dataobj))
-    results = build_results(sources, masks, model=ModelInfo("ground-truth", "0", None),
-                            job_id=f"ohif-test-{seed}",
-                            created=dt.datetime(2026, 12, 7, 6, 0, tzinfo=dt.UTC))
-    with Gate(settings) as gate:
-        outcome = Ingestor(settings, gate).ingest(to_bytes(results.seg), sender="tests",
-                                                  route="demo")
-    assert outcome.stored, (outcome.reason, outcome.message)
-    return DemoStudy(case.study_instance_uid, case.series_instance_uids["t1"],
-                     str(results.seg.SeriesInstanceUID), len(case.series_instance_uids) + 1)
 
 
 @pytest.fixture(scope="module")
@@ -139,20 +74,6 @@ def _shots(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("NEURONOVA_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def wait_for_image(driver: Any, timeout: float = WAIT) -> dict[str, Any]:
-    """The statistics of the first viewport canvas once it shows an image (not a blank)."""
-    deadline = time.monotonic() + timeout
-    seen: list[Any] = []
-    while time.monotonic() < deadline:
-        seen = driver.execute_script(CANVAS_PIXELS)
-        for stats in seen:
-            if "error" not in stats and stats["lit"] > 0.05 and stats["std"] > 5 \
-                    and stats["levels"] > 16:
-                return dict(stats)
-        time.sleep(0.1)
-    raise AssertionError(f"no image drawn on OHIF's canvas within {timeout} s: {seen}")
 
 
 def other_hosts(events: list[dict[str, Any]], origin: str) -> list[str]:
@@ -198,10 +119,8 @@ def bearer_tokens(events: list[dict[str, Any]]) -> set[str]:
 
 
 def open_in_ohif(driver: Any, platform: Any, study: str, username: str = "clinician") -> None:
-    """Sign in through the form with the worklist's link as ``next``, as a person would."""
     network_events(driver)  # what Chromium's first tab did is not the platform's
-    sign_in(driver, platform.url, username, platform.password(username),
-            next_path=f"/api/studies/{study}/ohif")
+    ohif_page.open_in_ohif(driver, platform.url, study, username, platform.password(username))
 
 
 def test_clinician_opens_the_study_in_ohif(chromium: Any, platform: Any, demo: DemoStudy,
@@ -227,6 +146,18 @@ def test_clinician_opens_the_study_in_ohif(chromium: Any, platform: Any, demo: D
     chromium.save_screenshot(str(shots / "ohif-study.png"))
     assert SEG_SERIES_DESCRIPTION[:20] in text, text[:2000]
     assert "SEG" in text
+    assert image["colour"] < 0.0005, image  # grey MR, nothing over it yet
+    # Opening the SEG draws its regions over the T1 series it was made on.
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    thumbnail = chromium.find_element(
+        "xpath", f"//*[contains(text(), '{SEG_SERIES_DESCRIPTION[:20]}')]")
+    ActionChains(chromium).double_click(thumbnail).perform()
+    try:
+        overlay = wait_for_overlay(chromium)
+    finally:
+        chromium.save_screenshot(str(shots / "ohif-seg.png"))
+    assert overlay["lit"] > 0.05, overlay
 
     events = network_events(chromium)
     assert not other_hosts(events, platform.url), other_hosts(events, platform.url)
@@ -242,10 +173,6 @@ def test_clinician_opens_the_study_in_ohif(chromium: Any, platform: Any, demo: D
     assert len(tokens) == 1, tokens
     claims = platform.tokens.verify(tokens.pop(), "signed")
     assert claims.sub == "clinician" and claims.studies == (demo.study,)
-    from sqlalchemy import select
-
-    from neuronova_lib.db.models import AuditRecord
-
     with session_factory(platform.settings.sqlalchemy_url)() as db:
         rows = db.execute(select(AuditRecord.username, AuditRecord.decision, AuditRecord.study,
                                  AuditRecord.reason)
