@@ -30,7 +30,7 @@ test-fast: deps
 # out), each printing JSON with its baseline. About 45 minutes (the soak alone serves 2 million
 # frame requests); `make bench-quick` (QUICK=1)
 # runs each one short, as a smoke test, in a few minutes.
-bench: deps
+bench: deps viewer
 	scripts/install-system-deps.sh wrk
 	$(PY) benchmarks/proxy_overhead.py $(if $(QUICK),--duration 2 --warmup 1 --connections 8 --frames 32)
 	$(PY) benchmarks/htj2k.py $(if $(QUICK),--frames 4 --repeat 1)
@@ -39,6 +39,7 @@ bench: deps
 	$(PY) benchmarks/ingest.py $(if $(QUICK),--size small --repeat 1)
 	$(PY) benchmarks/soak.py $(if $(QUICK),--requests 40000 --size small --cases 1)
 	$(PY) benchmarks/patients.py $(if $(QUICK),--patients 30)
+	$(PY) benchmarks/dashboard.py $(if $(QUICK),--size small --repeats 1)
 
 bench-quick:
 	$(MAKE) bench QUICK=1

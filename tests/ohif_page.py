@@ -18,9 +18,10 @@ import pydicom
 
 from browser import WAIT, sign_in
 from neuronova_lib.ai.results import ModelInfo, build_results, to_bytes
-from neuronova_lib.demo import SMALL_SHAPE, SMALL_SPACING, write_demo_cases
+from neuronova_lib.demo import SIZES, write_demo_cases
 from neuronova_lib.ingest import Gate
 from neuronova_lib.ingest.store import Ingestor
+from neuronova_lib.stack.ohif import study_link
 from neuronova_lib.stack.platform import load_folder
 from test_ai_results import brats_regions
 
@@ -61,12 +62,17 @@ class DemoStudy:
     t1_series: str
     seg_series: str
     series_count: int
+    #: One T1 instance (a frame to fetch as the benchmark's baseline).
+    t1_instance: str
 
 
-def store_demo_study(settings: Any, folder: Path, seed: int) -> DemoStudy:
-    """One synthetic case as HTJ2K, plus a SEG of its ground truth, through the ingest gate."""
-    case = write_demo_cases(folder, cases=1, seed=seed, shape=SMALL_SHAPE,
-                            spacing=SMALL_SPACING)[0]
+def store_demo_study(settings: Any, folder: Path, seed: int, size: str = "small") -> DemoStudy:
+    """One synthetic case as HTJ2K, plus a SEG of its ground truth, through the ingest gate.
+
+    ``size``: ``small`` (64×64×40) or ``brats`` (240×240×155, as ``neuronova up`` writes).
+    """
+    shape, spacing = SIZES[size]
+    case = write_demo_cases(folder, cases=1, seed=seed, shape=shape, spacing=spacing)[0]
     loaded = load_folder(settings, case.directory / "dicom", htj2k=True)
     assert set(loaded["status"]) <= {"Success", "AlreadyStored"}, loaded
     sources = [pydicom.dcmread(p, stop_before_pixels=True)
@@ -80,17 +86,21 @@ def store_demo_study(settings: Any, folder: Path, seed: int) -> DemoStudy:
                                                   route="demo")
     assert outcome.stored, (outcome.reason, outcome.message)
     return DemoStudy(case.study_instance_uid, case.series_instance_uids["t1"],
-                     str(results.seg.SeriesInstanceUID), len(case.series_instance_uids) + 1)
+                     str(results.seg.SeriesInstanceUID), len(case.series_instance_uids) + 1,
+                     str(sources[len(sources) // 2].SOPInstanceUID))
 
 
-def ohif_link(study: str) -> str:
-    """The worklist's link that opens ``study`` in OHIF (the API answers with a redirect)."""
-    return f"/api/studies/{study}/ohif"
-
-
-def open_in_ohif(driver: Any, base_url: str, study: str, username: str, password: str) -> None:
+def open_in_ohif(driver: Any, platform: Any, study: str, username: str) -> None:
     """Sign in through the form with the worklist's link as ``next``, as a person would."""
-    sign_in(driver, base_url, username, password, next_path=ohif_link(study))
+    sign_in(driver, platform.url, username, platform.password(username),
+            next_path=study_link(platform.settings, study))
+
+
+def is_image(stats: dict[str, Any]) -> bool:
+    """A canvas holding an image: some lit pixels, contrast, many grey levels (not a blank,
+    not a flat fill, not a spinner)."""
+    return ("error" not in stats and stats["lit"] > 0.01 and stats["std"] > 5
+            and stats["levels"] > 16)
 
 
 def wait_for_image(driver: Any, timeout: float = WAIT) -> dict[str, Any]:
@@ -100,8 +110,7 @@ def wait_for_image(driver: Any, timeout: float = WAIT) -> dict[str, Any]:
     while time.monotonic() < deadline:
         seen = driver.execute_script(CANVAS_PIXELS)
         for stats in seen:
-            if "error" not in stats and stats["lit"] > 0.05 and stats["std"] > 5 \
-                    and stats["levels"] > 16:
+            if is_image(stats):
                 return dict(stats)
         time.sleep(0.1)
     raise AssertionError(f"no image drawn on OHIF's canvas within {timeout} s: {seen}")

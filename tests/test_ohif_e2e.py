@@ -120,7 +120,7 @@ def bearer_tokens(events: list[dict[str, Any]]) -> set[str]:
 
 def open_in_ohif(driver: Any, platform: Any, study: str, username: str = "clinician") -> None:
     network_events(driver)  # what Chromium's first tab did is not the platform's
-    ohif_page.open_in_ohif(driver, platform.url, study, username, platform.password(username))
+    ohif_page.open_in_ohif(driver, platform, study, username)
 
 
 def test_clinician_opens_the_study_in_ohif(chromium: Any, platform: Any, demo: DemoStudy,

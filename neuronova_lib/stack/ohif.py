@@ -152,6 +152,15 @@ def viewer_base(settings: Settings) -> str:
     return urlsplit(settings.public_url).path.rstrip("/") + VIEWER_PATH
 
 
+def study_link(settings: Settings, study_uid: str) -> str:
+    """The link that opens ``study_uid`` in OHIF for a signed-in browser (the worklist's).
+
+    A path under the public URL's prefix: the API's ``GET /api/studies/{uid}/ohif``
+    mints the study's token for the user and redirects to the viewer.
+    """
+    return f"{urlsplit(settings.public_url).path.rstrip('/')}/api/studies/{study_uid}/ohif"
+
+
 def render_app_config(settings: Settings) -> str:
     """The platform's ``app-config.js`` (nginx serves it at ``/pacs-viewer/app-config.js``).
 

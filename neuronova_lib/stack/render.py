@@ -143,11 +143,12 @@ OHIF_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'
             "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'self'")
 
 
-def ohif_viewer(settings: Settings) -> tuple[str | None, str | None, str]:
+def ohif_viewer(settings: Settings, root: Path = INSTALL_ROOT
+                ) -> tuple[str | None, str | None, str]:
     """nginx's root for the installed OHIF viewer, its rendered ``app-config.js``, and what
     ``/pacs-viewer/`` says instead when the viewer cannot be served (not installed, or
     re-based for another path than this platform's): the command that fixes it."""
-    stamp = installed_stamp()
+    stamp = installed_stamp(root)
     base = viewer_base(settings)
     if stamp is None:
         return None, None, ("The OHIF viewer is not installed: run `make viewer`, then "
@@ -157,7 +158,7 @@ def ohif_viewer(settings: Settings) -> tuple[str | None, str | None, str]:
                             f"platform serves it at {base}: run `python -m "
                             f"neuronova_lib.stack.ohif --base {base}`, then restart.")
     config = _write_private(settings.run_dir / "ohif-app-config.js", render_app_config(settings))
-    return str(INSTALL_ROOT), str(config), ""
+    return str(root), str(config), ""
 
 
 def render_nginx(settings: Settings) -> Path:
