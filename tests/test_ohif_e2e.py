@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -218,6 +219,30 @@ def test_the_link_token_opens_its_study_only(platform: Any, demo: DemoStudy) -> 
     me = requests.get(f"{platform.url}/api/users/me", timeout=10,
                       headers={"Authorization": f"Bearer {token}"})
     assert me.status_code == 401
+
+
+def test_signing_out_ends_the_link_token(platform: Any, demo: DemoStudy) -> None:
+    web = browser_session(platform, "clinician", next_path="/")
+    opened = web.get(f"{platform.url}/api/studies/{demo.study}/ohif", allow_redirects=False,
+                     timeout=10)
+    token = parse_qs(urlsplit(opened.headers["location"]).query)["token"][0]
+    url = f"{platform.url}/api/pacs/dicom-web/studies/{demo.study}/metadata"
+    bearer = {"Authorization": f"Bearer {token}", "Accept": "application/dicom+json"}
+    assert requests.get(url, headers=bearer, timeout=30).status_code == 200
+    page = web.get(f"{platform.url}/login", timeout=10)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf, page.text[:500]
+    out = web.post(f"{platform.url}/logout", data={"csrf": csrf.group(1)}, timeout=10,
+                   headers={"Origin": platform.url}, allow_redirects=False)
+    assert out.status_code == 303
+    deadline = time.monotonic() + platform.settings.revocation_bound + 5
+    answer = requests.get(url, headers=bearer, timeout=30)
+    while answer.status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.25)
+        answer = requests.get(url, headers=bearer, timeout=30)
+    assert answer.status_code == 401, answer.text
+    row = platform.wait_for_audit(answer.headers["x-request-id"], service="proxy")
+    assert (row["username"], row["reason"]) == ("clinician", "revoked")
 
 
 def test_the_viewer_route_and_its_config(platform: Any, viewer: Path) -> None:

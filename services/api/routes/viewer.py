@@ -4,7 +4,8 @@ The link the worklist puts behind a study. The browser's session (the sign-in
 cookie, :func:`~services.api.routes.signin.current_session`) says who asks; the
 answer is a redirect to ``/pacs-viewer/viewer?StudyInstanceUIDs=<uid>&token=<t>``
 where ``t`` is a signed URL's token for that study alone, minted for that user
-(``sub``) and role, valid ``NEURONOVA_VIEWER_TOKEN_TTL`` seconds. OHIF sends it as
+(``sub``) and role, valid ``NEURONOVA_VIEWER_TOKEN_TTL`` seconds or until the
+session signs out (its ``pjti`` is the session's, revoked at sign-out). OHIF sends it as
 ``Authorization: Bearer`` on every DICOMweb request and the guard holds it to the
 study exactly as it would in a URL, so the guard's audit rows name the user. The
 link itself is audited too (``reason=ohif_open``).
@@ -21,6 +22,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 
+from neuronova_lib.db.browser_sessions import session_token_parent
 from neuronova_lib.security.roles import IMAGE_READERS, Role
 from neuronova_lib.uids import valid_uid
 
@@ -65,7 +67,7 @@ def open_in_ohif(study_uid: str, request: Request, db: SessionDep, settings: Set
                                  headers=_NO_STORE)
     ttl = min(settings.viewer_token_ttl, settings.signed_url_ttl_max)
     token, claims = tokens.mint(active.username, active.role, "signed", ttl,
-                                studies=[study_uid])
+                                studies=[study_uid], parent=session_token_parent(active.id_hash))
     write_audit(db, request, decision="allow", status=303, reason="ohif_open",
                 username=active.username, role=active.role, study=study_uid,
                 detail=f"ttl={ttl}s", token_id=str(claims["jti"]))
