@@ -219,6 +219,12 @@ def test_the_link_token_opens_its_study_only(platform: Any, demo: DemoStudy) -> 
     me = requests.get(f"{platform.url}/api/users/me", timeout=10,
                       headers={"Authorization": f"Bearer {token}"})
     assert me.status_code == 401
+    # A link with something else than a study UID is refused in words, and audited.
+    bad = web.get(f"{platform.url}/api/studies/not-a-uid/ohif", allow_redirects=False,
+                  timeout=10)
+    assert bad.status_code == 400 and "is not a DICOM study UID" in bad.text
+    row = platform.wait_for_audit(bad.headers["x-request-id"], service="api")
+    assert (row["username"], row["reason"]) == ("clinician", "bad_uid")
 
 
 def test_signing_out_ends_the_link_token(platform: Any, demo: DemoStudy) -> None:
