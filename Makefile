@@ -8,9 +8,9 @@ PY := $(VENV)/bin/python
 EXTRAS := services,notebook,deploy,postgres,ai,test
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 
-.PHONY: up down status test test-fast bench bench-quick deps system-deps python-deps node-deps clean
+.PHONY: up down status test test-fast bench bench-quick deps system-deps python-deps node-deps viewer clean
 
-up: deps node-deps
+up: deps node-deps viewer
 	$(VENV)/bin/neuronova up
 
 down:
@@ -19,7 +19,7 @@ down:
 status:
 	$(VENV)/bin/neuronova status
 
-test: deps node-deps
+test: deps node-deps viewer
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Unit tests only (no processes started).
@@ -30,7 +30,7 @@ test-fast: deps
 # out), each printing JSON with its baseline. About 45 minutes (the soak alone serves 2 million
 # frame requests); `make bench-quick` (QUICK=1)
 # runs each one short, as a smoke test, in a few minutes.
-bench: deps
+bench: deps viewer
 	scripts/install-system-deps.sh wrk
 	$(PY) benchmarks/proxy_overhead.py $(if $(QUICK),--duration 2 --warmup 1 --connections 8 --frames 32)
 	$(PY) benchmarks/htj2k.py $(if $(QUICK),--frames 4 --repeat 1)
@@ -40,6 +40,7 @@ bench: deps
 	$(PY) benchmarks/soak.py $(if $(QUICK),--requests 40000 --size small --cases 1)
 	$(PY) benchmarks/patients.py $(if $(QUICK),--patients 30)
 	$(PY) benchmarks/notebook_load.py $(if $(QUICK),--repeats 1)
+	$(PY) benchmarks/dashboard.py $(if $(QUICK),--size small --repeats 1)
 
 bench-quick:
 	$(MAKE) bench QUICK=1
@@ -74,6 +75,17 @@ $(HUB_NODE)/node_modules/.package-lock.json: $(HUB_NODE)/package.json $(HUB_NODE
 $(FHIR_NODE)/node_modules/.package-lock.json: $(FHIR_NODE)/package.json $(FHIR_NODE)/package-lock.json
 	@command -v npm >/dev/null || { echo 'error: npm is missing: install Debian npm (or nodejs from NodeSource, which brings it)' >&2; exit 1; }
 	npm ci --prefix $(FHIR_NODE) --no-audit --no-fund
+	@touch $@
+
+# OHIF's prebuilt viewer (npm @ohif/app's dist/, pinned in ohif/package-lock.json), re-based
+# for /pacs-viewer/ into ohif/build/ (idempotent: nothing to do when it is done).
+OHIF_NODE := ohif
+viewer: $(OHIF_NODE)/node_modules/.package-lock.json python-deps
+	$(PY) -m neuronova_lib.stack.ohif
+
+$(OHIF_NODE)/node_modules/.package-lock.json: $(OHIF_NODE)/package.json $(OHIF_NODE)/package-lock.json
+	@command -v npm >/dev/null || { echo 'error: npm is missing: install Debian npm (or nodejs from NodeSource, which brings it)' >&2; exit 1; }
+	npm ci --prefix $(OHIF_NODE) --ignore-scripts --no-audit --no-fund
 	@touch $@
 
 clean:

@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     refresh_token_ttl: int = Field(default=8 * 3600, ge=60, description="Refresh lifetime (s).")
     signed_url_ttl: int = Field(default=300, ge=10, description="Default signed URL TTL (s).")
     signed_url_ttl_max: int = Field(default=900, ge=10, description="Cap on signed URL TTL (s).")
+    viewer_token_ttl: int = Field(
+        default=900, ge=10,
+        description="Lifetime (s) of the study-scoped token in a link that opens a study in "
+        "OHIF (/api/studies/{uid}/ohif); capped by NEURONOVA_SIGNED_URL_TTL_MAX.",
+    )
     jwt_audience: str = Field(default="neuronova", description="`aud` of access tokens.")
     jwt_issuer: str = Field(default="neuronova", description="`iss` of every token.")
     demo_password: str | None = Field(

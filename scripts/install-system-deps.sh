@@ -7,6 +7,7 @@ set -euo pipefail
 # postgresql: the server the PostgreSQL tests start (tests/test_orthanc_postgres_e2e.py).
 # nodejs (with npm): the Medplum FHIR server the patient-chain tests also run against, and
 # configurable-http-proxy, JupyterHub's proxy (make node-deps).
+#   OHIF's prebuilt viewer (make viewer: npm ci --prefix ohif).
 # wrk: drives the soak test (tests/test_soak_e2e.py) and the benchmarks.
 # chromium, chromium-driver: the headless browser of the browser tests (tests/browser.py).
 packages=(orthanc orthanc-dicomweb orthanc-python orthanc-postgresql postgresql nginx dicom3tools openjph-tools dcmtk wrk chromium chromium-driver nodejs "$@")

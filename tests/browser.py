@@ -37,8 +37,12 @@ def _flags(profile: Path) -> list[str]:
             f"--user-data-dir={profile}"]
 
 
-def new_browser(profile: Path) -> Any:
-    """A headless Chromium with its own profile in ``profile`` (quit it when done)."""
+def new_browser(profile: Path, network_log: bool = False) -> Any:
+    """A headless Chromium with its own profile in ``profile`` (quit it when done).
+
+    ``network_log``: keep Chrome's performance log (every request and answer as
+    DevTools ``Network.*`` events, read with :func:`network_events`).
+    """
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
@@ -51,6 +55,8 @@ def new_browser(profile: Path) -> Any:
     options.binary_location = CHROMIUM
     for flag in _flags(profile):
         options.add_argument(flag)
+    if network_log:
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(WAIT)
     return driver
@@ -66,6 +72,18 @@ def browser() -> Iterator[Any]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def network_events(driver: Any) -> list[dict[str, Any]]:
+    """The DevTools ``Network.*`` events logged since the last call (``network_log=True``)."""
+    import json
+
+    events = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message.get("method", "").startswith("Network."):
+            events.append(message)
+    return events
 
 
 def wait_for(driver: Any, css: str, timeout: float = WAIT) -> Any:

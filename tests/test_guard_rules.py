@@ -144,6 +144,58 @@ def test_scoped_token_on_its_own_and_other_studies(guard: Guard, tokens: TokenSe
         assert guard.decide("GET", f"{P}/series", f"{query}&token={signed}", None).reason == "scope"
 
 
+def _carry(token: str, how: str) -> tuple[str, str | None]:
+    """The query and Authorization header of a request carrying ``token`` ``how``."""
+    return (f"token={token}", None) if how == "url" else ("", f"Bearer {token}")
+
+
+@pytest.mark.parametrize("how", ["url", "bearer"])
+def test_a_signed_token_has_one_scope_in_the_url_or_as_bearer(guard: Guard, tokens: TokenService,
+                                                                 how: str) -> None:
+    """OHIF turns ?token= into a bearer header: the same token gets the same decisions."""
+    signed = tokens.mint("u", "clinician", "signed", 60, studies=[S])[0]
+    query, header = _carry(signed, how)
+    both = (query + "&" if query else "")
+    own = guard.decide("GET", f"{P}/studies/{S}/series/{SE}/instances/{I}/frames/1", query, header)
+    assert own.allow and own.claims is not None and own.claims.typ == "signed"
+    assert own.claims.studies == (S,) and own.claims.sub == "u"
+    for path in (f"{P}/studies/{OTHER}", f"{P}/studies/{OTHER}/metadata",
+                 f"{P}/studies/{OTHER}/series/{SE}/instances/{I}/frames/1"):
+        denied = guard.decide("GET", path, query, header)
+        assert (denied.status, denied.reason) == (403, "scope"), path
+    qido = guard.decide("GET", f"{P}/studies", both + f"StudyInstanceUID={S}", header)
+    assert qido.allow and qido.redirect == f"/internal-orthanc/dicom-web/studies?0020000D={S}"
+    unfiltered = guard.decide("GET", f"{P}/series", query, header)
+    assert unfiltered.redirect == f"/internal-orthanc/dicom-web/series?0020000D={S}"
+    other = guard.decide("GET", f"{P}/studies", both + f"StudyInstanceUID={OTHER}", header)
+    assert other.reason == "scope"
+    # A signed token never writes, in either place.
+    stow = guard.decide_stow(f"{P}/studies/{S}", query, header)
+    assert not stow.allow and stow.reason == "signed_url_stow"
+
+
+def test_a_signed_bearer_is_checked_as_a_signed_token(guard: Guard, tokens: TokenService,
+                                                      tmp_path: Path) -> None:
+    expired = tokens.mint("u", "clinician", "signed", -10, studies=[S])[0]
+    assert guard.decide("GET", f"{P}/studies/{S}", "", f"Bearer {expired}").reason == "expired"
+    # Another platform's keys, and a token that claims typ=signed with an access audience.
+    stranger = TokenService(KeyRing(tmp_path / "other.json"), "neuronova", "neuronova")
+    forged = stranger.mint("u", "clinician", "signed", 60, studies=[S])[0]
+    assert guard.decide("GET", f"{P}/studies/{S}", "", f"Bearer {forged}").status == 401
+    import jwt
+
+    key = tokens.keyring.signing_key()
+    mixed = jwt.encode({"iss": "neuronova", "aud": "neuronova", "sub": "u", "role": "clinician",
+                        "typ": "signed", "iat": time.time(), "nbf": int(time.time()),
+                        "exp": int(time.time()) + 60, "jti": "x"},
+                       key.private, algorithm="EdDSA", headers={"kid": key.kid})
+    assert guard.decide("GET", f"{P}/studies/{S}", "", f"Bearer {mixed}").reason == "bad_audience"
+    # Sent both ways at once is refused, as for any two tokens.
+    signed = tokens.mint("u", "clinician", "signed", 60, studies=[S])[0]
+    both = guard.decide("GET", f"{P}/studies/{S}", f"token={signed}", f"Bearer {signed}")
+    assert both.reason == "two_tokens"
+
+
 def test_unscoped_qido_is_not_restricted(guard: Guard, tokens: TokenService) -> None:
     decision = guard.decide("GET", f"{P}/studies", "", bearer(tokens))
     assert decision.redirect == "/internal-orthanc/dicom-web/studies"

@@ -53,6 +53,13 @@ class ActiveSession:
     id_hash: str
 
 
+def session_token_parent(id_hash: str) -> str:
+    """The ``pjti`` of tokens minted for a browser session (the OHIF link's study token):
+    sign-out revokes this value, and with it every such token (the revocation snapshot
+    refuses a token whose parent is revoked)."""
+    return "session:" + id_hash[:40]
+
+
 def start_session(db: Session, user: User, settings: Settings,
                   now: datetime | None = None) -> tuple[str, BrowserSession]:
     """Add a session for ``user`` (the caller commits); returns the id for the cookie.

@@ -120,6 +120,21 @@ class TokenService:
         return token, claims
 
     # -- verifying -------------------------------------------------------
+    @staticmethod
+    def bearer_kind(token: str) -> str:
+        """Which kind a bearer token says it is: ``"signed"`` or ``"access"``.
+
+        Read from the unverified payload only to choose the check: :meth:`verify`
+        then requires that kind's audience and ``typ`` as for any token, so a token
+        claiming to be another kind than it is fails there. Anything unreadable is
+        treated as an access token (and refused by its check).
+        """
+        try:
+            payload = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return "access"
+        return "signed" if payload.get("typ") == "signed" else "access"
+
     def verify(self, token: str, typ: str) -> Claims:
         """Check signature, key state, audience, issuer and times; raise :class:`TokenError`."""
         try:

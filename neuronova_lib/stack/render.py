@@ -18,6 +18,7 @@ from ..compute import own_scheduler
 from ..config import REPO_ROOT, Settings
 from ..security.secret_store import ensure_private_dir, orthanc_service_account
 from .nginx_log import check_socket_path
+from .ohif import INSTALL_ROOT, installed_stamp, render_app_config, viewer_base
 
 ORTHANC_PLUGIN_DIR = Path("/usr/share/orthanc/plugins")
 #: Orthanc's DICOMweb root ("Root" in orthanc.json.j2); users reach it at
@@ -134,12 +135,39 @@ def nginx_log_socket(settings: Settings) -> Path:
     return check_socket_path(settings.run_dir / "nginx-log.sock")
 
 
+#: The viewer's Content-Security-Policy: only this site (WebAssembly codecs, workers from
+#: blob: URLs and inline boot scripts are OHIF's own).
+OHIF_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval' "
+            "'wasm-unsafe-eval' blob:; worker-src 'self' blob:; connect-src 'self' blob: data:; "
+            "img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; font-src 'self' data:; "
+            "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'self'")
+
+
+def ohif_viewer(settings: Settings, root: Path = INSTALL_ROOT
+                ) -> tuple[str | None, str | None, str]:
+    """nginx's root for the installed OHIF viewer, its rendered ``app-config.js``, and what
+    ``/pacs-viewer/`` says instead when the viewer cannot be served (not installed, or
+    re-based for another path than this platform's): the command that fixes it."""
+    stamp = installed_stamp(root)
+    base = viewer_base(settings)
+    if stamp is None:
+        return None, None, ("The OHIF viewer is not installed: run `make viewer`, then "
+                            "restart the platform.")
+    if stamp.get("base") != base:
+        return None, None, (f"The OHIF viewer is re-based for {stamp.get('base')}, this "
+                            f"platform serves it at {base}: run `python -m "
+                            f"neuronova_lib.stack.ohif --base {base}`, then restart.")
+    config = _write_private(settings.run_dir / "ohif-app-config.js", render_app_config(settings))
+    return str(root), str(config), ""
+
+
 def render_nginx(settings: Settings) -> Path:
     account = orthanc_service_account(settings.secrets_dir)
     basic = base64.b64encode(f"{account['username']}:{account['password']}".encode()).decode()
     for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (settings.run_dir / "nginx-tmp" / sub).mkdir(parents=True, exist_ok=True)
     settings.log_dir.mkdir(parents=True, exist_ok=True)
+    ohif_root, ohif_config, ohif_missing = ohif_viewer(settings)
     text = _environment(REPO_ROOT / "nginx").get_template("nginx.conf.j2").render(
         workers=2,
         user=_nginx_user(),
@@ -164,5 +192,9 @@ def render_nginx(settings: Settings) -> Path:
         # The dashboard of the Dask cluster `up` runs (none for an external scheduler).
         dask_dashboard_port=settings.dask_dashboard_port if own_scheduler(settings) else None,
         hub_port=settings.hub_port if settings.hub_enabled else None,
+        ohif_root=ohif_root,
+        ohif_config=ohif_config,
+        ohif_missing=ohif_missing,
+        ohif_csp=OHIF_CSP,
     )
     return _write_private(settings.run_dir / "nginx.conf", text)

@@ -34,7 +34,7 @@ from .jobs import JobRunner
 from .quarantine_retention import RetentionSweeper
 from .routes import (audit, auth, auth_check, health, jobs, models, patients, quarantine,
                      refused, signin, stow, studies, tokens, users)
-from .routes import inference
+from .routes import inference, viewer
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    refused, patients, models):
         api.include_router(module.router)
     api.include_router(inference.router)
+    api.include_router(viewer.router)
     app.include_router(api)
     # The browser sign-in lives outside /api: nginx forwards /login and /logout.
     app.include_router(signin.router)

@@ -234,6 +234,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         claims: Claims | None = None
         try:
             claims = guard.authenticate(request.headers.get("authorization"), None)
+            if claims.typ != "access":  # a signed URL's token must not extend itself
+                raise Refusal(403, "signed_cannot_sign",
+                              "a signed URL's token cannot mint signed URLs; use an access token")
             refused = await run_in_threadpool(_database_refusal, claims)
             if refused is not None:
                 raise Refusal(refused.status, refused.reason, refused.detail)

@@ -100,6 +100,10 @@ class Guard:
         self._verified = VerifiedTokenCache(tokens)
 
     def authenticate(self, authorization: str | None, query_token: str | None) -> Claims:
+        """The claims of the request's token: a signed URL's ``?token=``, or a bearer header
+        holding an access token or a study-scoped signed token (whose scope then binds the
+        request exactly as in a URL). Callers that mint or store require ``typ == "access"``.
+        """
         if authorization and query_token:
             raise Refusal(400, "two_tokens", "send a bearer token or a signed URL, not both")
         try:
@@ -111,7 +115,10 @@ class Guard:
                 scheme, _, token = authorization.partition(" ")
                 if scheme.lower() != "bearer" or not token.strip():
                     raise Refusal(401, "bad_scheme", "use 'Authorization: Bearer <token>'")
-                claims = self._verified.verify(token.strip(), "access")
+                # A viewer given a signed URL's token may send it as a bearer header
+                # (OHIF turns ?token= into one): the same token, the same checks.
+                token = token.strip()
+                claims = self._verified.verify(token, self.tokens.bearer_kind(token))
         except TokenError as exc:
             raise Refusal(401, exc.reason, exc.detail) from None
         if self.revocations is not None:
@@ -203,6 +210,8 @@ class Guard:
             if target.token is not None:
                 raise Refusal(403, "signed_url_stow", "a signed URL may not store images")
             claims = self.authenticate(authorization, None)
+            if claims.typ != "access":
+                raise Refusal(403, "signed_url_stow", "a signed URL's token may not store images")
             if claims.role not in IMAGE_WRITERS:
                 raise Refusal(403, "role", f"role {claims.role} may not store images")
             if claims.studies is not None and target.study not in claims.studies:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from urllib.parse import quote, urlsplit
 
@@ -30,8 +31,10 @@ from neuronova_lib.db.browser_sessions import (
     ActiveSession,
     check_session,
     end_session,
+    session_token_parent,
     start_session,
 )
+from neuronova_lib.db.revocation import revoke_jti
 from neuronova_lib.security.same_origin import cross_site_refusal, safe_next
 
 from ..auditing import write_audit
@@ -178,6 +181,10 @@ def logout_submit(
                                 "this sign-out form did not come from your session; "
                                 "open the sign-in page and sign out there", active.username)
         end_session(db, request.cookies[COOKIE_NAME])
+        # The session's OHIF tokens end with it (they live at most the signed URL cap).
+        revoke_jti(db, session_token_parent(active.id_hash), reason="logout",
+                   username=active.username, expires_at=datetime.now(UTC)
+                   + timedelta(seconds=settings.signed_url_ttl_max))
         write_audit(db, request, decision="allow", status=303, reason="logout",
                     username=active.username, role=active.role, detail="browser session",
                     token_id=active.id_hash[:16])

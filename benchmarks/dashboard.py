@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Clinician pages measured in a real browser: the OHIF viewer's first image.
+
+The question: once a clinician follows the worklist's link to a study
+(``/api/studies/{uid}/ohif``: the API mints the study's token and redirects to
+``/pacs-viewer/viewer``), how long until OHIF has drawn the first image? Measured
+in headless Debian Chromium (Selenium), from the navigation to the moment the
+viewport's canvas holds an image (its pixels read back, not a blank), polled every
+20 ms:
+
+* ``first_image_cold_s`` — a fresh browser profile: OHIF's 200 MB of bundles and
+  codecs come over the network first (a clinician's first visit);
+* ``first_image_warm_s`` — the same browser again (bundles in its cache, as on
+  every later visit; the study's metadata and frames are fetched anew);
+* ``baseline_frame_fetch_s`` — the same browser, on a quiet page of the platform, fetches one
+  frame of the same series with ``fetch()`` and the link's token: the data path
+  alone (nginx, guard, Orthanc), no boot, no decode, no drawing. The ratios say how
+  many frame fetches' time the viewer adds. ``series_metadata_fetch_s`` (a
+  diagnostic): the T1 series' WADO-RS metadata, which OHIF reads for every series
+  before it draws.
+
+It starts the real platform (Orthanc, guard, API, nginx; no MLflow or Dask) on
+free loopback ports in a temporary home, stores one synthetic case as HTJ2K
+lossless with a SEG, and re-bases OHIF first if needed (``make viewer`` must have
+run: ``npm ci --prefix ohif``). The Voilà viewer's figures (first image, full
+resolution, slice step) join this file with the dashboards.
+
+Prints one JSON document on stdout; progress on stderr.
+Run: ``.venv/bin/python benchmarks/dashboard.py [--size brats] [--repeats 5]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the test browser and OHIF page helpers
+
+from browser import new_browser, session_cookie, sign_in  # noqa: E402
+from neuronova_lib.db.users import demo_password  # noqa: E402
+from neuronova_lib.security.tokens import token_service  # noqa: E402
+from neuronova_lib.stack.local import local_platform  # noqa: E402
+from neuronova_lib.stack.ohif import install_viewer, study_link  # noqa: E402
+from ohif_page import CANVAS_PIXELS, DemoStudy, is_image, store_demo_study  # noqa: E402
+
+USER = "clinician"
+FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+TIMEOUT_S = 120.0
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _drawn(driver: Any) -> bool:
+    return any(is_image(stats) for stats in driver.execute_script(CANVAS_PIXELS))
+
+
+def time_first_image(driver: Any, url: str, start_page: str) -> float:
+    """Seconds from following a link to ``url`` on ``start_page`` to OHIF's first image.
+
+    The link is followed from a page of the platform, as from the worklist: the
+    session cookie is ``SameSite=Strict``, so a navigation from elsewhere (about:blank
+    included) arrives without it and goes to the sign-in page.
+    """
+    driver.get(start_page)
+    start = time.perf_counter()
+    driver.execute_script("window.location.href = arguments[0];", url)
+    while time.perf_counter() - start < TIMEOUT_S:
+        try:
+            if _drawn(driver):
+                return time.perf_counter() - start
+        except Exception:  # the page is between documents (redirect): ask again
+            pass
+        time.sleep(0.02)
+    shot = Path(tempfile.gettempdir()) / "neuronova-bench-ohif-timeout.png"
+    driver.save_screenshot(str(shot))
+    raise RuntimeError(f"OHIF drew no image within {TIMEOUT_S} s of opening {url} "
+                       f"(now at {driver.current_url}; screenshot {shot}; canvas "
+                       f"{driver.execute_script(CANVAS_PIXELS)})")
+
+
+def time_fetch(driver: Any, url: str, token: str, accept: str, repeats: int) -> list[float]:
+    """Seconds for the page to fetch ``url`` with the token (bytes read, not decoded)."""
+    script = """
+    const [url, token, accept, repeats, done] = arguments;
+    (async () => {
+      const out = [];
+      for (let i = 0; i < repeats; i++) {
+        const t0 = performance.now();
+        const r = await fetch(url, {cache: 'no-store',
+                                    headers: {Authorization: 'Bearer ' + token, Accept: accept}});
+        const body = await r.arrayBuffer();
+        if (r.status !== 200 || body.byteLength === 0) { done({error: r.status}); return; }
+        out.push((performance.now() - t0) / 1000);
+      }
+      done(out);
+    })();
+    """
+    result = driver.execute_async_script(script, url, token, accept, repeats)
+    if isinstance(result, dict):
+        raise RuntimeError(f"fetching {url} failed: HTTP {result['error']}")
+    return [float(x) for x in result]
+
+
+def _summary(runs: list[float]) -> dict[str, Any]:
+    return {"median": round(statistics.median(runs), 4), "min": round(min(runs), 4),
+            "max": round(max(runs), 4), "runs": [round(r, 4) for r in runs]}
+
+
+def measure_ohif(base_url: str, link: str, password: str, demo: DemoStudy, token: str,
+                 repeats: int) -> dict[str, Any]:
+    """OHIF's first image, cold and warm, and one frame fetch as the baseline."""
+    link = base_url + link
+    start = base_url + "/login"  # signed in: the page that offers to sign out
+    cold: list[float] = []
+    warm: list[float] = []
+    frame: list[float] = []
+    metadata: list[float] = []
+    for attempt in range(repeats):
+        profile = Path(tempfile.mkdtemp(prefix="neuronova-bench-chromium-"))
+        driver = new_browser(profile)
+        try:
+            driver.set_window_size(1920, 1080)
+            driver.set_script_timeout(TIMEOUT_S)
+            sign_in(driver, base_url, USER, password, next_path="/login")
+            deadline = time.monotonic() + TIMEOUT_S
+            while session_cookie(driver) is None and time.monotonic() < deadline:
+                time.sleep(0.05)  # the form's answer sets the cookie
+            cold.append(time_first_image(driver, link, start))
+            warm.append(time_first_image(driver, link, start))
+            log(f"ohif {attempt + 1}/{repeats}: cold {cold[-1]:.2f} s, warm {warm[-1]:.2f} s")
+            if attempt == repeats - 1:
+                for _ in range(repeats - 1):
+                    warm.append(time_first_image(driver, link, start))
+                # On a quiet page of the platform (OHIF would still be prefetching; the
+                # sign-in page's CSP allows no fetch).
+                driver.get(base_url + "/healthz")
+                series = (f"{base_url}/api/pacs/dicom-web/studies/{demo.study}/series/"
+                          f"{demo.t1_series}")
+                frame_url = f"{series}/instances/{demo.t1_instance}/frames/1"
+                time_fetch(driver, frame_url, token, FRAME_ACCEPT, 3)  # warm the path
+                frame = time_fetch(driver, frame_url, token, FRAME_ACCEPT, max(5, repeats))
+                metadata = time_fetch(driver, f"{series}/metadata", token,
+                                      "application/dicom+json", max(3, repeats))
+        finally:
+            driver.quit()
+            shutil.rmtree(profile, ignore_errors=True)
+    base = statistics.median(frame)
+    return {
+        "first_image_cold_s": _summary(cold),
+        "first_image_warm_s": _summary(warm),
+        "baseline_frame_fetch_s": _summary(frame),
+        "ratio_cold_to_frame": round(statistics.median(cold) / base, 1),
+        "ratio_warm_to_frame": round(statistics.median(warm) / base, 1),
+        # Diagnostic: one series' WADO-RS metadata (OHIF asks it for every series first).
+        "series_metadata_fetch_s": _summary(metadata),
+        "goal_first_image_s": 1.0,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", choices=("small", "brats"), default="brats",
+                        help="demo case size (brats: 240×240×155 as `neuronova up` writes)")
+    parser.add_argument("--repeats", type=int, default=3, help="browsers (cold) and warm opens")
+    args = parser.parse_args(argv)
+    viewer = install_viewer()
+    log(f"OHIF viewer in {viewer}")
+    home = Path(tempfile.mkdtemp(prefix="neuronova-bench-dashboard-"))
+    try:
+        with local_platform(home / "home", mlflow_enabled=False, dask_enabled=False) as local:
+            log(f"platform at {local.url}; storing one {args.size} case as HTJ2K")
+            demo = store_demo_study(local.settings, home / "case", seed=7, size=args.size)
+            token, _ = token_service(local.settings).mint(USER, USER, "signed", 900,
+                                                          studies=[demo.study])
+            ohif = measure_ohif(local.url, study_link(local.settings, demo.study),
+                                demo_password(local.settings, USER), demo, token, args.repeats)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    print(json.dumps({
+        "benchmark": "dashboard",
+        "size": args.size,
+        "cpus": os.cpu_count(),
+        "browser": "Debian chromium, headless, 1920×1080",
+        "ohif": ohif,
+    }, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
