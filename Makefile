@@ -39,6 +39,7 @@ bench: deps
 	$(PY) benchmarks/ingest.py $(if $(QUICK),--size small --repeat 1)
 	$(PY) benchmarks/soak.py $(if $(QUICK),--requests 40000 --size small --cases 1)
 	$(PY) benchmarks/patients.py $(if $(QUICK),--patients 30)
+	$(PY) benchmarks/inference.py $(if $(QUICK),--size small --cases 1 --steps 20)
 
 bench-quick:
 	$(MAKE) bench QUICK=1
