@@ -41,6 +41,7 @@ bench: deps viewer
 	$(PY) benchmarks/patients.py $(if $(QUICK),--patients 30)
 	$(PY) benchmarks/notebook_load.py $(if $(QUICK),--repeats 1)
 	$(PY) benchmarks/dashboard.py $(if $(QUICK),--size small --repeats 1)
+	$(PY) benchmarks/inference.py $(if $(QUICK),--size small --cases 1 --steps 20)
 
 bench-quick:
 	$(MAKE) bench QUICK=1

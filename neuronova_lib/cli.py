@@ -19,7 +19,8 @@ from .config import Settings, get_settings
 log = logging.getLogger("neuronova")
 
 
-def _print_welcome(settings: Settings, credentials: dict[str, Any] | None, loaded: str) -> None:
+def _print_welcome(settings: Settings, credentials: dict[str, Any] | None, loaded: str,
+                   model: str) -> None:
     # Generated passwords are shown on the first run only; later they are in the file.
     print("\nNeuroNova is up.\n")
     print(f"  URL:        {settings.public_url}/")
@@ -37,6 +38,7 @@ def _print_welcome(settings: Settings, credentials: dict[str, Any] | None, loade
               f"{settings.public_url}/dask/status (admins, scientists)")
     print(f"  Logs:       {settings.log_dir}/")
     print(f"  Demo data:  {loaded}")
+    print(f"  AI model:   {model}")
     print(f"  Demo users: clinician, scientist, owner, admin "
           f"(passwords in {settings.home / 'demo-users.json'})")
     if credentials and not settings.demo_password:
@@ -83,6 +85,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 0
     StackState.of(settings, supervisor.pids()).write(settings)
     loaded = "none (--no-demo)"
+    model = ("none (MLflow is off)" if not settings.mlflow_enabled else
+             "none (--no-demo)" if args.no_demo else "none (--no-model)")
     try:
         cases = settings.demo_cases if args.cases is None else args.cases
         if cases and not args.no_demo:
@@ -91,7 +95,12 @@ def cmd_up(args: argparse.Namespace) -> int:
             loaded = f"{cases} studies, " + load_demo(settings, folder)
             # Patients through the chain (cache → FHIR → OpenEMR), an ImagingStudy per study.
             loaded += "; " + publish_demo_records(settings)
-        _print_welcome(settings, credentials, loaded)
+        if settings.mlflow_enabled and not (args.no_model or args.no_demo):
+            from .ai.demo_model import ensure_demo_model
+
+            model = ensure_demo_model(settings, progress=True,
+                                      should_stop=lambda: stop["requested"]).message
+        _print_welcome(settings, credentials, loaded, model)
         supervisor.run_forever()
     finally:
         supervisor.stop()
@@ -420,7 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="start the whole platform on loopback (foreground)")
     up.add_argument("--cases", type=int, default=None, help="demo studies to load")
-    up.add_argument("--no-demo", action="store_true", help="load no demo data")
+    up.add_argument("--no-demo", action="store_true",
+                    help="load no demo data and train no demo model")
+    up.add_argument("--no-model", action="store_true",
+                    help="train no demo model when none is served (see DEMO_MODEL_STEPS)")
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop a platform started by `up`").set_defaults(func=cmd_down)
     sub.add_parser("status", help="health of every service").set_defaults(func=cmd_status)

@@ -34,6 +34,9 @@ from neuronova_lib.security.tokens import TokenService, token_service
 from neuronova_lib.stack.local import LocalPlatform, local_platform
 from process_guard import pytest_runtest_setup, pytest_runtest_teardown  # noqa: F401 (hooks)
 
+#: Session fixtures shared by several modules: one MLflow server, one trained model.
+pytest_plugins = ["mlflow_fixture", "trained_model"]
+
 
 @pytest.fixture(autouse=True)
 def _fresh_settings_cache() -> Iterator[None]:

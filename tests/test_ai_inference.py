@@ -9,7 +9,6 @@ import numpy as np
 import pydicom
 import pytest
 
-from mlflow_fixture import mlflow_server  # noqa: F401 (fixture)
 from neuronova_lib.ai.inference import (
     InferenceError,
     ServedModel,
@@ -106,7 +105,7 @@ def test_metadata_becomes_datasets_without_bulk_data() -> None:
 
 @pytest.mark.e2e
 def test_a_model_mlflow_does_not_know_is_refused(
-        tmp_path: Path, mlflow_server: str) -> None:  # noqa: F811 (fixture)
+        tmp_path: Path, mlflow_server: str) -> None:
     settings = Settings(home=tmp_path, mlflow_tracking_uri=mlflow_server,
                         model_name="no-such-model")
     with pytest.raises(InferenceError) as refused:
@@ -122,7 +121,7 @@ def test_a_model_mlflow_does_not_know_is_refused(
 
 @pytest.mark.e2e
 def test_model_files_changed_after_approval_are_not_loaded(
-        tmp_path: Path, mlflow_server: str) -> None:  # noqa: F811 (fixture)
+        tmp_path: Path, mlflow_server: str) -> None:
     """Anyone who may log to MLflow can overwrite a logged model's files in place: a worker
     loads the served version only if its files are the ones the gate approved."""
     import mlflow
@@ -131,6 +130,8 @@ def test_model_files_changed_after_approval_are_not_loaded(
     from monai.networks.nets import UNet
 
     from neuronova_lib.ai import inference, registry
+    from neuronova_lib.ai.model_config import ModelConfig
+    from neuronova_lib.ai.predict import METADATA_KEY
 
     settings = Settings(home=tmp_path, mlflow_tracking_uri=mlflow_server)
     torch.manual_seed(3)
@@ -139,7 +140,8 @@ def test_model_files_changed_after_approval_are_not_loaded(
     mlflow.set_experiment("files-changed")
     with mlflow.start_run() as run:
         info = mlflow.pytorch.log_model(net, name="model", serialization_format="pickle",
-                                        registered_model_name="files-changed")
+                                        registered_model_name="files-changed",
+                                        metadata={METADATA_KEY: ModelConfig().to_json()})
     version = str(info.registered_model_version)
     uri = f"models:/files-changed/{version}"
     approved = registry.artifact_digest(settings, uri)

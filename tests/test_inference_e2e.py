@@ -1,14 +1,12 @@
 """Inference jobs end to end: a real platform, a real MLflow server, a real MONAI network,
 Dask, the ingest gate, Orthanc.
 
-The served model is one fixture, :func:`served_model`: here a small MONAI UNet,
-randomly initialised under a fixed seed and registered as ``brain-tumor-seg``.
-It becomes the champion the only way there is: its Dice against the ground truth
-of the held-out demo case is measured and logged to its run, and a model owner
-promotes it through the API's promotion gate (whose thresholds this platform sets
-to 0: the subject here is the pipeline, not the model). Swapping in the trained
-champion means changing that fixture only (set ``min_dice`` to the thresholds it
-must meet against the demo's ground truth); every other test stays as it is.
+The served model is one fixture, :func:`served_model`: the session's trained demo
+model (tests/trained_model.py), registered as ``brain-tumor-seg``. It becomes the
+champion the only way there is: a model owner promotes it through the API's
+promotion gate, with the gate's default thresholds, on the held-out figures its
+training run logged. The SEG a job writes is compared voxel for voxel with the
+same model run on the case's own files, and with the synthetic case's ground truth.
 """
 
 from __future__ import annotations
@@ -30,10 +28,11 @@ import numpy as np
 import pydicom
 import pytest
 import requests
-
 from external_tools import tool
-from mlflow_fixture import mlflow_server  # noqa: F401 (fixture)
+from trained_model import TrainedModel
+
 from neuronova_lib.ai.inference import STAGES, ServedModel, load_segmenter
+from neuronova_lib.ai.model_config import CONFIG_TAG, ModelConfig
 from neuronova_lib.ai.results import REGIONS
 from neuronova_lib.db.users import demo_password
 from neuronova_lib.demo import SMALL_SHAPE, SMALL_SPACING, write_demo_cases
@@ -45,9 +44,8 @@ from neuronova_lib.wado import split_multipart
 pytestmark = pytest.mark.e2e
 
 JOB_TIMEOUT = 420.0
-MODEL_CONFIG = {"channels": ["t1", "t1ce", "t2", "flair"], "regions": ["TC", "WT", "ET"],
-                "roi_size": [64, 64, 64], "spacing_mm": None,
-                "normalisation": "zscore_nonzero", "threshold": 0.5}
+#: Least Dice per region of the job's SEG against the synthetic case's ground truth.
+MIN_DICE = None
 
 
 @dataclass(frozen=True)
@@ -61,57 +59,25 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served_model(mlflow_server: str) -> Served:  # noqa: F811 (fixture)
-    """THE model fixture: a randomly initialised MONAI UNet as the champion."""
+def served_model(trained_model: TrainedModel) -> Served:
+    """THE model fixture: the session's trained demo model, registered as the platform's."""
     import mlflow
-    import mlflow.pytorch
-    import torch
-    from mlflow.tracking import MlflowClient
-    from monai.networks.nets import UNet
 
-    torch.manual_seed(7)
-    net = UNet(spatial_dims=3, in_channels=4, out_channels=3, channels=(8, 16, 32),
-               strides=(2, 2), num_res_units=1).eval()
-    mlflow.set_tracking_uri(mlflow_server)
-    mlflow.set_experiment("inference-e2e")
-    with mlflow.start_run() as run:
-        mlflow.set_tag("neuronova.model_config", json.dumps(MODEL_CONFIG))
-        mlflow.pytorch.log_model(net, name="model", serialization_format="pickle",
-                                 registered_model_name="brain-tumor-seg")
-    client = MlflowClient(mlflow_server)
-    version = client.search_model_versions("name='brain-tumor-seg'")[0].version
-    return Served(mlflow_server, f"models:/brain-tumor-seg/{version}", str(version),
-                  run.info.run_id, None)
+    mlflow.set_tracking_uri(trained_model.tracking_uri)
+    version = mlflow.register_model(f"runs:/{trained_model.run_id}/model", "brain-tumor-seg")
+    return Served(trained_model.tracking_uri, f"models:/brain-tumor-seg/{version.version}",
+                  str(version.version), trained_model.run_id, MIN_DICE)
 
 
-def _dice_on_case(served: Served, case: Any) -> dict[str, float]:
-    """The network's Dice per region on one demo case's NIfTI files against its labels."""
-    segmenter = load_segmenter(ServedModel("brain-tumor-seg", served.version, served.run_id,
-                                           served.uri, served.tracking_uri))
-    channels = np.stack([np.asarray(nib.load(case.nifti[c]).dataobj, dtype=np.float32)
-                         for c in ("t1", "t1c", "t2", "flair")])
-    masks = segmenter(channels, spacing=SMALL_SPACING)
-    labels = np.asarray(nib.load(case.labels).dataobj)
-    truth = np.stack([(labels == 1) | (labels == 4), labels > 0, labels == 4])
-    return {region: float(2 * (masks[i] & truth[i]).sum()
-                          / max(1, masks[i].sum() + truth[i].sum()))
-            for i, region in enumerate(REGIONS)}
-
-
-def _promote(url: str, settings: Any, served: Served, case: Any) -> None:
-    """Log the network's measured held-out Dice to its run; a model owner promotes it."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(served.tracking_uri)
-    for region, dice in _dice_on_case(served, case).items():
-        client.log_metric(served.run_id, f"heldout_dice_{region.lower()}", dice)
+def _promote(url: str, settings: Any, served: Served) -> None:
+    """A model owner promotes the trained version through the API's gate."""
     owner = requests.post(f"{url}/api/auth/token", timeout=30, data={
         "username": "owner", "password": demo_password(settings, "owner")})
     owner.raise_for_status()
     promoted = requests.post(
         f"{url}/api/models/brain-tumor-seg/versions/{served.version}/promote", timeout=120,
         headers={"Authorization": f"Bearer {owner.json()['access_token']}"},
-        json={"reason": "inference e2e: the pipeline under test (gate thresholds 0 here)"})
+        json={"reason": "inference e2e: the session's trained demo model"})
     assert promoted.status_code == 200, promoted.text
 
 
@@ -138,12 +104,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, served_model: Served) -> Ite
     shutil.rmtree(cases[1].dicom_dirs["flair"])
     with local_platform(home, watch=True, mlflow_enabled=False,
                         mlflow_tracking_uri=served_model.tracking_uri,
-                        gate_min_dice_tc=0.0, gate_min_dice_wt=0.0, gate_min_dice_et=0.0,
                         inference_timeout=JOB_TIMEOUT) as local:
         for case in cases:
             loaded = load_folder(local.settings, case.directory / "dicom", htj2k=True)
             assert set(loaded["status"]) == {"Success"}, loaded
-        _promote(local.url, local.settings, served_model, cases[0])
+        _promote(local.url, local.settings, served_model)
         yield Stack(local.url, local.settings, OrthancStore.from_settings(local.settings),
                     cases[0], cases[1])
 
@@ -455,7 +420,7 @@ def test_an_alias_moved_outside_the_gate_is_never_served(stack: Stack,
     mlflow.set_tracking_uri(served_model.tracking_uri)
     mlflow.set_experiment("inference-e2e")
     with mlflow.start_run():
-        mlflow.set_tag("neuronova.model_config", json.dumps(MODEL_CONFIG))
+        mlflow.set_tag(CONFIG_TAG, ModelConfig().to_json())
         info = mlflow.pytorch.log_model(other, name="model", serialization_format="pickle",
                                         registered_model_name="brain-tumor-seg")
     client = MlflowClient(served_model.tracking_uri)
@@ -474,3 +439,44 @@ def test_an_alias_moved_outside_the_gate_is_never_served(stack: Stack,
     assert served.status_code in (200, 202), served.text
     job = _job(stack, token, served.json()["job_id"])
     assert job["model"]["version"] == served_model.version
+
+
+def test_up_trains_no_demo_model_while_an_approved_champion_is_served(
+        stack: Stack, served_model: Served) -> None:
+    from neuronova_lib.ai.demo_model import ensure_demo_model
+
+    model = ensure_demo_model(stack.settings, progress=False)
+    assert (model.trained, model.served, model.version) == (False, True, served_model.version)
+    assert "approved champion" in model.message
+
+
+def test_platform_studies_become_training_cases_read_with_the_users_access(
+        stack: Stack, tmp_path: Path) -> None:
+    """`neuronova train --studies`: each study over DICOMweb as the signed-in scientist, its
+    label map from beside it, written in the BraTS layout the training code reads."""
+    from neuronova_lib.ai.dataset import DatasetError, read_cases
+    from neuronova_lib.ai.platform_data import export_studies
+    from neuronova_lib.dicomweb.session import connect
+
+    study = stack.full.study_instance_uid
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    client = connect(stack.url, username="scientist",
+                     password=demo_password(stack.settings, "scientist"))
+    with client:
+        with pytest.raises(DatasetError, match=f"{study}_seg.nii.gz"):
+            export_studies(client, [study], labels, tmp_path / "cases")
+        shutil.copy(stack.full.labels, labels / f"{study}_seg.nii.gz")
+        export_studies(client, [study], labels, tmp_path / "cases")
+        no_flair = stack.no_flair.study_instance_uid
+        shutil.copy(stack.no_flair.labels, labels / f"{no_flair}_seg.nii.gz")
+        with pytest.raises(LookupError, match="flair"):
+            export_studies(client, [no_flair], labels, tmp_path / "more")
+    (case,) = read_cases(tmp_path / "cases")
+    for channel, suffix in (("t1", "t1"), ("t1c", "t1ce"), ("t2", "t2"), ("flair", "flair")):
+        written = nib.load(case.images[suffix])
+        source = nib.load(stack.full.nifti[channel])
+        assert np.array_equal(np.asarray(written.dataobj), np.asarray(source.dataobj)), channel
+        assert np.allclose(written.affine, source.affine, atol=1e-3), channel
+    assert np.array_equal(np.asarray(nib.load(case.label).dataobj),
+                          np.asarray(nib.load(stack.full.labels).dataobj))

@@ -19,7 +19,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mlflow_fixture import mlflow_server  # noqa: F401 (fixture)
 from neuronova_lib.ai import gate, registry
 from neuronova_lib.ai.gate import Actor, GateRefused
 from neuronova_lib.ai.registry import ModelNotApproved, ModelNotFound, served_version
@@ -67,13 +66,13 @@ def _log_run(uri: str, figures: dict[str, float]) -> str:
 
 
 @pytest.fixture(scope="module")
-def runs(mlflow_server: str) -> dict[str, str]:  # noqa: F811
+def runs(mlflow_server: str) -> dict[str, str]:
     return {key: _log_run(mlflow_server, figures) for key, figures in FIGURES.items()}
 
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-             mlflow_server: str) -> Iterator[Settings]:  # noqa: F811
+             mlflow_server: str) -> Iterator[Settings]:
     for name in list(os.environ):
         if name.startswith("NEURONOVA_"):
             monkeypatch.delenv(name)
@@ -316,7 +315,7 @@ def test_gate_refuses_users_without_the_role_and_empty_reasons(
 
 
 def test_figures_amended_after_evaluation_are_refused(
-        settings: Settings, mlflow_server: str, name: str) -> None:  # noqa: F811
+        settings: Settings, mlflow_server: str, name: str) -> None:
     import mlflow
 
     run_id = _log_run(mlflow_server, FIGURES["LOW"])
@@ -331,7 +330,7 @@ def test_figures_amended_after_evaluation_are_refused(
 
 
 def test_model_files_overwritten_after_approval_are_refused(
-        settings: Settings, mlflow_server: str, name: str, tmp_path: Path) -> None:  # noqa: F811
+        settings: Settings, mlflow_server: str, name: str, tmp_path: Path) -> None:
     import torch
 
     runs = {"A": _log_run(mlflow_server, FIGURES["A"]), "B": _log_run(mlflow_server, FIGURES["B"])}

@@ -31,19 +31,24 @@ def _multipart_body(response: requests.Response) -> bytes:
     return part.split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n", 1)[0]
 
 
+@pytest.mark.timeout(1200)  # trains the (short) demo model on first start
 def test_up_serves_demo_data_and_stops_cleanly(tmp_path: Path) -> None:
     ports = {name: free_port() for name in ("PORT", "API_PORT", "PROXY_PORT", "ORTHANC_PORT",
                                               "MLFLOW_PORT", "DASK_PORT", "DASK_DASHBOARD_PORT",
                                               "OPENEMR_DEMO_PORT", "HUB_PORT", "HUB_API_PORT",
                                               "HUB_PROXY_API_PORT", "HUB_SERVICE_PORT")}
+    # The demo model as `up` makes it, kept short: a few steps on two cases, through a gate
+    # whose thresholds are 0 here (the model's quality is test_ai_training_e2e's subject).
+    demo_model = {"NEURONOVA_DEMO_MODEL_STEPS": "30", "NEURONOVA_DEMO_MODEL_CASES": "2",
+                  **{f"NEURONOVA_GATE_MIN_DICE_{r}": "0" for r in ("TC", "WT", "ET")}}
     env = {**os.environ, "NEURONOVA_HOME": str(tmp_path / "home"), "NEURONOVA_DEMO_SIZE": "small",
-           **{f"NEURONOVA_{k}": str(v) for k, v in ports.items()}}
+           **demo_model, **{f"NEURONOVA_{k}": str(v) for k, v in ports.items()}}
     env.pop("NEURONOVA_DEMO_PASSWORD", None)
     up = subprocess.Popen([*NEURONOVA, "up", "--cases", "1"], env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
     output: list[str] = []
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 900
         assert up.stdout is not None
         while time.monotonic() < deadline:
             line = up.stdout.readline()
@@ -111,6 +116,22 @@ def test_up_serves_demo_data_and_stops_cleanly(tmp_path: Path) -> None:
         assert imaging["total"] == 1
         assert imaging["entry"][0]["resource"]["identifier"][0]["value"] == (
             f"urn:oid:{case['study_instance_uid']}")
+
+        # The demo model was trained, promoted through the gate, and a clinician's analysis
+        # of the demo study writes a SEG and an SR.
+        assert "AI model:   brain-tumor-seg version 1, trained now" in text, text
+        assert "promoted through the gate" in text
+        job = requests.post(f"{url}/api/inference", headers=auth, timeout=30,
+                            json={"study": case["study_instance_uid"]})
+        assert job.status_code == 202, job.text
+        job_url = f"{url}/api/inference/{job.json()['job_id']}"
+        deadline = time.monotonic() + 300
+        while (result := requests.get(job_url, headers=auth, timeout=30).json())["state"] not in (
+                "done", "failed") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert result["state"] == "done", result
+        assert result["model"]["version"] == "1" and set(result["volumes_ml"]) == {"TC", "WT", "ET"}
+        assert "NOT FOR CLINICAL USE" in result["not_for_clinical_use"]
 
         status = subprocess.run([*NEURONOVA, "status"], env=env, capture_output=True, text=True)
         assert status.returncode == 0, status.stdout + status.stderr

@@ -4,6 +4,7 @@ Examples::
 
     neuronova train --demo 24 --steps 600            # synthetic cases, this CPU
     neuronova train --data /data/BraTS2021 --steps 20000 --register brain-tumor-seg   # a GPU
+    neuronova train --studies UID1 UID2 ... --labels labels/ --steps 600   # platform studies
 
 The command checks the MLflow server and the data before it trains, shows a
 progress bar, and ends by printing the run id and the held-out figures.
@@ -41,6 +42,18 @@ def build_parser(prog: str = "neuronova train") -> argparse.ArgumentParser:
     source.add_argument("--demo", type=int, metavar="N",
                         help="generate N synthetic training cases, plus held-out and hard "
                         "sets, into --data-dir and train on them")
+    source.add_argument("--studies", nargs="+", metavar="UID",
+                        help="the platform's studies, read over DICOMweb with your access "
+                        "(NEURONOVA_URL and NEURONOVA_TOKEN, or --user), with their label maps "
+                        "from --labels; written to --data-dir in the BraTS layout")
+    parser.add_argument("--labels", type=Path, metavar="DIR",
+                        help="--studies: folder of <StudyInstanceUID>_seg.nii.gz label maps "
+                        "(BraTS values on the T1 series' grid)")
+    parser.add_argument("--url", metavar="URL",
+                        help="--studies: the platform (default NEURONOVA_URL)")
+    parser.add_argument("--user", metavar="NAME",
+                        help="--studies: sign in as NAME, password on stdin (default: "
+                        "NEURONOVA_TOKEN, or the hub's token in a notebook)")
     parser.add_argument("--data-dir", type=Path, metavar="DIR",
                         help="where --demo writes its cases (default "
                         "$NEURONOVA_HOME/training/demo-s<seed>)")
@@ -82,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.demo is not None and args.demo < 1:
         parser.error(f"--demo needs at least 1 case, got {args.demo}")
+    if args.studies and args.labels is None:
+        parser.error("--studies needs --labels DIR (the studies' label maps)")
     if args.steps < 1:
         parser.error(f"--steps must be at least 1, got {args.steps}")
     if args.seed < 0:
@@ -113,12 +128,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if synthetic:
             folder = _write_demo(args, settings.home)
+        elif args.studies:
+            folder = _export_studies(args, settings.home)
         else:
             folder = args.data
         split = load_split(folder, heldout_fraction=args.heldout_fraction, seed=args.seed)
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (ValueError, LookupError, OSError) as exc:  # --studies: sign-in, access, a study
+        print(f"error: reading the platform's studies: {exc}", file=sys.stderr)
+        return 1
 
     from .model_config import ModelConfig
     from .train import TrainingOptions, train
@@ -159,37 +179,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _export_studies(args: argparse.Namespace, home: Path) -> Path:
+    import shutil
+
+    from ..dicomweb.session import connect
+    from .platform_data import export_studies
+
+    folder = args.data_dir or home / "training" / "platform"
+    if folder.is_dir():  # cases of an earlier --studies run must not mix with these
+        for old in folder.glob("platform-*"):
+            shutil.rmtree(old)
+    password = sys.stdin.readline().rstrip("\n") if args.user else None
+    client = connect(args.url, username=args.user, password=password)
+    with client:
+        return export_studies(client, args.studies, args.labels, folder,
+                              progress=not args.quiet)
+
+
 def _write_demo(args: argparse.Namespace, home: Path) -> Path:
-    from .demo_sets import DemoSetSizes, write_demo_sets
+    from .demo_sets import DemoSetSizes, write_demo_sets_once
 
     folder = args.data_dir or home / "training" / f"demo-s{args.seed}"
     sizes = DemoSetSizes(train=args.demo, heldout=args.heldout_cases, hard=args.hard_cases)
-    if _complete(folder, sizes):
-        logger.info("reusing the synthetic cases in %s", folder)
-        return folder
-    print(f"writing {sizes.train} training, {sizes.heldout} held-out and {sizes.hard} hard "
-          f"synthetic cases to {folder}", file=sys.stderr)
-    for name in ("train", "heldout", "hard"):  # a different size must not mix with the old
-        _clear(folder / name)
-    return write_demo_sets(folder, sizes, seed=args.seed, progress=not args.quiet)
-
-
-def _complete(folder: Path, sizes: object) -> bool:
-    """The same sizes were written there before (the cases are a function of the seed)."""
-    counts = {}
-    for name in ("train", "heldout", "hard"):
-        path = folder / name
-        counts[name] = (sum(1 for p in path.iterdir() if p.is_dir() and not
-                            p.name.startswith(".")) if path.is_dir() else 0)
-    return counts == {"train": sizes.train, "heldout": sizes.heldout,  # type: ignore[attr-defined]
-                      "hard": sizes.hard}  # type: ignore[attr-defined]
-
-
-def _clear(path: Path) -> None:
-    import shutil
-
-    if path.is_dir():
-        shutil.rmtree(path)
+    return write_demo_sets_once(folder, sizes, seed=args.seed, progress=not args.quiet)
 
 
 def _print_summary(summary: dict, result: object) -> None:

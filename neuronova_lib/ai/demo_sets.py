@@ -10,11 +10,16 @@ pattern across the four channels shows it there.
 
 from __future__ import annotations
 
+import logging
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..demo.brats_layout import TRAINING_SHAPE, TRAINING_SPACING, write_brats_cases
 from ..demo.phantom import Appearance
+
+logger = logging.getLogger(__name__)
 
 #: Training and held-out look: tumour contrast from 0.6 to 1 of nominal. Below ~0.5 the
 #: oedema's FLAIR and T2 signal is grey matter's, and only shape and context tell them apart.
@@ -59,3 +64,32 @@ def write_demo_sets(root: str | Path, sizes: DemoSetSizes, seed: int = 0,
         write_brats_cases(root / "hard", range(HARD_START, HARD_START + sizes.hard), seed,
                           shape, spacing, appearance=HARD_APPEARANCE, progress=progress)
     return root
+
+
+def write_demo_sets_once(root: str | Path, sizes: DemoSetSizes, seed: int = 0,
+                         progress: bool = False) -> Path:
+    """:func:`write_demo_sets`, unless ``root`` already holds sets of these sizes.
+
+    The cases are a function of the seed and the case number, so sets of the same
+    sizes written before are the same cases: they are reused (a second training
+    run starts at once). Sets of other sizes are replaced, never mixed.
+    """
+    root = Path(root)
+    if _counts(root) == {"train": sizes.train, "heldout": sizes.heldout, "hard": sizes.hard}:
+        logger.info("reusing the synthetic cases in %s", root)
+        return root
+    print(f"writing {sizes.train} training, {sizes.heldout} held-out and {sizes.hard} hard "
+          f"synthetic cases to {root}", file=sys.stderr)
+    for name in ("train", "heldout", "hard"):
+        if (root / name).is_dir():
+            shutil.rmtree(root / name)
+    return write_demo_sets(root, sizes, seed=seed, progress=progress)
+
+
+def _counts(root: Path) -> dict[str, int]:
+    counts = {}
+    for name in ("train", "heldout", "hard"):
+        path = root / name
+        counts[name] = (sum(1 for p in path.iterdir() if p.is_dir() and not
+                            p.name.startswith(".")) if path.is_dir() else 0)
+    return counts

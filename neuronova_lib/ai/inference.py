@@ -32,14 +32,13 @@ timeout on the API side, so a job never hangs.
 
 Where the served model comes from is in two functions, :func:`resolve_model`
 (which version is served: the champion the promotion gate approved, see
-:mod:`neuronova_lib.ai.registry`) and :func:`load_segmenter` (load it; still
-:class:`MlflowSegmenter`, to become :class:`neuronova_lib.ai.predict.Segmenter`).
+:mod:`neuronova_lib.ai.registry`) and :func:`load_segmenter` (load it as a
+:class:`neuronova_lib.ai.predict.Segmenter`, checked against the approval).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import math
 import threading
@@ -54,6 +53,7 @@ import numpy as np
 from neuronova_lib.ingest.sandbox import GateConfig
 from neuronova_lib.reasons import Reason
 
+from .model_config import CHANNELS
 from .results import NOT_FOR_CLINICAL_USE, REGIONS, ModelInfo, build_results, to_bytes
 
 logger = logging.getLogger(__name__)
@@ -65,11 +65,6 @@ STAGES = ("load", "model", "preprocess", "predict", "postprocess", "write", "sto
 #: The model config's channel names → the platform's (``t1ce`` is BraTS' file suffix).
 _CHANNEL_ALIASES = {"t1ce": "t1c", "t1gd": "t1c", "t1c": "t1c", "t1": "t1", "t2": "t2",
                     "flair": "flair"}
-DEFAULT_CONFIG: Mapping[str, Any] = {
-    "channels": ["t1", "t1ce", "t2", "flair"], "regions": list(REGIONS),
-    "roi_size": [64, 64, 64], "spacing_mm": None, "normalisation": "zscore_nonzero",
-    "threshold": 0.5,
-}
 
 
 class InferenceError(Exception):
@@ -136,110 +131,28 @@ def resolve_model(settings: Any) -> ServedModel:
                        served.model_uri, tracking_uri(settings), served.artifact_sha256)
 
 
-class ModelFilesChanged(RuntimeError):
-    """The served version's files differ from those the promotion gate approved."""
-
-
-class MlflowSegmenter:
-    """A ``Segmenter`` around a PyTorch network logged to MLflow (interim, see the module doc).
-
-    Per channel z-score over non-zero voxels, MONAI sliding-window inference
-    over ``roi_size``, sigmoid, ``> threshold``; the config is the run's
-    ``neuronova.model_config`` tag (CONTRACTS.md) or :data:`DEFAULT_CONFIG`.
-    """
-
-    def __init__(self, net: Any, config: Mapping[str, Any], model_uri: str,
-                 run_id: str | None) -> None:
-        self.net = net.eval()
-        self.config = {**DEFAULT_CONFIG, **config}
-        self.model_uri = model_uri
-        self.run_id = run_id
-
-    @classmethod
-    def from_mlflow(cls, uri: str, tracking_uri: str | None = None,
-                    artifact_sha256: str | None = None) -> MlflowSegmenter:
-        """The network of ``uri``; with ``artifact_sha256``, only if its files, downloaded
-        once, are the ones the promotion gate approved (anyone who may log to MLflow can
-        overwrite a logged model's files in place)."""
-        import tempfile
-
-        import mlflow
-        import mlflow.artifacts
-        import mlflow.pytorch
-        from mlflow.tracking import MlflowClient
-
-        from .registry import folder_digest
-
-        if tracking_uri:
-            mlflow.set_tracking_uri(tracking_uri)
-        if artifact_sha256 is None:
-            net = mlflow.pytorch.load_model(uri, map_location="cpu")
-        else:
-            with tempfile.TemporaryDirectory(prefix="neuronova-model-") as tmp:
-                local = mlflow.artifacts.download_artifacts(
-                    artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri)
-                if folder_digest(Path(local)) != artifact_sha256:
-                    raise ModelFilesChanged(
-                        f"the files of {uri} changed after the promotion gate approved them: "
-                        "they are not served; register the model again from its training "
-                        "run and promote the new version")
-                net = mlflow.pytorch.load_model(local, map_location="cpu")
-        client = MlflowClient(tracking_uri=tracking_uri)
-        run_id = None
-        if uri.startswith("runs:/"):
-            run_id = uri[len("runs:/"):].split("/", 1)[0]
-        elif uri.startswith("models:/"):
-            name, _, alias = uri[len("models:/"):].partition("@")
-            if alias:
-                run_id = client.get_model_version_by_alias(name, alias).run_id
-            else:
-                name, _, number = uri[len("models:/"):].partition("/")
-                run_id = client.get_model_version(name, number).run_id
-        config: dict[str, Any] = {}
-        if run_id:
-            text = client.get_run(run_id).data.tags.get("neuronova.model_config")
-            config = json.loads(text) if text else {}
-        return cls(net, config, uri, run_id)
-
-    def __call__(self, channels: np.ndarray, *, spacing: tuple[float, float, float]) -> np.ndarray:
-        import torch
-        from monai.inferers import sliding_window_inference
-
-        data = np.asarray(channels, dtype=np.float32).copy()
-        for c in range(data.shape[0]):
-            inside = data[c] != 0
-            if inside.any():
-                values = data[c][inside]
-                data[c][inside] = (values - values.mean()) / max(float(values.std()), 1e-6)
-        roi = tuple(int(r) for r in self.config["roi_size"])
-        with torch.inference_mode():
-            logits = sliding_window_inference(torch.from_numpy(data)[None], roi, 1, self.net,
-                                              overlap=0.25)
-        probabilities = torch.sigmoid(logits[0]).numpy()
-        return probabilities > float(self.config["threshold"])
-
-
 _models_lock = threading.Lock()
 _models: dict[tuple[str, str | None, str | None], Any] = {}
 
 
 def load_segmenter(model: ServedModel) -> Segmenter:
-    """The network of ``model``, loaded once per process (a worker serves many jobs).
-
-    Interim: :class:`MlflowSegmenter`; to be replaced by
-    ``neuronova_lib.ai.predict.Segmenter.from_mlflow(model.uri, model.tracking_uri)``.
+    """The network of ``model``, loaded once per process (a worker serves many jobs),
+    and only if its files are the ones the promotion gate approved.
 
     Raises
     ------
     InferenceError
         ``model_unavailable`` with MLflow's or PyTorch's reason.
     """
+    from .predict import ModelFilesChanged
+    from .predict import Segmenter as ModelSegmenter
+
     key = (model.uri, model.tracking_uri, model.artifact_sha256)
     with _models_lock:
         if key not in _models:
             try:
-                _models[key] = MlflowSegmenter.from_mlflow(model.uri, model.tracking_uri,
-                                                           model.artifact_sha256)
+                _models[key] = ModelSegmenter.from_mlflow(model.uri, model.tracking_uri,
+                                                          model.artifact_sha256)
             except ModelFilesChanged as exc:
                 raise InferenceError("model_unavailable", str(exc)) from None
             except Exception as exc:  # noqa: BLE001 - any failure to load is the same to a user
@@ -426,7 +339,7 @@ def datasets_from_metadata(instances: list[Mapping[str, Any]]) -> list[Any]:
 
 
 def _channel_order(config: Mapping[str, Any]) -> list[str]:
-    names = [str(c).lower() for c in config.get("channels") or DEFAULT_CONFIG["channels"]]
+    names = [str(c).lower() for c in config.get("channels") or CHANNELS]
     unknown = [n for n in names if n not in _CHANNEL_ALIASES]
     if unknown:
         raise InferenceError("model_unavailable", f"the model asks for channels {unknown} the "
@@ -522,7 +435,14 @@ def _store(task: InferenceTask, datasets: list[Any]) -> list[dict[str, Any]]:
 
 
 __all__ = [
-    "InferenceError", "InferenceTask", "MlflowSegmenter", "STAGES", "ServedModel", "TOPIC",
-    "datasets_from_metadata", "load_segmenter", "resolve_model", "resolve_segmenter",
+    "STAGES",
+    "TOPIC",
+    "InferenceError",
+    "InferenceTask",
+    "ServedModel",
+    "datasets_from_metadata",
+    "load_segmenter",
+    "resolve_model",
+    "resolve_segmenter",
     "run_inference",
 ]

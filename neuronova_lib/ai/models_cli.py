@@ -42,7 +42,7 @@ def add_parser(sub: Any) -> None:
     models.set_defaults(func=cmd_models)
 
 
-def _cli_audit(session: Any, username: str | None, role: str | None,
+def cli_audit(session: Any, username: str | None, role: str | None,
                path: str) -> Any:
     """An audit hook writing ``service="cli"`` rows; ``client`` names the OS account."""
     from ..db.models import AuditRecord
@@ -110,14 +110,14 @@ def cmd_models(args: argparse.Namespace) -> int:
             user = get_user(session, args.as_user)
             if user is None or not user.is_active:
                 why = "no such user" if user is None else "the account is disabled"
-                audit = _cli_audit(session, args.as_user[:64], None, path)
+                audit = cli_audit(session, args.as_user[:64], None, path)
                 audit("deny", 403, f"model_{args.action}_refused", f"user: {why}")
                 session.commit()
                 print(f"{prog}: --as {args.as_user}: {why} (see `neuronova users`)",
                       file=sys.stderr)
                 return 1
             actor = gate.Actor(user.username, user.role)
-            audit = _cli_audit(session, user.username, user.role, path)
+            audit = cli_audit(session, user.username, user.role, path)
             if args.action == "promote":
                 approval = gate.promote(settings, session, args.name, args.version, actor,
                                         args.reason, audit)

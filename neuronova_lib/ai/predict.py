@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,10 @@ def predict_logits(net: Any, image: Any, config: ModelConfig, device: Any) -> An
             predictor=net, overlap=config.sw_overlap, mode="gaussian",
         )
     return logits[0].float().cpu()
+
+
+class ModelFilesChanged(RuntimeError):
+    """A served version's files differ from those the promotion gate approved."""
 
 
 class Segmenter:
@@ -98,7 +103,8 @@ class Segmenter:
                 f"regions={list(self.model_config.regions)}, device={self.device})")
 
     @classmethod
-    def from_mlflow(cls, uri: str, tracking_uri: str | None = None) -> Segmenter:
+    def from_mlflow(cls, uri: str, tracking_uri: str | None = None,
+                    artifact_sha256: str | None = None) -> Segmenter:
         """Load a logged model and its configuration from MLflow.
 
         Parameters
@@ -109,25 +115,51 @@ class Segmenter:
         tracking_uri : str, optional
             The tracking server; default MLflow's own resolution
             (``MLFLOW_TRACKING_URI``).
+        artifact_sha256 : str, optional
+            The digest of the model's files the promotion gate approved
+            (:func:`neuronova_lib.ai.registry.folder_digest`): the files are
+            downloaded once and loaded only if they match, because anyone who
+            may log to MLflow can overwrite a logged model's files in place.
 
         Raises
         ------
+        ModelFilesChanged
+            The files differ from the approved ones.
         ValueError
             When the model carries no NeuroNova model configuration (not
             trained by ``neuronova train``).
         mlflow.exceptions.MlflowException
             When the URI names no model (MLflow's message says which).
         """
+        import tempfile
+
         import mlflow
-        from mlflow.tracking import MlflowClient
+        import mlflow.artifacts
+        import mlflow.pytorch
+        from mlflow.models import Model
+
+        from .registry import folder_digest
 
         if tracking_uri:
             mlflow.set_tracking_uri(tracking_uri)
-        info = mlflow.models.get_model_info(uri)
+        device = default_device()
+        with tempfile.TemporaryDirectory(prefix="neuronova-model-") as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri))
+            if artifact_sha256 is not None and folder_digest(local) != artifact_sha256:
+                raise ModelFilesChanged(
+                    f"the files of {uri} changed after the promotion gate approved them: they "
+                    "are not served; register the model again from its training run and "
+                    "promote the new version")
+            info = Model.load(str(local))
+            net = mlflow.pytorch.load_model(str(local), map_location=device)
         run_id = info.run_id or ""
         raw = (info.metadata or {}).get(METADATA_KEY)
         if raw is None and run_id:
-            raw = MlflowClient().get_run(run_id).data.tags.get(CONFIG_TAG)
+            from mlflow.tracking import MlflowClient
+
+            raw = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).data.tags.get(
+                CONFIG_TAG)
         if raw is None:
             raise ValueError(
                 f"{uri} carries no NeuroNova model configuration (metadata {METADATA_KEY!r} or "
@@ -135,8 +167,6 @@ class Segmenter:
             )
         config = ModelConfig.from_json(raw) if isinstance(raw, str) else \
             ModelConfig.from_mapping(raw)
-        device = default_device()
-        net = mlflow.pytorch.load_model(uri, map_location=device)
         logger.info("loaded %s (run %s) on %s", uri, run_id, device)
         return cls(net, config, model_uri=uri, run_id=run_id, device=device)
 

@@ -39,6 +39,10 @@ logger = logging.getLogger(__name__)
 DATA_TAG = "neuronova.data_sha256"
 
 
+class TrainingStopped(Exception):
+    """Training was asked to stop before its last step (the run is marked failed)."""
+
+
 @dataclass(frozen=True)
 class TrainingOptions:
     """How long and how a model trains.
@@ -241,6 +245,7 @@ def train(
     register: str | None = None,
     progress: bool = False,
     tags: dict[str, str] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TrainingResult:
     """Train, evaluate and log one MLflow run; optionally register the model.
 
@@ -254,10 +259,16 @@ def train(
     signature) and the tag ``neuronova.model_config``. Registering creates a
     version of ``register``; aliases are the promotion gate's, never set here.
 
+    ``should_stop`` is asked after every step; when it answers yes the run
+    ends as failed in MLflow and :class:`TrainingStopped` is raised (Ctrl-C in
+    ``neuronova up``).
+
     Raises
     ------
     TrackingUnavailable
         When the MLflow server cannot be reached (before any training).
+    TrainingStopped
+        When ``should_stop`` asked for it.
     """
     import mlflow
     import torch
@@ -289,6 +300,8 @@ def train(
         window: list[float] = []
 
         def on_step(step: int, loss: float) -> None:
+            if should_stop is not None and should_stop():
+                raise TrainingStopped(f"training stopped at step {step} of {options.steps}")
             window.append(loss)
             if bar is not None:
                 bar.update(1)
@@ -369,5 +382,5 @@ def _bar(total: int, description: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=description, unit="step")
 
 
-__all__ = ["DATA_TAG", "FitResult", "TrainingOptions", "TrainingResult", "fit",
+__all__ = ["DATA_TAG", "FitResult", "TrainingOptions", "TrainingResult", "TrainingStopped", "fit",
            "model_signature", "seed_everything", "train"]
