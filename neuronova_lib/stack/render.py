@@ -115,6 +115,7 @@ def render_orthanc(settings: Settings) -> Path:
         retrieve_max_instances=settings.retrieve_max_instances,
         retrieve_max_bytes=settings.retrieve_max_bytes,
         memory_debug=settings.orthanc_memory_debug,
+        frames_dir=str(settings.frames_dir) if settings.frame_store else None,
     )
     return _write_private(settings.run_dir / "orthanc.json", text)
 
@@ -134,7 +135,18 @@ def nginx_log_socket(settings: Settings) -> Path:
     return check_socket_path(settings.run_dir / "nginx-log.sock")
 
 
-def render_nginx(settings: Settings) -> Path:
+def frame_store_types() -> tuple[list[tuple[str, str]], list[str]]:
+    """nginx's ``types`` for the frame store (Content-Type by file extension) and the
+    extensions ``try_files`` tries, most common first (HTJ2K, then the rest)."""
+    from ..frames import store
+
+    types = [(store.content_type(label), store.extension(label)) for label in store.LABELS]
+    types.append((store.METADATA_TYPE, store.METADATA_NAME.rpartition(".")[2]))
+    return types, [ext for _, ext in types]
+
+
+def render_nginx(settings: Settings, path: Path | None = None) -> Path:
+    """nginx's config for ``settings``, written to ``path`` (default ``run/nginx.conf``)."""
     account = orthanc_service_account(settings.secrets_dir)
     basic = base64.b64encode(f"{account['username']}:{account['password']}".encode()).decode()
     for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
@@ -163,5 +175,10 @@ def render_nginx(settings: Settings) -> Path:
         mlflow_port=settings.mlflow_port,
         # The dashboard of the Dask cluster `up` runs (none for an external scheduler).
         dask_dashboard_port=settings.dask_dashboard_port if own_scheduler(settings) else None,
+        frame_store=settings.frame_store and settings.orthanc_wado_plugin,
+        frame_decision_cache=settings.frame_decision_cache,
+        frames_dir=str(settings.frames_dir),
+        frame_types=frame_store_types()[0],
+        frame_exts=frame_store_types()[1],
     )
-    return _write_private(settings.run_dir / "nginx.conf", text)
+    return _write_private(path or settings.run_dir / "nginx.conf", text)
