@@ -72,10 +72,15 @@ def log(message: str) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per point")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="runs per case and connection count, interleaved (median kept)")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before each point")
     parser.add_argument("--connections", default="1,8,32", help="wrk connection counts")
     parser.add_argument("--keep", action="store_true", help="keep the data dir")
+    parser.add_argument("--diagnostics", action="store_true",
+                        help="also (b) without its access log and (b) without auth_request, "
+                        "to see what each costs")
     return parser.parse_args(argv)
 
 
@@ -136,12 +141,25 @@ class ExtraNginx:
 
 
 def platform_nginx(settings: Settings, name: str, port: int, work: Path,
-                   **changes: object) -> ExtraNginx:
-    """The platform's own nginx config for other settings, on another port and pid file."""
+                   edit: Any = None, **changes: object) -> ExtraNginx:
+    """The platform's own nginx config for other settings, on another port and pid file;
+    ``edit`` changes its text (the diagnostic cases)."""
     variant = settings.model_copy(update={"port": port, **changes})
     conf = render_nginx(variant, work / f"rendered-{name}.conf").read_text()
     conf = conf.replace(f"pid {settings.run_dir}/nginx.pid;", f"pid {work}/nginx-{name}.pid;")
+    if edit is not None:
+        conf = edit(conf)
     return ExtraNginx(name, conf, work)
+
+
+def _without_store_log(conf: str) -> str:
+    return "\n".join("access_log off;" if "nginx-frames.log" in line else line
+                     for line in conf.split("\n"))
+
+
+def _without_auth(conf: str) -> str:
+    return "\n".join(line for line in conf.split("\n")
+                     if "auth_request /_neuronova_decide" not in line)
 
 
 def files_nginx(settings: Settings, port: int, work: Path) -> ExtraNginx:
@@ -267,7 +285,7 @@ def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
         work = home / "work"
         work.mkdir()
         (work / "nginx-files-tmp").mkdir()
-        ports = {name: free_port() for name in ("files", "uncached", "before")}
+        ports = {name: free_port() for name in ("files", "uncached", "before", "nolog", "noauth")}
         cases: dict[str, dict[str, Any]] = {
             "a_nginx_files": {"base": f"http://127.0.0.1:{ports['files']}", "auth": None,
                               "accept": VIEWER_ACCEPT,
@@ -284,29 +302,45 @@ def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
                          "accept": VIEWER_ACCEPT,
                          "paths": [f"{PREFIX}/{frame_path(u)}" for u in one]},
         }
+        if args.diagnostics:
+            for name, port in (("b_diag_no_store_log", ports["nolog"]),
+                               ("b_diag_no_auth_request", ports["noauth"])):
+                cases[name] = {**cases["b_store_cached"], "base": f"http://127.0.0.1:{port}"}
         connections = [int(c) for c in args.connections.split(",")]
         results: dict[str, Any] = {}
         with files_nginx(settings, ports["files"], work), \
                 platform_nginx(settings, "uncached", ports["uncached"], work,
                                frame_decision_cache=False), \
-                platform_nginx(settings, "before", ports["before"], work, frame_store=False):
+                platform_nginx(settings, "before", ports["before"], work, frame_store=False), \
+                platform_nginx(settings, "nolog", ports["nolog"], work, _without_store_log), \
+                platform_nginx(settings, "noauth", ports["noauth"], work, _without_auth):
             time.sleep(0.5)
+            targets = {}
             for name, case in cases.items():
                 headers = {"Accept": case["accept"], **({"Authorization": case["auth"]}
                                                          if case["auth"] else {})}
                 checked = check(case["base"] + case["paths"][0], headers, sample)
                 plan = write_plan(work / f"plan-{name}", case["auth"], case["accept"], case["paths"])
-                target = Target(name, case["base"], "", case["auth"] or "")
-                points: dict[str, Any] = {"check": checked}
-                for conns in connections:
-                    log(f"{name}: {conns} connection(s)")
-                    if args.warmup:
-                        run_wrk(wrk, target, plan, conns, args.warmup)
-                    raw = run_wrk(wrk, target, plan, conns, args.duration)
-                    point = summarise(raw, {}, checked["body_bytes"])
-                    point.pop("cpu_ms_per_frame", None)
-                    points[str(conns)] = point
-                results[name] = points
+                targets[name] = (Target(name, case["base"], "", case["auth"] or ""), plan, checked)
+                results[name] = {"check": checked}
+            # The machine is shared and its load moves: the cases take turns, in rounds, and
+            # each point is the round with the median throughput.
+            for conns in connections:
+                rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+                for number in range(args.rounds):
+                    for name, (target, plan, checked) in targets.items():
+                        log(f"{name}: {conns} connection(s), round {number + 1}/{args.rounds}")
+                        if args.warmup:
+                            run_wrk(wrk, target, plan, conns, args.warmup)
+                        point = summarise(run_wrk(wrk, target, plan, conns, args.duration), {},
+                                          checked["body_bytes"])
+                        point.pop("cpu_ms_per_frame", None)
+                        rounds[name].append(point)
+                for name, points in rounds.items():
+                    ranked = sorted(points, key=lambda p: p["frames_per_s"])
+                    chosen = dict(ranked[len(ranked) // 2])
+                    chosen["rounds_frames_per_s"] = [p["frames_per_s"] for p in points]
+                    results[name][str(conns)] = chosen
             log("viewer-shaped: the whole study, 8 requests in flight")
             every = [u for s in series for u in s]
             viewer = {

@@ -49,6 +49,8 @@ from ..wado import FRAME_MEDIA_TYPES, OCTET_STREAM
 #: stored (it is served from Orthanc with a random boundary instead).
 BOUNDARY = "neuronova-frame-5f0c2a9e7d3b41c8a6e2b9d04f7a1c36"
 METADATA_NAME = "metadata.dcmjson"
+#: In each instance's folder: the Orthanc identifier of the copy its frames came from.
+OWNER_NAME = "orthanc-id"
 METADATA_TYPE = "application/dicom+json"
 #: Stored syntaxes whose frames are sent as stored for ``transfer-syntax=*``.
 STORABLE_SYNTAXES: tuple[str, ...] = (
@@ -198,13 +200,16 @@ class FrameStore:
         self.drop_metadata(info.study, info.series)
         if not self.storable(info):
             return 0
+        folder = self.instance_dir(info.study, info.series, info.sop)
+        owner = folder / OWNER_NAME
+        if folder.exists() and (not owner.exists() or owner.read_text() != info.orthanc_id):
+            shutil.rmtree(folder, ignore_errors=True)  # another copy's frames (transcoded)
         written = 0
         for number in range(1, info.frames + 1):
             frame = get(f"/instances/{info.orthanc_id}/frames/{number - 1}/raw")
             written += self.write_frame(info, number, frame) is not None
-        index = self._index(info.orthanc_id)
-        _atomic_write(index, str(self.instance_dir(info.study, info.series, info.sop)
-                                 .relative_to(self.root)).encode())
+        _atomic_write(owner, info.orthanc_id.encode())
+        _atomic_write(self._index(info.orthanc_id), str(folder.relative_to(self.root)).encode())
         return written
 
     def add(self, get: OrthancGet, orthanc_id: str) -> int:
@@ -226,7 +231,9 @@ class FrameStore:
         folder = (self.root / relative).resolve()
         if self.root.resolve() not in folder.parents:
             raise ValueError(f"index {index} points outside the frame store")
-        shutil.rmtree(folder, ignore_errors=True)
+        owner = folder / OWNER_NAME
+        if owner.exists() and owner.read_text() == orthanc_id:  # not a newer copy's frames
+            shutil.rmtree(folder, ignore_errors=True)
         (folder.parent.parent / METADATA_NAME).unlink(missing_ok=True)
         index.unlink(missing_ok=True)
         return True
