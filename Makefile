@@ -39,6 +39,7 @@ bench: deps
 	$(PY) benchmarks/ingest.py $(if $(QUICK),--size small --repeat 1)
 	$(PY) benchmarks/soak.py $(if $(QUICK),--requests 40000 --size small --cases 1)
 	$(PY) benchmarks/patients.py $(if $(QUICK),--patients 30)
+	$(PY) benchmarks/frames.py $(if $(QUICK),--duration 1 --warmup 0 --rounds 1 --connections 8)
 
 bench-quick:
 	$(MAKE) bench QUICK=1
