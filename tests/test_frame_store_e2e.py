@@ -27,6 +27,7 @@ from neuronova_lib.frames import store as frame_store
 from neuronova_lib.security.tokens import LEEWAY_S
 from neuronova_lib.stack.services import settings_env
 from test_revocation_e2e import admin, new_user, patch_user, tokens_of
+from test_stow_e2e import stow
 from test_wado_plugin_e2e import HTJ2K, _htj2k_copy
 
 pytestmark = pytest.mark.e2e
@@ -241,3 +242,19 @@ def test_frames_cli_verifies_rebuilds_and_the_store_drops_deleted_instances(
                                             timeout=10)
     assert deleted.status_code == 200
     _wait(lambda: not paths[0].parent.parent.exists(), "the deleted instance to be dropped")
+
+
+def test_an_instance_stored_through_the_ingest_gate_is_served_from_the_store(
+        platform: Any) -> None:
+    data, ds, codestreams, _ = _htj2k_copy(get_testdata_file("MR_small.dcm"), frames=1)
+    stored = stow(platform, [data])
+    assert stored.status_code == 200, stored.text[:300]
+    uids = (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    path = frame_store.FrameStore(platform.settings.frames_dir).frame_path(*uids, 1, HTJ2K)
+    _wait(path.exists, "the frame store after STOW-RS")
+    answer = _get(platform, f"/api/pacs/dicom-web/studies/{uids[0]}/series/{uids[1]}"
+                            f"/instances/{uids[2]}/frames/1", platform.access_token())
+    assert wado.split_multipart(answer.content) == [
+        (HTJ2K, codestreams[0] + b"\x00" * (len(codestreams[0]) % 2))]
+    assert _served_from_store(platform, answer)["token_id"]
+
