@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
+import pydicom
 import pytest
 import requests
 from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
 
 from neuronova_lib import wado
 from neuronova_lib.config import REPO_ROOT
@@ -35,6 +39,15 @@ pytestmark = pytest.mark.e2e
 VIEWER = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 
 
+def _fresh_htj2k(frames: int) -> tuple[bytes, Any, list[bytes], Any]:
+    """An HTJ2K instance in a study of its own (the shared studies A and B stay as they are)."""
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    ds.StudyInstanceUID = generate_uid()
+    with tempfile.NamedTemporaryFile(suffix=".dcm") as handle:
+        ds.save_as(handle.name, enforce_file_format=True)
+        return _htj2k_copy(handle.name, frames=frames)
+
+
 def _wait(check: Any, what: str, timeout: float = 10.0) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -48,7 +61,7 @@ def _wait(check: Any, what: str, timeout: float = 10.0) -> Any:
 @pytest.fixture(scope="module")
 def series(platform: Any) -> dict[str, Any]:
     """A new HTJ2K instance (3 frames) stored straight into Orthanc, as any way in does."""
-    data, ds, codestreams, _ = _htj2k_copy(get_testdata_file("MR_small.dcm"), frames=3)
+    data, ds, codestreams, _ = _fresh_htj2k(3)
     answer = platform.store.store(data)
     store = frame_store.FrameStore(platform.settings.frames_dir)
     uids = (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
@@ -221,7 +234,7 @@ def test_frames_cli_verifies_rebuilds_and_the_store_drops_deleted_instances(
         platform: Any, series: dict) -> None:
     env = {**os.environ, **settings_env(platform.settings), "PYTHONPATH": str(REPO_ROOT)}
     cli = [sys.executable, "-m", "neuronova_lib.cli", "frames"]
-    data, ds, _, _ = _htj2k_copy(get_testdata_file("MR_small.dcm"), frames=2)
+    data, ds, _, _ = _fresh_htj2k(2)
     oid = platform.store.store(data)["ID"]
     store = series["store"]
     paths = [store.frame_path(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID,
@@ -246,7 +259,7 @@ def test_frames_cli_verifies_rebuilds_and_the_store_drops_deleted_instances(
 
 def test_an_instance_stored_through_the_ingest_gate_is_served_from_the_store(
         platform: Any) -> None:
-    data, ds, codestreams, _ = _htj2k_copy(get_testdata_file("MR_small.dcm"), frames=1)
+    data, ds, codestreams, _ = _fresh_htj2k(1)
     stored = stow(platform, [data])
     assert stored.status_code == 200, stored.text[:300]
     uids = (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
@@ -258,3 +271,23 @@ def test_an_instance_stored_through_the_ingest_gate_is_served_from_the_store(
         (HTJ2K, codestreams[0] + b"\x00" * (len(codestreams[0]) % 2))]
     assert _served_from_store(platform, answer)["token_id"]
 
+
+
+def test_frames_filled_on_a_miss_are_dropped_with_their_instance(platform: Any) -> None:
+    """An instance stored before the frame store existed: its frames enter on a miss, and
+    deleting the instance in Orthanc still drops them."""
+    data, ds, _, _ = _fresh_htj2k(1)
+    oid = platform.store.store(data)["ID"]
+    uids = (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    store = frame_store.FrameStore(platform.settings.frames_dir)
+    path = store.frame_path(*uids, 1, HTJ2K)
+    _wait(path.exists, "the frame store")
+    shutil.rmtree(store.instance_dir(*uids))
+    (platform.settings.frames_dir / "by-id" / oid).unlink()
+    base = f"/api/pacs/dicom-web/studies/{uids[0]}/series/{uids[1]}/instances/{uids[2]}"
+    assert _get(platform, base + "/frames/1", platform.access_token()).status_code == 200
+    assert path.exists()
+    deleted = platform.store.session.delete(f"{platform.store.base_url}/instances/{oid}",
+                                            timeout=10)
+    assert deleted.status_code == 200
+    _wait(lambda: not store.instance_dir(*uids).exists(), "the instance to be dropped")

@@ -200,17 +200,32 @@ class FrameStore:
         self.drop_metadata(info.study, info.series)
         if not self.storable(info):
             return 0
-        folder = self.instance_dir(info.study, info.series, info.sop)
-        owner = folder / OWNER_NAME
-        if folder.exists() and (not owner.exists() or owner.read_text() != info.orthanc_id):
-            shutil.rmtree(folder, ignore_errors=True)  # another copy's frames (transcoded)
+        self.claim(info)
         written = 0
         for number in range(1, info.frames + 1):
             frame = get(f"/instances/{info.orthanc_id}/frames/{number - 1}/raw")
             written += self.write_frame(info, number, frame) is not None
+        return written
+
+    def claim(self, info: InstanceFrames) -> None:
+        """Make the instance's folder this Orthanc copy's, before frames are written to it.
+
+        Another copy's frames there (the instance transcoded: deleted and stored again)
+        are removed; the folder records its Orthanc id and the id's index points to it,
+        so that deleting this copy in Orthanc drops it (:meth:`drop`).
+        """
+        folder = self.instance_dir(info.study, info.series, info.sop)
+        owner = folder / OWNER_NAME
+        try:
+            current = owner.read_text()
+        except FileNotFoundError:
+            current = None
+        if current == info.orthanc_id:
+            return
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
         _atomic_write(owner, info.orthanc_id.encode())
         _atomic_write(self._index(info.orthanc_id), str(folder.relative_to(self.root)).encode())
-        return written
 
     def add(self, get: OrthancGet, orthanc_id: str) -> int:
         """The plugin's and ``rebuild``'s step for one stored instance."""

@@ -241,6 +241,7 @@ def _fill(info, sop, numbers, data):
     if not _FRAMES.storable(frames):
         return
     try:
+        _FRAMES.claim(frames)  # so that deleting the instance drops what is written now
         for number, frame in zip(numbers, data):
             _FRAMES.write_frame(frames, number, frame)
     except OSError as exc:  # a cache: serving never fails for it
