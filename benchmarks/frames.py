@@ -51,15 +51,15 @@ import pydicom
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
-from proxy_overhead import Target, require_wrk, run_wrk, summarise  # noqa: E402
+from proxy_overhead import Target, require_wrk, run_wrk, summarise
 
-from neuronova_lib.config import Settings  # noqa: E402
-from neuronova_lib.frames import store as frame_store  # noqa: E402
-from neuronova_lib.security.secret_store import orthanc_service_account  # noqa: E402
-from neuronova_lib.security.tokens import token_service  # noqa: E402
-from neuronova_lib.stack.local import local_platform  # noqa: E402
-from neuronova_lib.stack.platform import load_folder  # noqa: E402
-from neuronova_lib.stack.render import _nginx_user, frame_store_types, render_nginx  # noqa: E402
+from neuronova_lib.config import Settings
+from neuronova_lib.frames import store as frame_store
+from neuronova_lib.security.secret_store import orthanc_service_account
+from neuronova_lib.security.tokens import token_service
+from neuronova_lib.stack.local import local_platform
+from neuronova_lib.stack.platform import load_folder
+from neuronova_lib.stack.render import _nginx_user, frame_store_types, render_nginx
 
 PREFIX = "/api/pacs/dicom-web"
 VIEWER_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
@@ -124,7 +124,7 @@ class ExtraNginx:
         (work / f"nginx-{name}").mkdir(exist_ok=True)
         self.process: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> "ExtraNginx":
+    def __enter__(self) -> ExtraNginx:
         self.process = subprocess.Popen(
             ["nginx", "-c", str(self.path), "-p", str(self.work / f"nginx-{self.name}"),
              "-e", "/dev/null"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
