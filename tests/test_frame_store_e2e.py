@@ -77,8 +77,8 @@ def series(platform: Any) -> dict[str, Any]:
 
 
 def _get(platform: Any, path: str, token: str | None = None, accept: str = VIEWER,
-         signed: str | None = None) -> requests.Response:
-    headers = {"Accept": accept}
+         signed: str | None = None, cookie: str | None = None) -> requests.Response:
+    headers = {"Accept": accept, **({"Cookie": cookie} if cookie else {})}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     url = platform.url + path + (f"?{signed}" if signed else "")
@@ -106,7 +106,8 @@ def test_frames_come_from_the_store_labelled_and_the_decision_is_cached(
     assert first.status_code == 200, first.text[:300]
     assert first.headers["Content-Type"] == frame_store.content_type(HTJ2K)
     assert wado.split_multipart(first.content) == [(HTJ2K, series["frames"][1])]
-    again = _get(platform, series["base"] + "/frames/3", token)
+    # A browser viewer sends the sign-in's cookie too: the decision is cached all the same.
+    again = _get(platform, series["base"] + "/frames/3", token, cookie="neuronova_session=x")
     assert wado.split_multipart(again.content) == [(HTJ2K, series["frames"][2])]
     entry = _served_from_store(platform, again)
     claims = platform.tokens.verify(token, "access")
