@@ -524,6 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--json", action="store_true", help="JSON instead of text")
     ck.set_defaults(func=cmd_check)
     from .ai.models_cli import add_parser as add_models_parser
+    from .frames.cli import add_parser as add_frames_parser
+
+    add_frames_parser(sub)
 
     add_models_parser(sub)
     return parser

@@ -63,6 +63,18 @@ class Settings(BaseSettings):
         description="Serve frames and rendered images through NeuroNova's Orthanc plugin "
         "(orthanc-python), which handles HTJ2K; off: Orthanc's DICOMweb plugin alone.",
     )
+    frame_store: bool = Field(
+        default=True,
+        description="Keep ready-to-send WADO-RS frame answers under the data dir's frames/ "
+        "(written by the Orthanc plugin when an instance is stored) and let nginx serve them "
+        "after the guard's decision; off: every frame goes through the Orthanc plugin.",
+    )
+    frame_decision_cache: bool = Field(
+        default=True,
+        description="nginx caches the guard's allow decisions for frames and series metadata, "
+        "keyed on the token and the study, never past the token's expiry nor longer than "
+        "NEURONOVA_REVOCATION_BOUND; off: the guard decides every request.",
+    )
     orthanc_memory_debug: bool = Field(
         default=False,
         description="Debug only: a tracemalloc view of the WADO plugin's Python memory at "
@@ -501,6 +513,11 @@ class Settings(BaseSettings):
     @property
     def run_dir(self) -> Path:
         return self.home / "run"
+
+    @property
+    def frames_dir(self) -> Path:
+        """The frame store (neuronova_lib.frames): a cache of Orthanc's frames, by UID."""
+        return self.home / "frames"
 
     @property
     def quarantine_dir(self) -> Path:

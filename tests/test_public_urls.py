@@ -8,6 +8,7 @@ plugin: tests/test_public_urls_e2e.py.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -55,8 +56,10 @@ def test_nginx_sends_it_on_the_internal_orthanc_location_only(tmp_path: Path) ->
     settings = Settings(home=tmp_path / "home", public_url="https://pacs.example.org/neuronova")
     text = render_nginx(settings).read_text()
     line = 'proxy_set_header Forwarded "host=pacs.example.org/neuronova/api/pacs;proto=https";'
-    assert text.count(line) == 1
-    internal = text[text.index("location /internal-orthanc/"):]
-    internal = internal[:internal.index("}")]
-    assert line in internal
-    assert 'proxy_set_header X-Forwarded-Host "";' in internal
+    # The internal Orthanc location, and the one that also stores series metadata.
+    starts = [m.start() for m in re.finditer(r"(?m)^\s*location [^{\n]*/internal-orthanc/", text)]
+    assert len(starts) == 2 and text.count(line) == 2
+    for start in starts:
+        internal = text[start:text.index("}", start)]
+        assert line in internal
+        assert 'proxy_set_header X-Forwarded-Host "";' in internal

@@ -186,6 +186,11 @@ class RevocationWatcher:
         if self._thread is not None:
             self._thread.join(self.bound)
 
+    def age(self) -> float:
+        """Seconds since the current snapshot was read (the bound if none is loaded)."""
+        snapshot = self._snapshot
+        return self.bound if snapshot is None else time.monotonic() - snapshot.taken_at
+
     def refusal(self, claims: Claims) -> Refused | None:
         """The hot path: dictionary lookups in the current snapshot, no I/O."""
         snapshot = self._snapshot

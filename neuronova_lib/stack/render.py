@@ -116,6 +116,7 @@ def render_orthanc(settings: Settings) -> Path:
         retrieve_max_instances=settings.retrieve_max_instances,
         retrieve_max_bytes=settings.retrieve_max_bytes,
         memory_debug=settings.orthanc_memory_debug,
+        frames_dir=str(settings.frames_dir) if settings.frame_store else None,
     )
     return _write_private(settings.run_dir / "orthanc.json", text)
 
@@ -161,7 +162,18 @@ def ohif_viewer(settings: Settings, root: Path = INSTALL_ROOT
     return str(root), str(config), ""
 
 
-def render_nginx(settings: Settings) -> Path:
+def frame_store_types() -> tuple[list[tuple[str, str]], list[str]]:
+    """nginx's ``types`` for the frame store (Content-Type by file extension) and the
+    extensions ``try_files`` tries, most common first (HTJ2K, then the rest)."""
+    from ..frames import store
+
+    types = [(store.content_type(label), store.extension(label)) for label in store.LABELS]
+    types.append((store.METADATA_TYPE, store.METADATA_NAME.rpartition(".")[2]))
+    return types, [ext for _, ext in types]
+
+
+def render_nginx(settings: Settings, path: Path | None = None) -> Path:
+    """nginx's config for ``settings``, written to ``path`` (default ``run/nginx.conf``)."""
     account = orthanc_service_account(settings.secrets_dir)
     basic = base64.b64encode(f"{account['username']}:{account['password']}".encode()).decode()
     for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
@@ -196,5 +208,10 @@ def render_nginx(settings: Settings) -> Path:
         ohif_config=ohif_config,
         ohif_missing=ohif_missing,
         ohif_csp=OHIF_CSP,
+        frame_store=settings.frame_store and settings.orthanc_wado_plugin,
+        frame_decision_cache=settings.frame_decision_cache,
+        frames_dir=str(settings.frames_dir),
+        frame_types=frame_store_types()[0],
+        frame_exts=frame_store_types()[1],
     )
-    return _write_private(settings.run_dir / "nginx.conf", text)
+    return _write_private(path or settings.run_dir / "nginx.conf", text)

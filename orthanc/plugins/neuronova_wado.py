@@ -44,6 +44,7 @@ import numpy as np  # noqa: E402
 import pydicom  # noqa: E402
 
 from neuronova_lib import htj2k, rendering, uids, wado  # noqa: E402
+from neuronova_lib.frames.store import FrameStore, InstanceFrames  # noqa: E402
 from neuronova_lib.orthanc_python_refs import ReferenceKeeper  # noqa: E402
 
 htj2k.register()  # pydicom decodes HTJ2K instances (retrieval re-written as native) with it
@@ -52,6 +53,8 @@ PREFIX = "/neuronova/dicom-web"
 # A retrieve is answered from memory (AnswerBuffer): bound what one request may ask for.
 _RETRIEVE_MAX_INSTANCES = int(_CONFIG.get("RetrieveMaxInstances", 2000))
 _RETRIEVE_MAX_BYTES = int(_CONFIG.get("RetrieveMaxBytes", 512 * 1024**2))
+# The frame store nginx serves from (neuronova_lib.frames); None when it is off.
+_FRAMES = FrameStore(_CONFIG["FramesDir"]) if _CONFIG.get("FramesDir") else None
 _UID = r"([0-9]+(?:\.[0-9]+)*)"
 _INSTANCE = f"{PREFIX}/studies/{_UID}/series/{_UID}/instances/{_UID}"
 
@@ -74,6 +77,11 @@ class InstanceInfo:
         self.samples = int(tags.get("SamplesPerPixel") or 1)
         self.bits_allocated = int(tags.get("BitsAllocated") or 8)
         self.signed = int(tags.get("PixelRepresentation") or 0) == 1
+
+    @property
+    def label(self):
+        """The transfer syntax its frames are answered with as stored (frame store label)."""
+        return uids.EXPLICIT_VR_LITTLE_ENDIAN if self.syntax in uids.NATIVE_LITTLE_ENDIAN else self.syntax
 
     @property
     def dtype(self):
@@ -223,6 +231,21 @@ def frames(output, uri, **request):
                     for n in numbers]
     body, content_type = wado.multipart_frames(data, syntax, media)
     output.AnswerBuffer(body, content_type)
+    if _FRAMES is not None and media == wado.OCTET_STREAM and syntax == info.label:
+        _fill(info, sop, numbers, data)
+
+
+def _fill(info, sop, numbers, data):
+    """A frame nginx did not find in the store is written there once served (a miss)."""
+    frames = InstanceFrames(info.orthanc_id, info.study, info.series, sop, info.syntax, info.frames)
+    if not _FRAMES.storable(frames):
+        return
+    try:
+        _FRAMES.claim(frames)  # so that deleting the instance drops what is written now
+        for number, frame in zip(numbers, data):
+            _FRAMES.write_frame(frames, number, frame)
+    except OSError as exc:  # a cache: serving never fails for it
+        orthanc.LogWarning(f"NeuroNova frame store: could not write {sop}: {exc}")
 
 
 def rendered(output, uri, **request):
@@ -352,6 +375,27 @@ orthanc.RegisterRestCallback(f"{_INSTANCE}/frames/([0-9,]+)", _references.wrap(f
 orthanc.RegisterRestCallback(f"{_INSTANCE}/frames/([0-9]+)/rendered", _references.wrap(rendered))
 orthanc.RegisterRestCallback(f"{_INSTANCE}/rendered", _references.wrap(rendered))
 orthanc.RegisterRestCallback(f"{_INSTANCE}/thumbnail", _references.wrap(rendered))
+
+
+def on_change(change_type, level, resource_id):
+    """Keep the frame store in step with Orthanc: every stored instance's frames are
+    written, a deleted instance is dropped, a changed series' metadata is dropped."""
+    try:
+        if change_type == orthanc.ChangeType.NEW_INSTANCE:
+            _FRAMES.add(orthanc.RestApiGet, resource_id)
+        elif change_type == orthanc.ChangeType.DELETED and level == orthanc.ResourceType.INSTANCE:
+            _FRAMES.drop(resource_id)
+        elif change_type == orthanc.ChangeType.STABLE_SERIES:
+            series = _get_json(f"/series/{resource_id}")
+            study = _get_json(f"/studies/{series['ParentStudy']}")
+            _FRAMES.drop_metadata(study["MainDicomTags"]["StudyInstanceUID"],
+                                  series["MainDicomTags"]["SeriesInstanceUID"])
+    except Exception as exc:  # a cache: Orthanc's own work never fails for it
+        orthanc.LogWarning(f"NeuroNova frame store: {change_type} {resource_id}: {exc}")
+
+
+if _FRAMES is not None:
+    orthanc.RegisterOnChangeCallback(on_change)
 if _CONFIG.get("MemoryDebug"):  # a tracemalloc view on Orthanc's own port, never by default
     from neuronova_lib import plugin_memory  # noqa: E402
 

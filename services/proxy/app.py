@@ -28,6 +28,7 @@ from starlette.routing import Route
 from neuronova_lib.config import Settings, get_settings
 from neuronova_lib.db.audit import RUN_HEADER, AuditWriter, run_id_header
 from neuronova_lib.db.engine import get_engine
+from neuronova_lib.frames.access_audit import FrameAccessImporter
 from neuronova_lib.nginx_refusals import nginx_refusal
 from neuronova_lib.db.revocation import Refused, RevocationWatcher, token_refusal
 from neuronova_lib.security.tokens import Claims, token_service
@@ -62,6 +63,20 @@ def limit_key(claims: Claims) -> bytes:
     reaches nginx's memory.
     """
     return hashlib.blake2b(claims.jti.encode(), digest_size=12).hexdigest().encode()
+
+
+def decision_ttl(exp: float, bound: float, snapshot_age: float, now: float | None = None) -> int:
+    """Whole seconds nginx may keep an allow decision (``X-Accel-Expires``; 0: not at all).
+
+    The decision rests on a revocation snapshot ``snapshot_age`` seconds old, so a
+    revocation after it is seen within ``bound - snapshot_age`` by the guard's own
+    rule; the token ends at ``exp``. nginx counts validity in whole seconds from the
+    second it stored the entry and serves it through the last one, up to one second
+    more than asked: one second less is asked.
+    """
+    now = time.time() if now is None else now
+    seconds = min(exp - now, bound - snapshot_age)
+    return max(0, int(seconds) - 1)
 
 
 def _deny_response(decision: Decision) -> Response:
@@ -104,9 +119,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         state["audit"] = AuditWriter.from_settings(get_engine(settings.sqlalchemy_url), settings)
         revocations.start()
+        # Answers nginx sent from the frame store on cached decisions become audit rows.
+        frame_access = FrameAccessImporter(settings.log_dir / "nginx-frames.log",
+                                           get_engine(settings.sqlalchemy_url),
+                                           settings.run_dir / "nginx-frames.offset")
+        frame_access.start()
         try:
             yield
         finally:
+            frame_access.stop()
             revocations.stop()
 
     async def record(decision: Decision, method: str, path: str, client: str | None,
@@ -173,6 +194,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ]})
             await send({"type": "http.response.body", "body": b""})
 
+    async def decide_for_store(request: Request) -> Response:
+        """nginx's ``auth_request`` for a frame or series metadata served from the frame store.
+
+        Decides exactly as the DICOMweb route does, for the original URI. An allowed
+        answer tells nginx whose token it was (jti, user, role: its access log records
+        them, :mod:`neuronova_lib.frames.access_audit` audits them) and how long nginx
+        may keep the decision for this study and token (:func:`decision_ttl`). A
+        refusal is neither audited nor cached here: nginx sends the request to the
+        DICOMweb route, which decides again, audits and answers with the reason.
+        """
+        original = request.headers.get("x-original-uri", "")
+        raw_path, _, raw_query = original.partition("?")
+        authorization = request.headers.getlist("authorization")
+        if len(authorization) > 1:
+            return Response(status_code=403, headers={"Cache-Control": "no-store"})
+        decision = guard.decide("GET", raw_path, raw_query,
+                                authorization[0] if authorization else None)
+        if not decision.allow or decision.claims is None:
+            return Response(status_code=401 if decision.status == 401 else 403,
+                            headers={"Cache-Control": "no-store"})
+        claims = decision.claims
+        return Response(status_code=200, headers={
+            "X-Accel-Expires": str(decision_ttl(claims.exp, revocations.bound, revocations.age())),
+            "X-NeuroNova-Token-Id": claims.jti,
+            "X-NeuroNova-User": claims.sub,
+            "X-NeuroNova-Role": str(claims.role),
+        })
+
     async def refused_by_nginx(request: Request) -> Response:
         """nginx's own refusals are audited here: bad or oversized requests, limits (429),
         services down or too slow (502-504)."""
@@ -221,6 +270,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.append(Route(PREFIX + "/{path:path}", DicomWebEndpoint(), methods=methods))
     app.router.routes.append(Route("/api/pacs/_refused", refused_by_nginx, methods=methods))
     app.router.routes.append(Route("/api/pacs/_stow_auth", stow_auth, methods=["GET", "POST"]))
+    app.router.routes.append(Route("/api/pacs/_decide", decide_for_store, methods=["GET", "HEAD"]))
 
     def _database_refusal(claims: Claims) -> Refused | None:
         with get_engine(settings.sqlalchemy_url).connect() as conn:
