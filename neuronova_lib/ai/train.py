@@ -72,7 +72,7 @@ class TrainingOptions:
     steps: int = 600
     seed: int = 0
     batch_size: int = 2
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     log_every: int = 25
     config: ModelConfig = field(default_factory=ModelConfig)
     device: str | None = None

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import context, op
+from alembic import op
+
+from neuronova_lib.db.migrations.columns import existing_columns
 
 revision: str = "0009"
 down_revision: str | None = "0008"
@@ -18,15 +20,9 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _columns() -> set[str]:
-    if context.is_offline_mode():
-        return set()
-    return {c["name"] for c in sa.inspect(op.get_bind()).get_columns("audit")}
-
-
 def upgrade() -> None:
     # A database made by ``Base.metadata.create_all`` already has the columns.
-    existing = _columns()
+    existing = existing_columns("audit")
     if "server" not in existing:
         op.add_column("audit", sa.Column("server", sa.String(128), nullable=True))
         op.create_index("ix_audit_server", "audit", ["server"])
