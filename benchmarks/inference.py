@@ -27,7 +27,7 @@ on synthetic cases, register, promote through the gate: ``--steps``). Then:
 
 Prints one JSON document on stdout; progress on stderr. The demo model is
 trained on synthetic data: not for clinical use.
-Run: ``.venv/bin/python benchmarks/inference.py [--size small] [--cases 2] [--steps 700]``.
+Run: ``.venv/bin/python benchmarks/inference.py [--size small] [--cases 2] [--steps 1200]``.
 """
 
 from __future__ import annotations
@@ -133,8 +133,8 @@ def main() -> int:
     parser.add_argument("--size", choices=sorted(SIZES), default="brats",
                         help="demo study grid (default brats: 240×240×155, 1 mm)")
     parser.add_argument("--cases", type=int, default=2, help="studies timed (default 2)")
-    parser.add_argument("--steps", type=int, default=700,
-                        help="demo model training steps (default 700, as `neuronova up`)")
+    parser.add_argument("--steps", type=int, default=1200,
+                        help="demo model training steps (default 1200, as `neuronova up`)")
     args = parser.parse_args()
     if args.cases < 1 or args.steps < 1:
         parser.error("--cases and --steps must be at least 1")

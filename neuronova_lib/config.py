@@ -358,12 +358,12 @@ class Settings(BaseSettings):
         "held-out Dice may be in any region.",
     )
     demo_model_steps: int = Field(
-        default=700, ge=0,
+        default=1200, ge=0,
         description="`up` trains the demo model for this many steps on synthetic cases when "
         "MODEL_NAME has no approved champion, and promotes it through the gate; 0: never.",
     )
     demo_model_cases: int = Field(
-        default=24, ge=1, description="Synthetic training cases of the demo model.",
+        default=64, ge=1, description="Synthetic training cases of the demo model.",
     )
     demo_model_seed: int = Field(
         default=0, ge=0, description="Seed of the demo model's cases and training.",

@@ -35,7 +35,7 @@ from neuronova_lib.ai.inference import STAGES, ServedModel, load_segmenter
 from neuronova_lib.ai.model_config import CONFIG_TAG, ModelConfig
 from neuronova_lib.ai.results import REGIONS
 from neuronova_lib.db.users import demo_password
-from neuronova_lib.demo import SMALL_SHAPE, SMALL_SPACING, write_demo_cases
+from neuronova_lib.demo import write_demo_cases
 from neuronova_lib.orthanc_store import OrthancStore
 from neuronova_lib.stack.local import local_platform
 from neuronova_lib.stack.platform import load_folder
@@ -44,8 +44,15 @@ from neuronova_lib.wado import split_multipart
 pytestmark = pytest.mark.e2e
 
 JOB_TIMEOUT = 420.0
-#: Least Dice per region of the job's SEG against the synthetic case's ground truth.
-MIN_DICE = None
+#: The demo cases of this module: the model's own grid (2 mm) and, as in BraTS and in the
+#: model's training, skull-stripped. Seed 7's first case has a tumour contrast of 0.77,
+#: within the training range (the hard set's fainter tumours are reported elsewhere).
+CASE_SHAPE = (96, 96, 80)
+CASE_SPACING = (2.0, 2.0, 2.0)
+CASE_SEED = 7
+#: Least Dice per region of the job's SEG against that case's ground truth (the trained
+#: model's held-out cases score 0.7-0.9 each; an untrained or misplaced SEG scores ~0).
+MIN_DICE = {"TC": 0.6, "WT": 0.6, "ET": 0.5}
 
 
 @dataclass(frozen=True)
@@ -99,8 +106,9 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, served_model: Served) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("inference-home")
-    cases = write_demo_cases(tmp_path_factory.mktemp("inference-cases"), cases=2, seed=5,
-                             shape=SMALL_SHAPE, spacing=SMALL_SPACING)
+    cases = write_demo_cases(tmp_path_factory.mktemp("inference-cases"), cases=2,
+                             seed=CASE_SEED, shape=CASE_SHAPE, spacing=CASE_SPACING,
+                             skull_stripped=True)
     shutil.rmtree(cases[1].dicom_dirs["flair"])
     with local_platform(home, watch=True, mlflow_enabled=False,
                         mlflow_tracking_uri=served_model.tracking_uri,
@@ -259,7 +267,7 @@ def test_seg_and_sr_are_in_orthanc_and_agree(first_job: dict, stored: dict, stac
     assert [s.SeriesInstanceUID for s in stored["seg"].ReferencedSeriesSequence] == [t1]
     assert job["source_series"]["reference"] == t1
     groups = stored["sr"].content.get_volumetric_roi_measurement_groups()
-    voxel_ml = float(np.prod(SMALL_SPACING)) / 1000.0
+    voxel_ml = float(np.prod(CASE_SPACING)) / 1000.0
     for number, region in enumerate(REGIONS, start=1):
         count = int(stored["masks"][number - 1].sum())
         assert count == job["voxel_counts"][region]
@@ -281,7 +289,7 @@ def test_the_seg_is_what_the_model_says_on_the_case_itself(first_job: dict, stor
                                            used["uri"], served_model.tracking_uri))
     channels = np.stack([np.asarray(nib.load(stack.full.nifti[c]).dataobj, dtype=np.float32)
                          for c in ("t1", "t1c", "t2", "flair")])
-    local = segmenter(channels, spacing=SMALL_SPACING)
+    local = segmenter(channels, spacing=CASE_SPACING)
     agreement = float((local == masks).mean())
     assert agreement >= 0.999, agreement
     assert [bool(m.any()) for m in local] == [bool(m.any()) for m in masks]
@@ -290,6 +298,7 @@ def test_the_seg_is_what_the_model_says_on_the_case_itself(first_job: dict, stor
         truth = np.stack([(labels == 1) | (labels == 4), labels > 0, labels == 4])
         for i, region in enumerate(REGIONS):
             dice = 2 * (masks[i] & truth[i]).sum() / max(1, masks[i].sum() + truth[i].sum())
+            print(f"\njob SEG against the ground truth: {region} Dice {dice:.3f}")
             assert dice >= served_model.min_dice[region], (region, dice)
 
 

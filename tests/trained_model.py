@@ -27,10 +27,10 @@ import pytest
 from neuronova_lib.cli import main as neuronova
 
 #: The demo model's recipe (the defaults `neuronova up` trains with).
-TRAIN_CASES = 24
+TRAIN_CASES = 64
 HELDOUT_CASES = 8
 HARD_CASES = 8
-STEPS = 700
+STEPS = 1200
 SEED = 0
 PATCH = 64
 #: Registered name of the session's run (the inference tests register it again under the

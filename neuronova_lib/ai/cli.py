@@ -2,9 +2,9 @@
 
 Examples::
 
-    neuronova train --demo 24 --steps 600            # synthetic cases, this CPU
+    neuronova train --demo 64 --steps 1200           # synthetic cases, this CPU
     neuronova train --data /data/BraTS2021 --steps 20000 --register brain-tumor-seg   # a GPU
-    neuronova train --studies UID1 UID2 ... --labels labels/ --steps 600   # platform studies
+    neuronova train --studies UID1 UID2 ... --labels labels/ --steps 1200  # platform studies
 
 The command checks the MLflow server and the data before it trains, shows a
 progress bar, and ends by printing the run id and the held-out figures.
@@ -64,8 +64,8 @@ def build_parser(prog: str = "neuronova train") -> argparse.ArgumentParser:
     parser.add_argument("--heldout-fraction", type=float, default=0.2, metavar="F",
                         help="--data without train/ and heldout/ folders: share of cases "
                         "held out (default 0.2)")
-    parser.add_argument("--steps", type=int, default=600,
-                        help="optimiser steps: the training length (default 600)")
+    parser.add_argument("--steps", type=int, default=1200,
+                        help="optimiser steps: the training length (default 1200)")
     parser.add_argument("--seed", type=int, default=0, help="seed of everything (default 0)")
     parser.add_argument("--batch-size", type=int, default=2, help="patches per step")
     parser.add_argument("--learning-rate", type=float, default=3e-3, metavar="LR",

@@ -37,7 +37,7 @@ HARD_START = 20_001
 class DemoSetSizes:
     """How many cases each set gets."""
 
-    train: int = 24
+    train: int = 64
     heldout: int = 8
     hard: int = 8
 

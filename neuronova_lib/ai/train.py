@@ -69,7 +69,7 @@ class TrainingOptions:
         wait for each other.
     """
 
-    steps: int = 600
+    steps: int = 1200
     seed: int = 0
     batch_size: int = 2
     learning_rate: float = 3e-3

@@ -48,11 +48,12 @@ def ensure_demo_files(settings: Settings, cases: int) -> Path:
     manifest = out / "manifest.json"
     if manifest.exists():
         existing = json.loads(manifest.read_text())
-        if len(existing.get("cases", [])) >= cases:
+        if len(existing.get("cases", [])) >= cases and existing.get("skull_stripped"):
             return out
     shape, spacing = SIZES[settings.demo_size]
+    # Skull-stripped, as BraTS data and so as the demo model's training cases are.
     write_demo_cases(out, cases=cases, seed=DEMO_SEED, shape=shape, spacing=spacing,
-                     overwrite=True, progress=True)
+                     skull_stripped=True, overwrite=True, progress=True)
     return out
 
 
