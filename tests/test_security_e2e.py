@@ -200,11 +200,17 @@ def test_refresh_token_is_not_an_access_token(platform: Any) -> None:
                    401, "bad_audience")
 
 
-def test_signed_token_is_not_a_bearer_token(platform: Any) -> None:
+def test_signed_token_as_a_bearer_reads_its_study_and_nothing_else(platform: Any) -> None:
+    """OHIF sends its link's study-scoped token as a bearer header: the guard gives it exactly
+    the signed URL's scope (DICOMweb reads of that study), and the API no access at all."""
     token, _ = platform.tokens.mint("clinician", "clinician", "signed", 300,
                                     studies=[platform.study_a.study])
-    assert_refused(platform, send(platform, "GET", "/api/pacs/dicom-web/studies", bearer(token)),
-                   401, "bad_audience")
+    listed = send(platform, "GET", "/api/pacs/dicom-web/studies", bearer(token))
+    assert listed.status == 200, listed.body[:300]
+    assert {s["0020000D"]["Value"][0] for s in listed.json()} == {platform.study_a.study}
+    assert_refused(platform, send(platform, "GET", platform.study_b.frame_path(), bearer(token)),
+                   403, "scope")
+    assert send(platform, "GET", "/api/audit", bearer(token)).status == 401
 
 
 def test_wrong_key_with_a_real_kid(platform: Any) -> None:

@@ -102,7 +102,29 @@ def make_app(api_url: str, client: dict[str, str]) -> web.Application:
     return web.Application([(prefix.rstrip("/") + "/?", TokenHandler, args)])
 
 
+def _end_with_the_hub() -> None:
+    """Ask Linux to send SIGTERM when the hub that started us dies.
+
+    The hub starts its managed services in sessions of their own, so a hub killed without
+    its clean-up (``neuronova down`` after the supervisor was killed, an OOM kill) would
+    leave this service holding its port.
+    """
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0) != 0:
+        log.warning("could not ask to end with the hub (prctl errno %d)", ctypes.get_errno())
+    if os.getppid() == 1:  # the hub was already gone before the request took effect
+        raise SystemExit("the hub that started this service is gone")
+
+
 def main(argv: list[str] | None = None) -> None:
+    _end_with_the_hub()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--api", required=True, help="the platform API on loopback")
     parser.add_argument("--client-file", required=True, help="secrets/hub-client.json")
