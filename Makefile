@@ -41,7 +41,7 @@ bench: deps viewer
 	$(PY) benchmarks/patients.py $(if $(QUICK),--patients 30)
 	$(PY) benchmarks/notebook_load.py $(if $(QUICK),--repeats 1)
 	$(PY) benchmarks/dashboard.py $(if $(QUICK),--size small --repeats 1)
-	$(PY) benchmarks/inference.py $(if $(QUICK),--size small --cases 1 --steps 20)
+	$(PY) benchmarks/inference.py $(if $(QUICK),--size small --cases 1 --steps 20 --train-cases 2 --gate-thresholds-off)
 	$(PY) benchmarks/frames.py $(if $(QUICK),--duration 1 --warmup 0 --rounds 1 --connections 8)
 
 bench-quick:

@@ -27,7 +27,9 @@ on synthetic cases, register, promote through the gate: ``--steps``). Then:
 
 Prints one JSON document on stdout; progress on stderr. The demo model is
 trained on synthetic data: not for clinical use.
-Run: ``.venv/bin/python benchmarks/inference.py [--size small] [--cases 2] [--steps 1200]``.
+Run: ``.venv/bin/python benchmarks/inference.py [--size small] [--cases 2] [--steps 1200]``
+(``--steps 20 --train-cases 2 --gate-thresholds-off``: a smoke run whose timings hold, but
+whose model is untrained).
 """
 
 from __future__ import annotations
@@ -135,9 +137,14 @@ def main() -> int:
     parser.add_argument("--cases", type=int, default=2, help="studies timed (default 2)")
     parser.add_argument("--steps", type=int, default=1200,
                         help="demo model training steps (default 1200, as `neuronova up`)")
+    parser.add_argument("--train-cases", type=int, default=64,
+                        help="demo model training cases (default 64, as `neuronova up`)")
+    parser.add_argument("--gate-thresholds-off", action="store_true",
+                        help="promote the model whatever its Dice (a smoke run's short "
+                        "training cannot meet the gate; its timings still hold)")
     args = parser.parse_args()
-    if args.cases < 1 or args.steps < 1:
-        parser.error("--cases and --steps must be at least 1")
+    if min(args.cases, args.steps, args.train_cases) < 1:
+        parser.error("--cases, --steps and --train-cases must be at least 1")
     shape, spacing = SIZES[args.size]
     with tempfile.TemporaryDirectory(prefix="neuronova-bench-inference-") as tmp:
         root = Path(tmp)
@@ -145,7 +152,10 @@ def main() -> int:
         cases = write_demo_cases(root / "data", cases=args.cases, seed=11, shape=shape,
                                  spacing=spacing)
         with local_platform(root / "home", mlflow_enabled=True, dask_enabled=True,
-                            demo_model_steps=args.steps) as platform:
+                            demo_model_steps=args.steps,
+                            demo_model_cases=args.train_cases,
+                            **({f"gate_min_dice_{r}": 0.0 for r in ("tc", "wt", "et")}
+                               if args.gate_thresholds_off else {})) as platform:
             settings = platform.settings
             for case in cases:
                 load_folder(settings, case.directory / "dicom", htj2k=True)
@@ -183,7 +193,9 @@ def main() -> int:
                   "cases": args.cases},
         "model": {
             "name": served.name, "version": served.version, "run_id": served.run_id,
-            "steps": args.steps, "made_seconds": round(made_s, 1),
+            "steps": args.steps, "train_cases": args.train_cases,
+            "gate_thresholds_off": args.gate_thresholds_off,
+            "made_seconds": round(made_s, 1),
             "heldout": {k: round(v, 4) for k, v in sorted(metrics.items())
                         if k.startswith(("heldout_dice", "heldout_hd95"))},
             "hard": {k: round(v, 4) for k, v in sorted(metrics.items())
