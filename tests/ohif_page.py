@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,27 +104,27 @@ def is_image(stats: dict[str, Any]) -> bool:
             and stats["levels"] > 16)
 
 
-def wait_for_image(driver: Any, timeout: float = WAIT) -> dict[str, Any]:
-    """The statistics of the first viewport canvas once it shows an image (not a blank)."""
+def _wait_for_canvas(driver: Any, shows: Callable[[dict[str, Any]], bool], what: str,
+                     timeout: float, poll: float) -> dict[str, Any]:
+    """The statistics of the first viewport canvas for which ``shows`` holds."""
     deadline = time.monotonic() + timeout
     seen: list[Any] = []
     while time.monotonic() < deadline:
         seen = driver.execute_script(CANVAS_PIXELS)
         for stats in seen:
-            if is_image(stats):
+            if shows(stats):
                 return dict(stats)
-        time.sleep(0.1)
-    raise AssertionError(f"no image drawn on OHIF's canvas within {timeout} s: {seen}")
+        time.sleep(poll)
+    raise AssertionError(f"no {what} within {timeout} s: {seen}")
+
+
+def wait_for_image(driver: Any, timeout: float = WAIT) -> dict[str, Any]:
+    """The statistics of the first viewport canvas once it shows an image (not a blank)."""
+    return _wait_for_canvas(driver, is_image, "image drawn on OHIF's canvas", timeout, 0.1)
 
 
 def wait_for_overlay(driver: Any, timeout: float = WAIT) -> dict[str, Any]:
     """The first viewport canvas's statistics once coloured (segmentation) pixels show."""
-    deadline = time.monotonic() + timeout
-    seen: list[Any] = []
-    while time.monotonic() < deadline:
-        seen = driver.execute_script(CANVAS_PIXELS)
-        for stats in seen:
-            if "error" not in stats and stats["colour"] > 0.0005:
-                return dict(stats)
-        time.sleep(0.2)
-    raise AssertionError(f"no segmentation drawn over the image within {timeout} s: {seen}")
+    return _wait_for_canvas(driver, lambda stats: "error" not in stats and
+                            stats["colour"] > 0.0005,
+                            "segmentation drawn over the image", timeout, 0.2)
