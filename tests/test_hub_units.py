@@ -152,6 +152,8 @@ def test_the_active_mlflow_run_is_sent(tmp_path: Path, monkeypatch: pytest.Monke
 
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # An experiment of this store: the process may hold another test's active experiment.
+    mlflow.set_experiment("hub-units")
     auth = BearerAuth("http://platform.invalid", _jwt(exp=4e9, iat=1e9))
     with mlflow.start_run() as run:
         sent = auth(requests.Request("GET", "http://platform.invalid/x").prepare())
