@@ -97,11 +97,17 @@ def wait_for(driver: Any, css: str, timeout: float = WAIT) -> Any:
 
 
 def wait_for_text(driver: Any, text: str, timeout: float = WAIT) -> None:
-    """Wait until ``text`` appears in the page's visible text."""
+    """Wait until ``text`` appears in the page's visible text.
+
+    The page may still be navigating (a form just submitted): a body that goes stale while
+    it is read is read again on the next poll, not an error.
+    """
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(driver, timeout).until(
+    WebDriverWait(driver, timeout, ignored_exceptions=(
+        NoSuchElementException, StaleElementReferenceException)).until(
         lambda d: text in d.find_element(By.TAG_NAME, "body").text)
 
 
