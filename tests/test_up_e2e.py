@@ -24,6 +24,15 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 NEURONOVA = [sys.executable, "-m", "neuronova_lib.cli"]
 
 
+def _platform_ports() -> dict[str, int]:
+    """A free port for every listener `up` opens, the DICOM one included: a default port shared
+    between these tests lets one test's Orthanc, still shutting down, fail the next one's start."""
+    return {name: free_port() for name in (
+        "PORT", "API_PORT", "PROXY_PORT", "ORTHANC_PORT", "DICOM_PORT", "MLFLOW_PORT",
+        "DASK_PORT", "DASK_DASHBOARD_PORT", "OPENEMR_DEMO_PORT", "HUB_PORT", "HUB_API_PORT",
+        "HUB_PROXY_API_PORT", "HUB_SERVICE_PORT")}
+
+
 def _multipart_body(response: requests.Response) -> bytes:
     """The single part of a multipart/related frame answer."""
     boundary = response.headers["content-type"].split("boundary=")[1].split(";")[0].strip('"')
@@ -33,10 +42,7 @@ def _multipart_body(response: requests.Response) -> bytes:
 
 @pytest.mark.timeout(1200)  # trains the (short) demo model on first start
 def test_up_serves_demo_data_and_stops_cleanly(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("PORT", "API_PORT", "PROXY_PORT", "ORTHANC_PORT",
-                                              "MLFLOW_PORT", "DASK_PORT", "DASK_DASHBOARD_PORT",
-                                              "OPENEMR_DEMO_PORT", "HUB_PORT", "HUB_API_PORT",
-                                              "HUB_PROXY_API_PORT", "HUB_SERVICE_PORT")}
+    ports = _platform_ports()
     # The demo model as `up` makes it, kept short: a few steps on two cases, through a gate
     # whose thresholds are 0 here (the model's quality is test_ai_training_e2e's subject).
     demo_model = {"NEURONOVA_DEMO_MODEL_STEPS": "30", "NEURONOVA_DEMO_MODEL_CASES": "2",
@@ -174,10 +180,7 @@ def _shell_without_ports(home: Path) -> dict[str, str]:
 
 def test_status_and_down_find_the_platform_from_its_data_dir(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    ports = {name: free_port() for name in ("PORT", "API_PORT", "PROXY_PORT", "ORTHANC_PORT",
-                                              "MLFLOW_PORT", "DASK_PORT", "DASK_DASHBOARD_PORT",
-                                              "OPENEMR_DEMO_PORT", "HUB_PORT", "HUB_API_PORT",
-                                              "HUB_PROXY_API_PORT", "HUB_SERVICE_PORT")}
+    ports = _platform_ports()
     env = {**os.environ, "NEURONOVA_HOME": str(home),
            **{f"NEURONOVA_{k}": str(v) for k, v in ports.items()}}
     up = subprocess.Popen([*NEURONOVA, "up", "--no-demo"], env=env, stdout=subprocess.PIPE,
@@ -227,19 +230,20 @@ def test_status_and_down_find_the_platform_from_its_data_dir(tmp_path: Path) -> 
 
 def test_down_stops_services_left_by_a_killed_supervisor(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    ports = {name: free_port() for name in ("PORT", "API_PORT", "PROXY_PORT", "ORTHANC_PORT",
-                                              "MLFLOW_PORT", "DASK_PORT", "DASK_DASHBOARD_PORT",
-                                              "OPENEMR_DEMO_PORT", "HUB_PORT", "HUB_API_PORT",
-                                              "HUB_PROXY_API_PORT", "HUB_SERVICE_PORT")}
+    ports = _platform_ports()
     env = {**os.environ, "NEURONOVA_HOME": str(home),
            **{f"NEURONOVA_{k}": str(v) for k, v in ports.items()}}
     up = subprocess.Popen([*NEURONOVA, "up", "--no-demo"], env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
+    output: list[str] = []
     try:
         assert up.stdout is not None
         for line in up.stdout:
+            output.append(line)
             if "Ctrl-C or `neuronova down`" in line:
                 break
+        else:
+            pytest.fail("neuronova up did not come up:\n" + "".join(output))
         up.kill()  # no clean-up: the services keep running, orphaned
         up.wait(timeout=10)
         other = _shell_without_ports(home)
