@@ -45,6 +45,8 @@ _EXPORTS = {
     "CodecUnavailableError": "frames",
     "PixelFormat": "frames",
     "decode_frame": "frames",
+    "Segmentation": "segmentation",
+    "seg_masks": "segmentation",
 }
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "FrameCache",
     "FrameDecodeError",
     "PixelFormat",
+    "Segmentation",
     "SeriesSummary",
     "SignedStudy",
     "SignedUrlAuth",
@@ -65,6 +68,7 @@ __all__ = [
     "connect_signed",
     "decode_frame",
     "match_brats_series",
+    "seg_masks",
 ]
 
 

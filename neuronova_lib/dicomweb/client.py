@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -48,6 +49,7 @@ from .frames import (
     split_multipart,
 )
 from .results import SeriesSummary, SignedStudy, StudySummary
+from .segmentation import Segmentation, seg_masks
 from .session import DICOMWEB_PATH, connect, connect_signed
 from .session import base_url as base_url_of
 from .uid_arguments import series_uid_of, study_uid_of
@@ -314,6 +316,63 @@ class Client:
     def from_signed_url(cls, url: str, **kwargs: Any) -> Client:
         """Same as :func:`connect_signed`."""
         return connect_signed(url, **kwargs)
+
+    # -- AI results --------------------------------------------------------------------
+    def segment(self, study: str | StudySummary, *, rerun: bool = False, wait: bool = True,
+                timeout: float = 900.0, poll: float = 1.0) -> dict[str, Any]:
+        """Run the platform's served (champion) model on a study, as the signed-in user.
+
+        ``POST /api/inference``; the job runs on the platform's cluster and writes a DICOM
+        SEG and an SR with the region volumes into the study. A study already analysed by
+        the served model version gives that job back (``existing``) unless ``rerun``.
+
+        Returns
+        -------
+        dict
+            The job (``GET /api/inference/{id}``): ``state``, ``model``, ``volumes_ml``,
+            ``seg`` and ``sr`` (series and SOP UIDs), ``timings``, ``not_for_clinical_use``.
+            With ``wait`` (default) it is ``done``.
+
+        Raises
+        ------
+        requests.HTTPError
+            Refused (role, unknown study, no approved model served: the server's reason).
+        RuntimeError
+            The job failed (its reason), or did not end within ``timeout`` seconds.
+        """
+        if self.is_signed:
+            raise RuntimeError("a signed-URL client cannot request inference; sign in first")
+        response = self.session.post(f"{self.base_url}/api/inference", timeout=self.timeout,
+                                     json={"study": study_uid_of(study), "rerun": rerun})
+        if response.status_code not in (200, 202):
+            raise http_error(response, "inference refused")
+        job: dict[str, Any] = response.json()
+        deadline = time.monotonic() + timeout
+        while wait and job["state"] not in ("done", "failed"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"inference job {job['job_id']} did not end in {timeout:.0f} s "
+                                   f"(state {job['state']}); ask again with "
+                                   f"GET {self.base_url}{job['status_url']}")
+            time.sleep(poll)
+            job = self._get(f"{self.base_url}/api/inference/{job['job_id']}",
+                            "inference job").json()
+        if job["state"] == "failed":
+            raise RuntimeError(f"inference job {job['job_id']} failed: {job.get('error')}")
+        return job
+
+    def load_segmentation(self, job: Mapping[str, Any], reference: Volume) -> Segmentation:
+        """The DICOM SEG of a finished inference ``job`` (WADO-RS), on ``reference``'s grid.
+
+        ``reference`` is the study as :meth:`load_study` gives it (its reference channel,
+        T1, is the series the SEG was made on): see :func:`.segmentation.seg_masks`.
+        """
+        seg = job.get("seg")
+        if not seg:
+            raise ValueError(f"job {job.get('job_id')} has no SEG (state {job.get('state')})")
+        with self._server_errors("SEG retrieval refused"):
+            dataset = self.dicomweb.retrieve_instance(job["study"], seg["series_uid"],
+                                                      seg["sop_uid"])
+        return seg_masks(dataset, reference)
 
     # -- volumes -------------------------------------------------------------------------
     def _fetch_frames(
