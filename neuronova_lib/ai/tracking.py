@@ -3,7 +3,8 @@
 The tracking URI is, in order: the explicit argument (``--tracking-uri``),
 ``MLFLOW_TRACKING_URI``, then the platform's own MLflow behind nginx
 (``<local nginx address>/mlflow``, where a bearer token in
-``MLFLOW_TRACKING_TOKEN`` signs the client in). The server is asked once,
+``MLFLOW_TRACKING_TOKEN`` signs the client in, or in a hub kernel the request auth
+provider ``MLFLOW_TRACKING_AUTH`` names). The server is asked once,
 with a short timeout, before any data is prepared: MLflow's own client
 retries a dead server for minutes before it gives up.
 """
@@ -48,12 +49,19 @@ def check_reachable(uri: str) -> None:
     import requests
 
     headers = {}
+    auth = None
     token = os.environ.get("MLFLOW_TRACKING_TOKEN")
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    elif os.environ.get("MLFLOW_TRACKING_AUTH"):
+        # The request auth provider MLflow's own client will use (a hub kernel's renewing
+        # platform token: neuronova_lib.mlflow_auth), so the probe is signed in like the run.
+        from mlflow.tracking.request_auth.registry import fetch_auth
+
+        auth = fetch_auth(os.environ["MLFLOW_TRACKING_AUTH"])
     probe = f"{uri}/api/2.0/mlflow/experiments/search"
     try:
-        response = requests.get(probe, params={"max_results": 1}, headers=headers,
+        response = requests.get(probe, params={"max_results": 1}, headers=headers, auth=auth,
                                 timeout=_PROBE_TIMEOUT)
     except requests.RequestException as exc:
         raise TrackingUnavailable(
