@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,12 +23,14 @@ import requests
 from sqlalchemy import select
 
 from browser import browser, sign_in, wait_for  # noqa: F401 (fixture)
+from neuronova_lib.ai.demo_model import DemoModel, ensure_demo_model
 from neuronova_lib.db.engine import get_engine
 from neuronova_lib.db.models import AuditRecord
 from neuronova_lib.db.users import demo_password
 from neuronova_lib.demo import SIZES, CaseInfo, write_demo_cases
 from neuronova_lib.hub.protocol import GRANT_TYPE, HUB_TOKEN_TYPE
 from neuronova_lib.hub.remote import KernelClient, hub_api_token, signed_in_hub
+from neuronova_lib.hub.spawn import kernel_environment
 from neuronova_lib.stack.local import LocalPlatform, local_platform
 from neuronova_lib.stack.platform import load_folder
 
@@ -37,11 +40,53 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 TOKEN_TTL = 20
 
 
+#: The served champion of this module's platform: the demo model as `up` makes it
+#: (:func:`ensure_demo_model`: train, register, promote through the real gate), kept short,
+#: through a gate whose thresholds are 0 here (model quality is test_ai_training_e2e's subject).
+CHAMPION = {"demo_model_steps": 30, "demo_model_cases": 2,
+            **{f"gate_min_dice_{r}": 0.0 for r in ("tc", "wt", "et")}}
+#: Seconds the notebooks wait at most for the champion trained in the background.
+CHAMPION_TIMEOUT = 900
+
+
+class Champion:
+    """:func:`ensure_demo_model` in a thread, started with the platform so that its minutes
+    overlap the module's other tests; :meth:`wait` before anything that needs the model."""
+
+    def __init__(self, settings: Any) -> None:
+        self._stop = threading.Event()
+        self._result: list[Any] = []
+        self._thread = threading.Thread(target=self._run, args=(settings,),
+                                        name="hub-champion", daemon=True)
+        self._thread.start()
+
+    def _run(self, settings: Any) -> None:
+        try:
+            self._result.append(ensure_demo_model(settings, progress=False,
+                                                  should_stop=self._stop.is_set))
+        except BaseException as exc:  # noqa: BLE001 - reported by wait()
+            self._result.append(exc)
+
+    def wait(self) -> DemoModel:
+        self._thread.join(CHAMPION_TIMEOUT)
+        if not self._result:
+            pytest.fail(f"the champion was not trained in {CHAMPION_TIMEOUT} s")
+        model = self._result[0]
+        if isinstance(model, BaseException):
+            raise model
+        assert model.served, model.message
+        return model
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+
 class Hub:
     """The module's platform with its hub, and a demo case stored in it."""
 
-    def __init__(self, local: LocalPlatform, case: CaseInfo) -> None:
-        self.local, self.case = local, case
+    def __init__(self, local: LocalPlatform, case: CaseInfo, champion: Champion) -> None:
+        self.local, self.case, self.champion = local, case, champion
         self.url = local.url
         self.settings = local.settings
 
@@ -71,10 +116,16 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     shape, spacing = SIZES["small"]
     [case] = write_demo_cases(tmp_path_factory.mktemp("demo"), cases=1, seed=11,
                               shape=shape, spacing=spacing)
-    with local_platform(home, hub_enabled=True, openemr_demo=False,
-                        hub_token_ttl=TOKEN_TTL) as local:
+    # Dask on: the kernels get the platform's scheduler and its dashboard (the transcoding
+    # notebook), and inference jobs run there (the champion notebook).
+    with local_platform(home, hub_enabled=True, openemr_demo=False, hub_token_ttl=TOKEN_TTL,
+                        dask_enabled=True, **CHAMPION) as local:
         load_folder(local.settings, case.directory, htj2k=True)
-        yield Hub(local, case)
+        champion = Champion(local.settings)
+        try:
+            yield Hub(local, case, champion)
+        finally:
+            champion.stop()
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +170,7 @@ print(json.dumps({{"user": client.whoami()["username"], "fetches": client.sessio
     assert answer["user"] == "scientist" and answer["fetches"] >= 1
     assert answer["env"]["NEURONOVA_URL"] == hub.url
     assert answer["env"]["MLFLOW_TRACKING_URI"] == f"{hub.url}/mlflow"
+    assert answer["env"]["DASK_SCHEDULER_ADDRESS"] == f"tcp://127.0.0.1:{hub.settings.dask_port}"
     assert np.array_equal(np.load(out), _nifti_study(hub.case))
     # The audit log names the reader: scientist, from the hub server, in this MLflow run.
     reads = hub.audit(service="proxy", decision="allow", run_id=run)
@@ -170,6 +222,27 @@ print(json.dumps({{"n": [len(series), len(again)], "fetches": client.session.aut
                   "later": client.session.auth.expires_at > first}}))
 """)
     assert result.json() == {"n": [4, 4], "fetches": 2, "later": True}
+
+
+def test_the_kernel_reaches_the_dask_cluster_and_the_scientist_its_dashboard(
+        hub: Hub, kernel: KernelClient) -> None:
+    result = kernel.execute("""
+import json, os
+from distributed import Client
+with Client(timeout=30) as dask:  # DASK_SCHEDULER_ADDRESS, from the hub
+    print(json.dumps({"scheduler": dask.scheduler.address,
+                      "squares": dask.gather(dask.map(lambda x: x * x, range(4))),
+                      "dashboard": os.environ["NEURONOVA_DASK_DASHBOARD_URL"]}))
+""").json()
+    assert result["scheduler"] == f"tcp://127.0.0.1:{hub.settings.dask_port}"
+    assert result["squares"] == [0, 1, 4, 9]
+    assert result["dashboard"] == f"{hub.url}/dask/status"
+    # The link a notebook shows opens in the scientist's browser (the platform session that
+    # signed them in to the hub; same origin as JupyterLab, so an IFrame shows it too).
+    web = signed_in_hub(hub.url, "scientist", hub.password("scientist"))
+    page = web.get(result["dashboard"], timeout=30)
+    assert page.status_code == 200 and "bokeh" in page.text.lower()
+    assert requests.get(result["dashboard"], timeout=10, allow_redirects=False).status_code != 200
 
 
 def test_bad_token_exchanges_are_refused_and_audited(hub: Hub, kernel: KernelClient) -> None:
@@ -234,11 +307,12 @@ def test_example_notebook_runs_top_to_bottom(hub: Hub, kernel: KernelClient, pat
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert code and all(not c.outputs and c.execution_count is None for c in code), (
         f"{path.name}: commit it with clean outputs")
-    server = kernel.execute("import json, os\nprint(json.dumps({k: os.environ[k] for k in ("
-                            "'JUPYTERHUB_API_TOKEN', 'NEURONOVA_URL', "
-                            "'NEURONOVA_TOKEN_SERVICE_URL')}))").json()
+    names = ["JUPYTERHUB_API_TOKEN", *kernel_environment(hub.settings)]
+    server = kernel.execute(f"import json, os\nprint(json.dumps({{k: os.environ[k] for k in "
+                            f"{names!r}}}))").json()
     for name, value in server.items():
         monkeypatch.setenv(name, value)
+    hub.champion.wait()  # the stack the notebooks run against serves an approved champion
     NotebookClient(notebook, timeout=180, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs

@@ -85,7 +85,15 @@ def test_kernel_environment_points_at_the_public_platform(tmp_path: Path) -> Non
     assert env["NEURONOVA_TOKEN_SERVICE_URL"] == f"{settings.public_url}/services/neuronova-token/"
     assert env["MLFLOW_TRACKING_URI"] == f"{settings.public_url}/mlflow"
     assert env["DASK_SCHEDULER_ADDRESS"] == f"tcp://127.0.0.1:{settings.dask_port}"
-    assert "DASK_SCHEDULER_ADDRESS" not in kernel_environment(local_settings(tmp_path))
+    dashboard = f"{settings.public_url}/dask/status"
+    assert env["NEURONOVA_DASK_DASHBOARD_URL"] == dashboard
+    assert env["DASK_DISTRIBUTED__DASHBOARD__LINK"] == dashboard
+    without = kernel_environment(local_settings(tmp_path))
+    assert not any(k.startswith(("DASK_", "NEURONOVA_DASK_")) for k in without)
+    # Another cluster's scheduler: its address, but no /dask/ on this platform to link to.
+    other = kernel_environment(local_settings(tmp_path, dask_scheduler="tcp://10.0.0.5:8786"))
+    assert other["DASK_SCHEDULER_ADDRESS"] == "tcp://10.0.0.5:8786"
+    assert "NEURONOVA_DASK_DASHBOARD_URL" not in other
     assert not any("TOKEN" in k and k != "NEURONOVA_TOKEN_SERVICE_URL" for k in env)
 
 

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..compute import DASHBOARD_PREFIX, scheduler_address
+from ..compute import DASHBOARD_PREFIX, own_scheduler, scheduler_address
 from ..config import REPO_ROOT, Settings
 from .protocol import NOTEBOOK_ROLES, TOKEN_SERVICE
 #: A server's own scopes (JupyterHub's ``server`` role) plus calling the token service.
@@ -24,6 +24,9 @@ SERVER_TOKEN_SCOPES = ["users:activity!user", "access:servers!server",
 def kernel_environment(settings: Settings) -> dict[str, str]:
     """``NEURONOVA_URL``, ``MLFLOW_TRACKING_URI``, the Dask scheduler: set in every server.
 
+    With the platform's own Dask cluster, its dashboard too (``NEURONOVA_DASK_DASHBOARD_URL``,
+    and Dask's link template, so ``Client.dashboard_link`` is the page behind nginx).
+
     URLs are the platform's public ones (nginx), which a kernel reaches like any client.
     """
     public = settings.public_url.rstrip("/")
@@ -33,12 +36,17 @@ def kernel_environment(settings: Settings) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": f"{public}/mlflow",
         # MLflow's client asks neuronova_lib.mlflow_auth for the kernel's renewing token.
         "MLFLOW_TRACKING_AUTH": "neuronova",
-        "NEURONOVA_DASK_DASHBOARD_URL": f"{public}{DASHBOARD_PREFIX}/status",
     }
     scheduler = scheduler_address(settings)
     if scheduler:
         # Dask's own variable: distributed.Client() with no address connects here.
         env["DASK_SCHEDULER_ADDRESS"] = scheduler
+    if own_scheduler(settings):  # nginx serves its dashboard at /dask/ (admins, scientists)
+        dashboard = f"{public}{DASHBOARD_PREFIX}/status"
+        env["NEURONOVA_DASK_DASHBOARD_URL"] = dashboard
+        # Dask's dashboard link template: Client.dashboard_link and the client's notebook
+        # display show the page as the browser reaches it, not the scheduler's loopback port.
+        env["DASK_DISTRIBUTED__DASHBOARD__LINK"] = dashboard
     return env
 
 
