@@ -232,11 +232,12 @@ from distributed import Client
 with Client(timeout=30) as dask:  # DASK_SCHEDULER_ADDRESS, from the hub
     print(json.dumps({"scheduler": dask.scheduler.address,
                       "squares": dask.gather(dask.map(lambda x: x * x, range(4))),
-                      "dashboard": os.environ["NEURONOVA_DASK_DASHBOARD_URL"]}))
+                      "dashboard": os.environ["NEURONOVA_DASK_DASHBOARD_URL"],
+                      "link": dask.dashboard_link}))
 """).json()
     assert result["scheduler"] == f"tcp://127.0.0.1:{hub.settings.dask_port}"
     assert result["squares"] == [0, 1, 4, 9]
-    assert result["dashboard"] == f"{hub.url}/dask/status"
+    assert result["dashboard"] == result["link"] == f"{hub.url}/dask/status"
     # The link a notebook shows opens in the scientist's browser (the platform session that
     # signed them in to the hub; same origin as JupyterLab, so an IFrame shows it too).
     web = signed_in_hub(hub.url, "scientist", hub.password("scientist"))
