@@ -63,3 +63,23 @@ def test_system_deps_install_the_postgresql_server() -> None:
     script = (ROOT / "scripts" / "install-system-deps.sh").read_text()
     packages = re.search(r"^packages=\(([^)]*)\)", script, re.M)
     assert packages and "postgresql" in packages.group(1).split()
+
+
+def test_every_example_notebook_is_clean_and_listed() -> None:
+    """Committed with clean outputs, on the python3 kernel, in both READMEs (the hub e2e
+    module runs every one of them; this says which is missing without a stack)."""
+    import json
+
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert len(notebooks) >= 4
+    readme, listing = (ROOT / "README.md").read_text(), (ROOT / "notebooks" / "README.md").read_text()
+    for path in notebooks:
+        book = json.loads(path.read_text())
+        assert book["metadata"]["kernelspec"]["name"] == "python3", path.name
+        code = [c for c in book["cells"] if c["cell_type"] == "code"]
+        assert code and all(not c["outputs"] and c["execution_count"] is None for c in code), (
+            f"{path.name}: commit it with clean outputs")
+        assert f"`{path.name}`" in readme and f"`{path.name}`" in listing, path.name
+        tagged = [c for c in code if "parameters" in c["metadata"].get("tags", [])]
+        assert len(tagged) <= 1 and (not tagged or code.index(tagged[0]) <= 1), (
+            f"{path.name}: one parameters cell, at the top")
