@@ -61,14 +61,19 @@ class Champion:
         self._thread.start()
 
     def _run(self, settings: Any) -> None:
+        started = time.monotonic()
         try:
             self._result.append(ensure_demo_model(settings, progress=False,
                                                   should_stop=self._stop.is_set))
         except BaseException as exc:  # noqa: BLE001 - reported by wait()
             self._result.append(exc)
+        self.seconds = time.monotonic() - started
 
     def wait(self) -> DemoModel:
+        waited = time.monotonic()
         self._thread.join(CHAMPION_TIMEOUT)
+        print(f"champion trained in {getattr(self, 'seconds', -1):.0f} s; "
+              f"waited {time.monotonic() - waited:.0f} s for it")
         if not self._result:
             pytest.fail(f"the champion was not trained in {CHAMPION_TIMEOUT} s")
         model = self._result[0]
@@ -292,15 +297,28 @@ def test_a_clinician_cannot_start_a_server(hub: Hub) -> None:
     assert "/user/clinician/lab" not in page.url
 
 
-NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+#: Notebooks that need the served champion: run last, so that the model's training in the
+#: background overlaps the others.
+NEEDS_CHAMPION = {"champion-model.ipynb"}
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"),
+                   key=lambda p: (p.name in NEEDS_CHAMPION, p.name))
+
+
+@pytest.fixture(scope="module")
+def champion(hub: Hub) -> DemoModel:
+    """The served champion, once its background training is done."""
+    return hub.champion.wait()
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_example_notebook_runs_top_to_bottom(hub: Hub, kernel: KernelClient, path: Path,
-                                             tmp_path: Path,
+                                             tmp_path: Path, request: pytest.FixtureRequest,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """nbclient runs the notebook with the environment a hub kernel has (the server's hub
-    token among it), so connect() takes the hub's token path as in JupyterLab."""
+    token, MLflow, the Dask scheduler and dashboard), so connect(), MLflow and
+    distributed.Client() take the hub's paths as in JupyterLab."""
+    if path.name in NEEDS_CHAMPION:
+        request.getfixturevalue("champion")
     import nbformat
     from nbclient import NotebookClient
 
@@ -313,7 +331,6 @@ def test_example_notebook_runs_top_to_bottom(hub: Hub, kernel: KernelClient, pat
                             f"{names!r}}}))").json()
     for name, value in server.items():
         monkeypatch.setenv(name, value)
-    hub.champion.wait()  # the stack the notebooks run against serves an approved champion
     NotebookClient(notebook, timeout=180, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs
@@ -350,7 +367,7 @@ def test_a_disabled_user_is_refused_at_sign_in_and_in_the_running_kernel(
         hub: Hub, kernel: KernelClient) -> None:
     live = kernel.execute("import json, neuronova_lib\nclient = neuronova_lib.connect()\n"
                           f"print(json.dumps(len(client.series('{hub.case.study_instance_uid}'))))")
-    assert live.stdout.strip() == "4", live.error
+    assert int(live.stdout) >= 4, live.error  # and the champion notebook's SEG and SR
     admin = {"Authorization": f"Bearer {hub.admin_token()}"}
     disabled = requests.patch(f"{hub.url}/api/users/scientist", headers=admin, timeout=10,
                               json={"is_active": False})

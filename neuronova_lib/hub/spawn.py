@@ -14,6 +14,7 @@ from typing import Any
 from ..compute import DASHBOARD_PREFIX, own_scheduler, scheduler_address
 from ..config import REPO_ROOT, Settings
 from .protocol import NOTEBOOK_ROLES, TOKEN_SERVICE
+
 #: A server's own scopes (JupyterHub's ``server`` role) plus calling the token service.
 #: The example notebooks each user finds in ``~/examples``.
 EXAMPLES = REPO_ROOT / "notebooks"
