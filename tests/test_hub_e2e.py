@@ -1,8 +1,10 @@
 """JupyterHub on the real stack: platform sign-in, a kernel's exchanged token, audited reads.
 
 One platform with a real JupyterHub and configurable-http-proxy behind the real nginx (and
-MLflow) for this module (the session ``platform`` runs without a hub). Kernel tokens live
-:data:`TOKEN_TTL` seconds, so renewal and a disabled user's cut-off are seen in the test.
+MLflow, and Dask) for this module (the session ``platform`` runs without a hub). Kernel
+tokens live :data:`TOKEN_TTL` seconds, so renewal and a disabled user's cut-off are seen in
+the test. A short champion model trains in the background from the start (:class:`Champion`)
+for the example notebook that runs it; every notebook in ``notebooks/`` runs top to bottom.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class Champion:
     def __init__(self, settings: Any) -> None:
         self._stop = threading.Event()
         self._result: list[Any] = []
+        self.seconds: float | None = None  # how long the training took, once done
         self._thread = threading.Thread(target=self._run, args=(settings,),
                                         name="hub-champion", daemon=True)
         self._thread.start()
@@ -72,7 +75,7 @@ class Champion:
     def wait(self) -> DemoModel:
         waited = time.monotonic()
         self._thread.join(CHAMPION_TIMEOUT)
-        print(f"champion trained in {getattr(self, 'seconds', -1):.0f} s; "
+        print(f"champion trained in {self.seconds or -1:.0f} s; "
               f"waited {time.monotonic() - waited:.0f} s for it")
         if not self._result:
             pytest.fail(f"the champion was not trained in {CHAMPION_TIMEOUT} s")
