@@ -18,6 +18,10 @@ from typing import Any
 import requests
 
 ENV_HUB_TOKEN = "JUPYTERHUB_API_TOKEN"
+#: A dashboard page's kernel (Voilà): the access token nginx had the API mint for the
+#: signed-in user as the page opened (header ``X-NeuroNova-Token``, which Voilà's
+#: ``http_header_envs`` puts in the kernel's environment; neuronova_lib.dashboards.server).
+ENV_DASHBOARD_TOKEN = "HTTP_X_NEURONOVA_TOKEN"
 ENV_TOKEN_SERVICE = "NEURONOVA_TOKEN_SERVICE_URL"
 TOKEN_SERVICE_PATH = "/services/neuronova-token/"
 

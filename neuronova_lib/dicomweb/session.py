@@ -20,7 +20,7 @@ from urllib3.util.retry import Retry
 
 from .. import __version__
 from .auth import DEFAULT_REFRESH_MARGIN_S, BearerAuth, SignedUrlAuth, jwt_claims, redact
-from .kernel_token import HubTokenSource, in_hub_kernel
+from .kernel_token import ENV_DASHBOARD_TOKEN, HubTokenSource, in_hub_kernel
 
 if TYPE_CHECKING:
     from .client import Client
@@ -84,6 +84,8 @@ def connect(
     Credentials, first match wins: ``token`` (with ``refresh_token`` and/or
     ``password`` to renew it); ``username`` + ``password`` (signs in now);
     ``NEURONOVA_TOKEN`` (and, if set, ``NEURONOVA_REFRESH_TOKEN``) from the environment;
+    in a dashboard page's kernel (Voilà), the signed-in user's token nginx passed
+    (``HTTP_X_NEURONOVA_TOKEN``);
     in a JupyterHub kernel, the hub's token service, asked with the server's
     ``JUPYTERHUB_API_TOKEN`` and again before each token expires
     (:mod:`.kernel_token`): ``neuronova_lib.connect()`` with no arguments.
@@ -132,7 +134,7 @@ def connect(
     if (username is None) != (password is None):
         raise ValueError("signing in needs both username and password")
     if token is None and password is None:
-        token = os.environ.get(ENV_TOKEN) or None
+        token = os.environ.get(ENV_TOKEN) or os.environ.get(ENV_DASHBOARD_TOKEN) or None
         refresh_token = refresh_token or os.environ.get(ENV_REFRESH_TOKEN) or None
     hub = token is None and password is None and in_hub_kernel()
     if token is None and password is None and not hub:

@@ -14,6 +14,12 @@ a browser with the session cookie or a program with ``Authorization: Bearer
 * 403: wrong role, or a cookie-authenticated state-changing request from
   another site (CSRF), with the reason in ``X-NeuroNova-Detail``.
 
+With ``act=dashboards`` (nginx's check for ``/dashboards/``), a signed-in browser
+opening a page also gets ``X-NeuroNova-Token``: a short-lived access token of its
+own user (``NEURONOVA_DASHBOARD_TOKEN_TTL``, ``act`` naming the dashboards, ended by
+sign-out like the session's other tokens), which nginx hands to Voilà and Voilà to the
+page's kernel, so that what the page reads is read as, and audited to, that user.
+
 It runs on every browser request, so a session costs one ``SELECT`` (plus a
 ``last_seen`` write at most every ``NEURONOVA_SESSION_TOUCH_INTERVAL``).
 Refusals are audited with the original method and path; allowed checks are not
@@ -26,7 +32,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 
-from neuronova_lib.db.browser_sessions import COOKIE_NAME, ActiveSession, check_session
+from neuronova_lib.db.browser_sessions import (COOKIE_NAME, ActiveSession, check_session,
+                                               session_token_parent)
 from neuronova_lib.db.revocation import Refused, token_refusal
 from neuronova_lib.security.roles import Role
 from neuronova_lib.security.same_origin import cross_site_refusal
@@ -68,6 +75,27 @@ def browser_session(db: Any, request: Request, settings: Any, cookie: str, metho
     return found, None
 
 
+#: ``act`` of nginx's check for the dashboards, and ``act.sub`` of the tokens it mints.
+DASHBOARDS_ACT = "dashboards"
+
+
+def dashboard_token(db: Any, request: Request, settings: Any, tokens: Any,
+                    found: ActiveSession, original: str) -> str:
+    """An access token for the session's user, for the kernel of the dashboard page being
+    opened (audited: the page and the token's id). Its ``pjti`` is the session's, so
+    signing out revokes it with the session's other tokens."""
+    page = original[:_URI_LIMIT].partition("?")[0]
+    token, claims = tokens.mint(found.username, found.role, "access",
+                                settings.dashboard_token_ttl,
+                                parent=session_token_parent(found.id_hash),
+                                act={"sub": DASHBOARDS_ACT, "server": DASHBOARDS_ACT})
+    write_audit(db, request, decision="allow", status=200, reason="dashboard_token",
+                username=found.username, role=found.role, token_id=str(claims["jti"]),
+                server=DASHBOARDS_ACT, detail=f"for {page}"[:200])
+    db.commit()
+    return token
+
+
 @router.get(
     "/check",
     status_code=status.HTTP_204_NO_CONTENT,
@@ -76,7 +104,7 @@ def browser_session(db: Any, request: Request, settings: Any, cookie: str, metho
                403: {"description": "Wrong role, or a cross-site request with the cookie"}},
 )
 def check(request: Request, db: SessionDep, settings: SettingsDep, tokens: TokenServiceDep,
-          roles: str = "") -> Response:
+          roles: str = "", act: str = "") -> Response:
     """Is this request's session cookie or bearer token good for one of ``roles``?"""
     method = request.headers.get("x-original-method", request.method).upper()[:16]
     original = request.headers.get("x-original-uri", "")
@@ -120,6 +148,12 @@ def check(request: Request, db: SessionDep, settings: SettingsDep, tokens: Token
         assert found is not None
         username, role = found.username, found.role
         db.commit()  # last_seen, when it was due
+        if act == DASHBOARDS_ACT and _wants_page(request, method) and (
+                not allowed or role in allowed):
+            return Response(status_code=status.HTTP_204_NO_CONTENT, headers={
+                "X-NeuroNova-User": username, "X-NeuroNova-Role": role,
+                "X-NeuroNova-Token": dashboard_token(db, request, settings, tokens, found,
+                                                     original)})
     else:
         return refuse(Refused(401, "not_signed_in",
                               "not signed in: sign in at /login, or send "

@@ -1,0 +1,89 @@
+"""The dashboards' Voilà server, as the supervisor starts it (``python -m
+neuronova_lib.dashboards.server``).
+
+One standalone Voilà for every clinician, on loopback behind nginx at ``/dashboards/``:
+a page is ready as soon as its kernel starts (a second or two), with no per-user server
+to spawn. Who the user is comes from nginx alone: its sign-in check has the API mint an
+access token of the signed-in user (``X-NeuroNova-Token``, replaced by nginx on every
+request), and Voilà copies that header into the kernel's environment
+(``VoilaConfiguration.http_header_envs`` → ``HTTP_X_NEURONOVA_TOKEN``), where
+:func:`neuronova_lib.connect` picks it up. So every read is the user's own, and audited
+to them.
+
+A Voilà kernel inherits the server's environment; the server starts with only what the
+pages need (the platform's URL, the import path), never the platform's settings or
+secrets. Kernels run only the notebooks in ``dashboards/``: Voilà passes the browser
+nothing but widget messages (no code execution), and ``.ipynb``/``.py`` files are not
+served.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from ..config import REPO_ROOT
+
+#: The notebooks, and the Jupyter data folder holding the ``neuronova`` Voilà template.
+DASHBOARDS_DIR = REPO_ROOT / "dashboards"
+JUPYTER_DATA = DASHBOARDS_DIR / "jupyter"
+TEMPLATE = "neuronova"
+PREFIX = "/dashboards/"
+#: The request header nginx sets, and the variable Voilà turns it into (RFC 3875 style).
+TOKEN_HEADER = "X-NeuroNova-Token"
+#: What of the server's environment a kernel may see (everything else is dropped).
+KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME",
+            "VIRTUAL_ENV", "PYTHONPATH")
+
+
+def voila_argv(port: int, notebooks: Path = DASHBOARDS_DIR) -> list[str]:
+    """Voilà's command line: loopback, under ``/dashboards/``, our template, the token
+    header passed to kernels, no browser, no tracebacks shown (the pages show messages)."""
+    return [
+        sys.executable, "-m", "voila", str(notebooks), "--no-browser",
+        f"--port={port}", "--Voila.ip=127.0.0.1", "--Voila.port_retries=0",
+        f"--Voila.base_url={PREFIX}", f"--template={TEMPLATE}", "--theme=light",
+        f"--VoilaConfiguration.http_header_envs={TOKEN_HEADER}",
+        "--VoilaConfiguration.show_tracebacks=False",
+        # The page ends its kernel when it closes; a kernel left behind goes after an hour.
+        "--MappingKernelManager.cull_idle_timeout=3600",
+        "--MappingKernelManager.cull_interval=300",
+    ]
+
+
+def voila_env(platform_url: str, state_dir: Path,
+              environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The server's (and so every kernel's) environment: the platform's URL, the import
+    path of this checkout, the Jupyter data folder with the template, Jupyter's own state
+    in ``state_dir`` (the platform's run folder, not the user's ~/.jupyter); nothing else."""
+    source = os.environ if environ is None else environ
+    env = {name: source[name] for name in KEEP_ENV if name in source}
+    paths = [str(REPO_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env.update({
+        "NEURONOVA_URL": platform_url,
+        "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)),
+        "JUPYTER_PATH": str(JUPYTER_DATA),
+        "JUPYTER_CONFIG_DIR": str(state_dir / "config"),
+        "JUPYTER_DATA_DIR": str(state_dir / "data"),
+        "JUPYTER_RUNTIME_DIR": str(state_dir / "runtime"),
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+    })
+    return env
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m neuronova_lib.dashboards.server PORT PLATFORM_URL STATE_DIR``: exec Voilà."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 3:
+        raise SystemExit("usage: python -m neuronova_lib.dashboards.server PORT PLATFORM_URL "
+                         "STATE_DIR")
+    state = Path(args[2])
+    for sub in ("config", "data", "runtime"):
+        (state / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+    command = voila_argv(int(args[0]))
+    os.execve(command[0], command, voila_env(args[1], state))
+
+
+if __name__ == "__main__":
+    main()

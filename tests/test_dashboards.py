@@ -1,0 +1,239 @@
+"""The clinician dashboards without a stack: the worklist's data and table, the page
+messages, the Voilà server's command line and environment, nginx's /dashboards/ route,
+and the API's sign-in check minting the page's token (TestClient against the real app).
+
+The pages in a browser on the real stack: test_dashboards_e2e.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+import requests
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from neuronova_lib.config import Settings
+from neuronova_lib.dashboards import pages, server, worklist
+from neuronova_lib.dashboards.worklist import WorklistQuery, WorklistRow
+from neuronova_lib.db.engine import session_factory
+from neuronova_lib.db.models import AuditRecord
+from neuronova_lib.dicomweb.auth import TokenExpiredError
+from neuronova_lib.security.tokens import token_service
+from services.api.app import create_app
+from test_signin import BASE, sign_in
+from test_signin import settings as settings  # noqa: F401 (fixture)
+
+WORKLIST = "/dashboards/voila/render/worklist.ipynb"
+
+
+# -- the worklist's data ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value, shown", [
+    ("DOE^JANE", "DOE, JANE"), ("DOE^JANE^M^^", "DOE, JANE M"), ("DOE", "DOE"),
+    ("^JANE", "JANE"), ("", "(no name)"), ("Yamada^Tarou=山田^太郎", "Yamada, Tarou")])
+def test_person_names_read_as_people_write_them(value: str, shown: str) -> None:
+    assert worklist.person_name(value) == shown
+
+
+def test_dates_and_date_ranges() -> None:
+    assert worklist.display_date("20240131") == "2024-01-31"
+    assert worklist.display_date("") == "" and worklist.display_date("2024") == "2024"
+    assert WorklistQuery().study_date() is None
+    assert WorklistQuery(date_from=date(2024, 1, 1)).study_date() == "20240101-"
+    assert WorklistQuery(date_to=date(2024, 2, 1)).study_date() == "-20240201"
+    day = date(2024, 3, 5)
+    assert WorklistQuery(date_from=day, date_to=day).study_date() == "20240305"
+    assert WorklistQuery(date_from=date(2024, 1, 1),
+                         date_to=date(2024, 12, 31)).study_date() == "20240101-20241231"
+
+
+@pytest.mark.parametrize("jobs, status", [
+    ([], "none"),
+    ([{"state": "queued"}], "running"),
+    ([{"state": "running"}, {"state": "done"}], "running"),
+    ([{"state": "done"}, {"state": "failed"}], "done"),
+    ([{"state": "failed"}, {"state": "done"}], "failed"),
+    ([{"state": "something new"}], "none"),
+])
+def test_the_ai_status_is_the_newest_jobs(jobs: list[dict], status: str) -> None:
+    assert worklist.ai_status(jobs) == status
+    assert status in worklist.AI_STATUSES
+
+
+def test_the_table_escapes_what_the_pacs_says_and_links_each_study() -> None:
+    uid = "1.2.826.0.1.3680043.8.498.1"
+    row = WorklistRow(study_uid=uid, patient_name='<script>alert("x")</script>',
+                      patient_id="ID&1", study_date="2024-01-31", description="<b>MR</b>",
+                      modalities="MR, SEG", ai_status="done")
+    table = worklist.table_html([row])
+    assert "<script>" not in table and "&lt;script&gt;" in table
+    assert "ID&amp;1" in table and "&lt;b&gt;MR&lt;/b&gt;" in table
+    assert f'href="/dashboards/voila/render/study.ipynb?study={uid}"' in table
+    assert f'href="/api/studies/{uid}/ohif"' in table
+    assert 'class="nn-ai nn-ai-done">Done<' in table
+    assert "No studies match" in worklist.table_html([])
+
+
+# -- messages, never tracebacks ---------------------------------------------------------
+
+
+def _answer(status: int) -> requests.HTTPError:
+    response = requests.Response()
+    response.status_code = status
+    return requests.HTTPError(f"HTTP {status}", response=response)
+
+
+def test_problems_are_messages_and_an_ended_session_links_to_sign_in(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCRIPT_NAME", "/dashboards/voila/render/study.ipynb")
+    monkeypatch.setenv("QUERY_STRING", "study=1.2.3")
+    assert pages.page_path() == "/dashboards/voila/render/study.ipynb?study=1.2.3"
+    assert pages.query_argument("study") == "1.2.3" and pages.query_argument("x") == ""
+    link = 'href="/login?next=/dashboards/voila/render/study.ipynb%3Fstudy%3D1.2.3"'
+    for ended in (_answer(401), TokenExpiredError("expired"), pages.SessionEnded("none")):
+        text = pages.problem_html(ended, "load the worklist")
+        assert "Your session has ended." in text and link in text and "Sign in again" in text
+    assert "your role does not allow it" in pages.problem_html(_answer(403), "open this study")
+    down = pages.problem_html(requests.ConnectionError("refused"), "load the worklist")
+    assert "did not answer" in down
+    other = pages.problem_html(_answer(502), "load the worklist")
+    assert "Could not load the worklist (the platform answered 502)" in other
+    assert "Traceback" not in other
+    assert "&lt;x&gt;" in pages.header_html("<x>", {"username": "c", "role": "clinician"})
+
+
+def test_a_page_kernel_connects_with_the_token_nginx_passed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from neuronova_lib.dicomweb.kernel_token import ENV_DASHBOARD_TOKEN
+
+    for name in ("NEURONOVA_TOKEN", "NEURONOVA_REFRESH_TOKEN", "JUPYTERHUB_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NEURONOVA_URL", "http://127.0.0.1:9")
+    monkeypatch.delenv(ENV_DASHBOARD_TOKEN, raising=False)
+    with pytest.raises(pages.SessionEnded):
+        pages.dashboard_client()
+    monkeypatch.setenv(ENV_DASHBOARD_TOKEN, "a.b.c")
+    client = pages.dashboard_client()
+    assert client.base_url == "http://127.0.0.1:9"
+    assert client.session.auth._token == "a.b.c"
+
+
+# -- the Voilà server -------------------------------------------------------------------
+
+
+def test_voila_runs_on_loopback_under_the_prefix_with_the_token_header() -> None:
+    argv = server.voila_argv(18106)
+    assert argv[1:4] == ["-m", "voila", str(server.DASHBOARDS_DIR)]
+    for option in ("--port=18106", "--Voila.ip=127.0.0.1", "--Voila.base_url=/dashboards/",
+                   "--template=neuronova", "--VoilaConfiguration.show_tracebacks=False",
+                   "--VoilaConfiguration.http_header_envs=X-NeuroNova-Token"):
+        assert option in argv
+    template = server.JUPYTER_DATA / "voila" / "templates" / "neuronova"
+    assert (template / "conf.json").exists() and (template / "index.html.j2").exists()
+    assert (server.DASHBOARDS_DIR / "worklist.ipynb").exists()
+
+
+def test_kernels_see_the_platform_url_and_no_setting_or_secret() -> None:
+    env = server.voila_env("http://127.0.0.1:8080", Path("/run/nn/dashboards"), {
+        "PATH": "/usr/bin", "HOME": "/home/x", "NEURONOVA_DATABASE_URL": "postgresql://u:pw@db/x",
+        "NEURONOVA_OPENEMR_CLIENT_SECRET": "s", "AWS_SECRET_ACCESS_KEY": "k",
+        "PYTHONPATH": "/opt/extra"})
+    assert env["NEURONOVA_URL"] == "http://127.0.0.1:8080"
+    assert env["PATH"] == "/usr/bin" and env["HOME"] == "/home/x"
+    assert env["JUPYTER_PATH"] == str(server.JUPYTER_DATA)
+    assert env["JUPYTER_CONFIG_DIR"] == "/run/nn/dashboards/config"  # not ~/.jupyter
+    assert env["JUPYTER_RUNTIME_DIR"] == "/run/nn/dashboards/runtime"
+    assert env["PYTHONPATH"].split(":")[:2] == [str(server.REPO_ROOT), "/opt/extra"]
+    assert not {"NEURONOVA_DATABASE_URL", "NEURONOVA_OPENEMR_CLIENT_SECRET",
+                "AWS_SECRET_ACCESS_KEY"} & set(env)
+
+
+def test_the_template_loads_nothing_from_another_host() -> None:
+    text = (server.JUPYTER_DATA / "voila" / "templates" / "neuronova" / "index.html.j2").read_text()
+    assert "http://" not in text and "https://" not in text
+    # The two blocks of Voilà's and nbconvert's templates that link CDNs are replaced.
+    assert "{%- block notebook_css -%}" in text and "{%- block html_head_js_mermaidjs -%}" in text
+
+
+def test_the_service_and_its_switch(tmp_path: Path) -> None:
+    from neuronova_lib.stack.services import dashboards_service, platform_services
+
+    on = Settings(home=tmp_path, dashboards_port=18106)
+    service = dashboards_service(on)
+    assert service.argv[1:] == ["-m", "neuronova_lib.dashboards.server", "18106", on.local_url,
+                                str(on.run_dir / "dashboards")]
+    assert service.ports == [("127.0.0.1", 18106, "NEURONOVA_DASHBOARDS_PORT")]
+    assert "dashboards" in [s.name for s in platform_services(on)]
+    off = Settings(home=tmp_path, dashboards_enabled=False)
+    assert "dashboards" not in [s.name for s in platform_services(off)]
+
+
+# -- nginx ------------------------------------------------------------------------------
+
+
+def _block(text: str, head: str) -> str:
+    start = text.index(head)
+    return text[start:text.index("\n        }", start)]
+
+
+def test_nginx_route_signs_in_and_sets_the_token_header_itself(tmp_path: Path) -> None:
+    from neuronova_lib.stack.render import render_nginx
+
+    text = render_nginx(Settings(home=tmp_path / "a", dashboards_port=18106)).read_text()
+    block = _block(text, "location /dashboards/ {")
+    assert "auth_request /_auth_dashboards/clinician,model_owner,admin;" in block
+    assert "proxy_pass http://127.0.0.1:18106;" in block
+    # Only nginx sets the token (from the API's answer); empty means the header is dropped.
+    assert "proxy_set_header X-NeuroNova-Token $nn_dashboard_token;" in block
+    assert block.count("proxy_set_header Host ") == 1  # Voilà refuses two Host headers
+    for header in ('Authorization ""', 'Cookie ""', "X-NeuroNova-User $nn_user"):
+        assert f"proxy_set_header {header};" in block
+    assert "Content-Security-Policy" in block and "default-src 'self'" in block
+    check = _block(text, "location ~ ^/_auth_dashboards/")
+    assert "internal;" in check and "act=dashboards" in check
+    assert "return 302 /dashboards/voila/render/worklist.ipynb;" in text
+    off = render_nginx(Settings(home=tmp_path / "b", dashboards_enabled=False)).read_text()
+    assert "NEURONOVA_DASHBOARDS_ENABLED" in _block(off, "location /dashboards/ {")
+
+
+# -- the API's check mints the page's token ---------------------------------------------
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[TestClient]:  # noqa: F811 (fixture)
+    with TestClient(create_app(settings), base_url=BASE) as test_client:
+        yield test_client
+
+
+def test_the_check_mints_a_token_for_a_page_being_opened(api: TestClient,
+                                                         settings: Settings) -> None:  # noqa: F811
+    assert sign_in(api, "clinician", next_path=WORKLIST).status_code == 303
+    roles = {"roles": "clinician,model_owner,admin"}
+    page = {"Accept": "text/html", "X-Original-URI": f"{WORKLIST}?x=1",
+            "X-Original-Method": "GET"}
+    opened = api.get("/api/auth/check", params={**roles, "act": "dashboards"}, headers=page)
+    assert opened.status_code == 204 and opened.headers["x-neuronova-user"] == "clinician"
+    claims = token_service(settings).verify(opened.headers["x-neuronova-token"], "access")
+    assert (claims.sub, str(claims.role)) == ("clinician", "clinician")
+    assert claims.act == {"sub": "dashboards", "server": "dashboards"}
+    assert claims.parent and claims.parent.startswith("session:")  # sign-out revokes it
+    assert claims.exp - claims.iat <= settings.dashboard_token_ttl + 1
+    # Assets and websockets of the page, other routes, and a refused role get none.
+    asset = api.get("/api/auth/check", params={**roles, "act": "dashboards"},
+                    headers={"Accept": "*/*", "X-Original-URI": "/dashboards/static/x.js"})
+    plain = api.get("/api/auth/check", params=roles, headers=page)
+    assert asset.status_code == plain.status_code == 204
+    assert "x-neuronova-token" not in asset.headers and "x-neuronova-token" not in plain.headers
+    refused = api.get("/api/auth/check", params={"roles": "admin", "act": "dashboards"},
+                      headers=page)
+    assert refused.status_code == 403 and "x-neuronova-token" not in refused.headers
+    with session_factory(settings.sqlalchemy_url)() as db:
+        rows = db.scalars(select(AuditRecord).where(
+            AuditRecord.reason == "dashboard_token")).all()
+    assert [(r.username, r.server, r.detail, r.token_id) for r in rows] == [
+        ("clinician", "dashboards", f"for {WORKLIST}", claims.jti)]
