@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 from fastapi.testclient import TestClient
@@ -237,3 +238,62 @@ def test_the_check_mints_a_token_for_a_page_being_opened(api: TestClient,
             AuditRecord.reason == "dashboard_token")).all()
     assert [(r.username, r.server, r.detail, r.token_id) for r in rows] == [
         ("clinician", "dashboards", f"for {WORKLIST}", claims.jti)]
+
+
+# -- the study viewer's data ------------------------------------------------------------
+
+
+def test_window_presets_follow_the_images_intensities() -> None:
+    from neuronova_lib.dashboards.study import WINDOW_PRESETS, window
+
+    rng = np.random.default_rng(3)
+    image = np.zeros((20, 20, 10), dtype=np.int16)
+    image[5:15, 5:15] = rng.integers(100, 1100, size=(10, 10, 10))
+    low, high = window(image, "Full range")
+    assert (low, high) == (float(image[image > 0].min()), float(image.max()))
+    auto = window(image, "Auto")
+    assert low < auto[0] < auto[1] < high  # the background's zeros do not count
+    assert set(WINDOW_PRESETS) >= {"Auto", "Full range"}
+    assert window(np.zeros((3, 3, 3)), "Auto") == (0.0, 1.0)  # a blank image still has a range
+
+
+def test_the_viewer_opens_on_the_tumour() -> None:
+    from neuronova_lib.dashboards.study import focus_fraction
+
+    mask = np.zeros((10, 20, 40), dtype=bool)
+    mask[1:4, 10:12, 30:34] = True  # centre voxel (2, 10.5, 31.5)
+    assert focus_fraction(np.zeros_like(mask), np.eye(4)) is None
+    assert focus_fraction(mask, np.eye(4)) == pytest.approx([2.5 / 10, 11 / 20, 32 / 40])
+    # LPS → RAS flips x and y: NiiVue's fractions run along RAS.
+    flipped = np.diag([-1.0, -1.0, 1.0, 1.0])
+    assert focus_fraction(mask, flipped) == pytest.approx([1 - 2.5 / 10, 1 - 11 / 20, 32 / 40])
+
+
+def test_the_segs_regions_come_back_on_the_series_grid(tmp_path: Path) -> None:
+    """A SEG made by the platform's writer over a demo case's T1 series, read back by the
+    viewer onto that series' slices (``k`` order) equals the masks it was made from."""
+    import datetime as dt
+
+    import nibabel as nib
+    import pydicom
+
+    from neuronova_lib.ai.results import ModelInfo, build_results
+    from neuronova_lib.dashboards.study import region_masks
+    from neuronova_lib.demo import SMALL_SHAPE, SMALL_SPACING, write_demo_cases
+    from neuronova_lib.volume import instances_json, series_geometry
+    from test_ai_results import brats_regions
+
+    info = write_demo_cases(tmp_path, cases=1, seed=17, shape=SMALL_SHAPE,
+                            spacing=SMALL_SPACING)[0]
+    sources = [pydicom.dcmread(p, stop_before_pixels=True)
+               for p in sorted(Path(info.dicom_dirs["t1"]).glob("*.dcm"))]
+    masks = brats_regions(np.asarray(nib.load(info.labels).dataobj))
+    seg = build_results(sources, masks, model=ModelInfo("ground-truth", "0", None),
+                        job_id="viewer-1", created=dt.datetime(2026, 12, 7, tzinfo=dt.UTC)).seg
+    slices = tuple(s.sop_uid for s in series_geometry(instances_json(sources)).slices)
+    found = region_masks(seg, slices)
+    assert list(found) == ["TC", "WT", "ET"]
+    for index, region in enumerate(("TC", "WT", "ET")):
+        assert np.array_equal(found[region], masks[index]), region
+    with pytest.raises(ValueError, match="not on this series"):
+        region_masks(seg, tuple(f"1.2.3.{k}" for k in range(len(slices))))

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 from pydicom.data import get_testdata_file
@@ -189,3 +190,77 @@ def test_an_ended_session_says_sign_in_again(chromium: Any, dash: RunningPlatfor
     assert link.get_attribute("href").endswith(f"/login?next={WORKLIST}")
     assert "Traceback" not in chromium.find_element("tag name", "body").text
     chromium.save_screenshot(str(_shots(tmp_path) / "dashboards-session-ended.png"))
+
+
+@pytest.fixture(scope="module")
+def demo(dash: RunningPlatform, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A synthetic four-sequence case with a SEG of its ground truth (tests/ohif_page.py)."""
+    from ohif_page import store_demo_study
+
+    return store_demo_study(dash.settings, tmp_path_factory.mktemp("dash-case"), seed=41)
+
+
+def _green_share(driver: Any) -> float:
+    """The share of clearly green pixels in NiiVue's canvas, from a screenshot (a WebGL
+    canvas cannot be read back from the page): the whole tumour's default colour."""
+    import io
+
+    from PIL import Image
+
+    canvas = driver.find_element("css selector", "canvas")
+    shot = Image.open(io.BytesIO(canvas.screenshot_as_png)).convert("RGB")
+    pixels = np.asarray(shot).astype(int)
+    red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    return float(((green > 120) & (green > red + 60) & (green > blue + 60)).mean())
+
+
+def _click(driver: Any, text: str) -> None:
+    for element in driver.find_elements("css selector", "button, label"):
+        if element.text.strip() == text:
+            element.click()
+            return
+    raise AssertionError(f"no button or label {text!r} on the page")
+
+
+def test_clinician_opens_a_study_from_the_worklist(chromium: Any, dash: RunningPlatform,
+                                                   demo: Any, tmp_path: Path) -> None:
+    network_events(chromium)
+    started = time.time()
+    _open_worklist(chromium, dash)
+    link = chromium.find_element("css selector", f'tr[data-study="{demo.study}"] a.nn-open')
+    link.click()
+    wait_for(chromium, "canvas", timeout=WAIT)
+    wait_for_text(chromium, "WT whole tumour")
+    assert f"study={demo.study}" in chromium.current_url
+    body = chromium.find_element("tag name", "body").text
+    for text in ("T1", "T1 contrast", "T2", "FLAIR", "Axial", "Coronal", "Sagittal",
+                 "NOT FOR CLINICAL USE", "Open in OHIF"):
+        assert text in body, text
+    assert "Your session has ended" not in body and "Could not" not in body
+    # The viewer opens on the tumour with the AI segmentation drawn over it, and the
+    # toggle takes it away.
+    deadline = time.monotonic() + 30
+    while (shown := _green_share(chromium)) < 0.001 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert shown >= 0.001, "no green (whole tumour) over the image"
+    chromium.save_screenshot(str(_shots(tmp_path) / "dashboards-study.png"))
+    _click(chromium, "AI segmentation")
+    deadline = time.monotonic() + 15
+    while (hidden := _green_share(chromium)) > shown / 10 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert hidden <= shown / 10, (shown, hidden)
+    _click(chromium, "AI segmentation")
+    _click(chromium, "Coronal")
+    _click(chromium, "T1")
+    time.sleep(2)
+    chromium.save_screenshot(str(_shots(tmp_path) / "dashboards-study-coronal-t1.png"))
+    assert "Could not" not in chromium.find_element("tag name", "body").text
+
+    events = network_events(chromium)
+    assert other_hosts(events, dash.url) == []
+    # The images were read as the clinician, through the dashboards.
+    time.sleep(1.5)
+    reads = [r for r in _audit_rows(dash, started) if r["service"] == "proxy"
+             and r["study"] == demo.study and r["decision"] == "allow"]
+    assert reads and {(r["username"], r["server"]) for r in reads} == {
+        ("clinician", "dashboards")}

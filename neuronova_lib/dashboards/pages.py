@@ -41,6 +41,8 @@ table.nn-worklist a { color: #0b5cad; text-decoration: underline; font-weight: 6
 .nn-ai-failed { background: #fdecea; color: #8a1c14; }
 .nn-empty { color: #555; font-size: 15px; padding: 12px; }
 .nn-note { color: #555; font-size: 13px; }
+.nn-study-title { font-size: 15px; margin: 4px 0 8px 0; }
+.nn-study-title a { color: #0b5cad; text-decoration: underline; }
 </style>"""
 
 
