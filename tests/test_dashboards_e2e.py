@@ -250,6 +250,27 @@ def test_clinician_opens_a_study_from_the_worklist(chromium: Any, dash: RunningP
         time.sleep(0.5)
     assert hidden <= shown / 10, (shown, hidden)
     _click(chromium, "AI segmentation")
+    # The mouse wheel steps through slices (NiiVue's own scrolling): the image changes.
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
+    from selenium.webdriver.support.ui import Select
+
+    canvas = chromium.find_element("css selector", "canvas")
+    before = canvas.screenshot_as_png
+    for _ in range(4):
+        ActionChains(chromium).scroll_from_origin(ScrollOrigin.from_element(canvas), 0, 120
+                                                  ).perform()
+        time.sleep(0.2)
+    time.sleep(1)
+    assert canvas.screenshot_as_png != before, "scrolling did not change the slice"
+    # A window preset moves the range.
+    readout = chromium.find_element("css selector", ".widget-readout").text
+    Select(chromium.find_element("css selector", ".widget-dropdown select")).select_by_visible_text(
+        "Full range")
+    deadline = time.monotonic() + 10
+    while chromium.find_element("css selector", ".widget-readout").text == readout:
+        assert time.monotonic() < deadline, "the window preset did not change the range"
+        time.sleep(0.2)
     _click(chromium, "Coronal")
     _click(chromium, "T1")
     time.sleep(2)
@@ -264,3 +285,25 @@ def test_clinician_opens_a_study_from_the_worklist(chromium: Any, dash: RunningP
              and r["study"] == demo.study and r["decision"] == "allow"]
     assert reads and {(r["username"], r["server"]) for r in reads} == {
         ("clinician", "dashboards")}
+
+
+def test_the_worklist_pages_through_the_guard(dash: RunningPlatform, demo: Any) -> None:
+    """QIDO-RS limit and offset through the guard, as the worklist asks for a page."""
+    from neuronova_lib.dashboards.worklist import WorklistQuery, load_page
+    from neuronova_lib.dicomweb.session import connect
+
+    client = connect(dash.url, token=dash.login("clinician"))
+    seen = []
+    for page in range(3):
+        found = load_page(client, WorklistQuery(page=page, page_size=1))
+        assert len(found.rows) == 1 and found.has_next == (page < 2), page
+        seen.append(found.rows[0].study_uid)
+    assert sorted(seen) == sorted({dash.study_a.study, dash.study_b.study, demo.study})
+    assert load_page(client, WorklistQuery(page=3, page_size=1)).rows == []
+    # Search: one patient by ID; a name matches anywhere in it; the AI filter on the page.
+    by_id = load_page(client, WorklistQuery(patient_id="NNDEMO-41-001"))
+    assert [r.study_uid for r in by_id.rows] == [demo.study]
+    assert by_id.rows[0].ai_status == "none"
+    assert [r.study_uid for r in load_page(client, WorklistQuery(patient_name="case0")).rows
+            ] == [demo.study]
+    assert load_page(client, WorklistQuery(ai_status="done")).rows == []
