@@ -25,7 +25,7 @@ from neuronova_lib.db.models import AuditRecord
 from neuronova_lib.dicomweb.auth import TokenExpiredError
 from neuronova_lib.security.tokens import token_service
 from services.api.app import create_app
-from test_signin import BASE, sign_in
+from test_signin import BASE, _csrf, sign_in
 from test_signin import settings as settings  # noqa: F401 (fixture)
 
 WORKLIST = "/dashboards/voila/render/worklist.ipynb"
@@ -122,6 +122,13 @@ def test_a_page_kernel_connects_with_the_token_nginx_passed(
     client = pages.dashboard_client()
     assert client.base_url == "http://127.0.0.1:9"
     assert client.session.auth._token == "a.b.c"
+    # It renews the token at the API while the page's browser session lives.
+    from neuronova_lib.dicomweb.kernel_token import DashboardTokenSource
+
+    source = client.session.auth._source
+    assert isinstance(source, DashboardTokenSource)
+    assert source.url == "http://127.0.0.1:9/api/auth/dashboard-token"
+    assert "a.b.c" not in repr(source) and "a.b.c" not in repr(client.session.auth)
 
 
 # -- the Voilà server -------------------------------------------------------------------
@@ -238,6 +245,41 @@ def test_the_check_mints_a_token_for_a_page_being_opened(api: TestClient,
             AuditRecord.reason == "dashboard_token")).all()
     assert [(r.username, r.server, r.detail, r.token_id) for r in rows] == [
         ("clinician", "dashboards", f"for {WORKLIST}", claims.jti)]
+
+
+def test_a_page_renews_its_token_while_its_session_lives(api: TestClient,
+                                                         settings: Settings) -> None:  # noqa: F811
+    assert sign_in(api, "clinician", next_path=WORKLIST).status_code == 303
+    page = {"Accept": "text/html", "X-Original-URI": WORKLIST, "X-Original-Method": "GET"}
+    first = api.get("/api/auth/check", headers=page,
+                    params={"roles": "clinician", "act": "dashboards"}).headers["x-neuronova-token"]
+    renewed = api.post("/api/auth/dashboard-token", headers={"Authorization": f"Bearer {first}"})
+    assert renewed.status_code == 200, renewed.text
+    assert renewed.headers["cache-control"] == "no-store"
+    service = token_service(settings)
+    old, new = service.verify(first, "access"), service.verify(
+        renewed.json()["access_token"], "access")
+    assert (new.sub, new.parent, new.act) == (old.sub, old.parent, old.act)
+    assert new.jti != old.jti
+    # Only a dashboard page's token is renewed here (not a program's own sign-in token).
+    own = api.post("/api/auth/token", data={"username": "clinician",
+                                            "password": "demo-password-for-tests"})
+    other = api.post("/api/auth/dashboard-token",
+                     headers={"Authorization": f"Bearer {own.json()['access_token']}"})
+    assert other.status_code == 403
+    assert api.post("/api/auth/dashboard-token").status_code == 401
+    # Signing out ends the page: its tokens are revoked and the session is gone.
+    form = api.get("/login")
+    out = api.post("/logout", data={"csrf": _csrf(form.text)}, headers={"Origin": BASE},
+                   follow_redirects=False)
+    assert out.status_code == 303
+    for token in (first, renewed.json()["access_token"]):
+        ended = api.post("/api/auth/dashboard-token", headers={"Authorization": f"Bearer {token}"})
+        assert ended.status_code == 401, ended.text
+    with session_factory(settings.sqlalchemy_url)() as db:
+        reasons = [r.reason for r in db.scalars(select(AuditRecord).where(
+            AuditRecord.server == "dashboards").order_by(AuditRecord.id)).all()]
+    assert reasons[:3] == ["dashboard_token", "dashboard_token_renewed", "not_a_dashboard_token"]
 
 
 # -- the study viewer's data ------------------------------------------------------------

@@ -18,7 +18,9 @@ With ``act=dashboards`` (nginx's check for ``/dashboards/``), a signed-in browse
 opening a page also gets ``X-NeuroNova-Token``: a short-lived access token of its
 own user (``NEURONOVA_DASHBOARD_TOKEN_TTL``, ``act`` naming the dashboards, ended by
 sign-out like the session's other tokens), which nginx hands to Voilà and Voilà to the
-page's kernel, so that what the page reads is read as, and audited to, that user.
+page's kernel, so that what the page reads is read as, and audited to, that user. The
+kernel trades that token for a new one at ``POST /api/auth/dashboard-token`` while the
+browser session behind it lives (a page open longer than the token's lifetime).
 
 It runs on every browser request, so a session costs one ``SELECT`` (plus a
 ``last_seen`` write at most every ``NEURONOVA_SESSION_TOUCH_INTERVAL``).
@@ -33,6 +35,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response, status
 
 from neuronova_lib.db.browser_sessions import (COOKIE_NAME, ActiveSession, check_session,
+                                               check_session_key, session_key_of_parent,
                                                session_token_parent)
 from neuronova_lib.db.revocation import Refused, token_refusal
 from neuronova_lib.security.roles import Role
@@ -164,3 +167,57 @@ def check(request: Request, db: SessionDep, settings: SettingsDep, tokens: Token
                                            f"as {username} ({role})"), username, role)
     return Response(status_code=status.HTTP_204_NO_CONTENT,
                     headers={"X-NeuroNova-User": username, "X-NeuroNova-Role": role})
+
+
+@router.post(
+    "/dashboard-token",
+    responses={200: {"description": "A new access token for the same user and session"},
+               401: {"description": "The token, or the browser session behind it, has ended"},
+               403: {"description": "Not a dashboard page's token"}},
+)
+def renew_dashboard_token(request: Request, db: SessionDep, settings: SettingsDep,
+                          tokens: TokenServiceDep) -> Response:
+    """A dashboard page's kernel trades its token (``Authorization: Bearer``, still valid)
+    for a fresh one, as long as the browser session it was minted for is alive: the page
+    keeps working while open, and stops when its user signs out or the session ends. The
+    session counts this as use (``last_seen``): the kernel renews only when the user acts."""
+    from fastapi.responses import JSONResponse
+
+    def refuse(status_code: int, reason: str, detail: str, username: str | None = None,
+               role: str | None = None) -> Response:
+        write_audit(db, request, decision="deny", status=status_code, reason=reason,
+                    username=username, role=role, detail=detail, server=DASHBOARDS_ACT)
+        db.commit()
+        headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else None
+        return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
+
+    header = request.headers.get("authorization", "")
+    if header[:7].lower() != "bearer ":
+        return refuse(401, "not_signed_in", "send the page's token as 'Authorization: Bearer'")
+    try:
+        claims = tokens.verify(header[7:].strip(), "access")
+    except TokenError as exc:
+        return refuse(401, exc.reason, exc.detail)
+    refused = token_refusal(db.connection(), claims)
+    if refused is not None:
+        return refuse(refused.status, refused.reason, refused.detail, claims.sub,
+                      str(claims.role))
+    if (claims.act or {}).get("sub") != DASHBOARDS_ACT or not claims.parent:
+        return refuse(403, "not_a_dashboard_token", "only a dashboard page's token is renewed "
+                      "here", claims.sub, str(claims.role))
+    key = session_key_of_parent(db, claims.parent)
+    found = check_session_key(db, key, settings) if key else None
+    if not isinstance(found, ActiveSession) or found.username != claims.sub:
+        db.commit()  # a dead session's row is deleted by the check
+        return refuse(401, "session_ended", "the browser session of this page has ended; "
+                      "sign in again", claims.sub, str(claims.role))
+    token, new = tokens.mint(found.username, found.role, "access",
+                             settings.dashboard_token_ttl, parent=claims.parent,
+                             act={"sub": DASHBOARDS_ACT, "server": DASHBOARDS_ACT})
+    write_audit(db, request, decision="allow", status=200, reason="dashboard_token_renewed",
+                username=found.username, role=found.role, token_id=str(new["jti"]),
+                server=DASHBOARDS_ACT, detail=f"replaces {claims.jti}")
+    db.commit()
+    return JSONResponse({"access_token": token, "token_type": "bearer",
+                         "expires_in": settings.dashboard_token_ttl},
+                        headers={"Cache-Control": "no-store"})
