@@ -144,6 +144,24 @@ def test_voila_runs_on_loopback_under_the_prefix_with_the_token_header() -> None
     template = server.JUPYTER_DATA / "voila" / "templates" / "neuronova"
     assert (template / "conf.json").exists() and (template / "index.html.j2").exists()
     assert (server.DASHBOARDS_DIR / "worklist.ipynb").exists()
+    assert not any(a.startswith("--Voila.server_url") for a in argv)
+    # Behind a public path prefix, Voilà still serves /dashboards/ (what nginx passes on)
+    # and writes the prefixed path into its pages.
+    behind = server.voila_argv(18106, public_prefix="/nn/")
+    assert "--Voila.base_url=/nn/dashboards/" in behind
+    assert "--Voila.server_url=/dashboards/" in behind
+
+
+def test_links_carry_the_public_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    uid = "1.2.3"
+    monkeypatch.setenv("SCRIPT_NAME", WORKLIST)
+    monkeypatch.delenv("QUERY_STRING", raising=False)
+    monkeypatch.delenv(server.ENV_PUBLIC_PREFIX, raising=False)
+    assert worklist.ohif_link(uid) == f"/api/studies/{uid}/ohif"
+    monkeypatch.setenv(server.ENV_PUBLIC_PREFIX, "/nn")
+    assert worklist.study_link(uid) == f"/nn/dashboards/voila/render/study.ipynb?study={uid}"
+    assert worklist.ohif_link(uid) == f"/nn/api/studies/{uid}/ohif"
+    assert pages.signin_url() == f"/nn/login?next={WORKLIST}"
 
 
 def test_kernels_see_the_platform_url_and_no_setting_or_secret() -> None:
@@ -174,7 +192,9 @@ def test_the_service_and_its_switch(tmp_path: Path) -> None:
     on = Settings(home=tmp_path, dashboards_port=18106)
     service = dashboards_service(on)
     assert service.argv[1:] == ["-m", "neuronova_lib.dashboards.server", "18106", on.local_url,
-                                str(on.run_dir / "dashboards")]
+                                str(on.run_dir / "dashboards"), ""]
+    behind = Settings(home=tmp_path, public_url="https://pacs.example.org/nn/")
+    assert dashboards_service(behind).argv[-1] == "/nn"
     assert service.ports == [("127.0.0.1", 18106, "NEURONOVA_DASHBOARDS_PORT")]
     assert "dashboards" in [s.name for s in platform_services(on)]
     off = Settings(home=tmp_path, dashboards_enabled=False)

@@ -67,7 +67,9 @@ def query_argument(name: str) -> str:
 
 
 def signin_url() -> str:
-    return f"/login?next={quote(page_path(), safe='/')}"
+    from .server import public_path
+
+    return public_path(f"/login?next={quote(page_path(), safe='/')}")
 
 
 def message_html(text: str, kind: str = "error", link: tuple[str, str] | None = None) -> str:

@@ -37,13 +37,30 @@ KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME",
             "VIRTUAL_ENV", "PYTHONPATH")
 
 
-def voila_argv(port: int, notebooks: Path = DASHBOARDS_DIR) -> list[str]:
+#: The path prefix users see before the platform's paths (``NEURONOVA_PUBLIC_URL``'s path,
+#: e.g. ``/nn`` behind another proxy); the pages put it before every link they write.
+ENV_PUBLIC_PREFIX = "NEURONOVA_PUBLIC_PREFIX"
+
+
+def public_path(path: str) -> str:
+    """``path`` (one of the platform's, ``/…``) as the browser reaches it."""
+    return os.environ.get(ENV_PUBLIC_PREFIX, "").rstrip("/") + path
+
+
+def voila_argv(port: int, notebooks: Path = DASHBOARDS_DIR, public_prefix: str = "") -> list[str]:
     """Voilà's command line: loopback, under ``/dashboards/``, our template, the token
-    header passed to kernels, no browser, no tracebacks shown (the pages show messages)."""
+    header passed to kernels, no browser, no tracebacks shown (the pages show messages).
+    Behind a public path prefix, Voilà serves ``/dashboards/`` (what nginx passes on) and
+    writes the prefixed path into its pages (``base_url`` for the browser, ``server_url``
+    for its own routes)."""
+    prefix = public_prefix.rstrip("/")
+    urls = [f"--Voila.base_url={prefix}{PREFIX}"]
+    if prefix:
+        urls.append(f"--Voila.server_url={PREFIX}")
     return [
         sys.executable, "-m", "voila", str(notebooks), "--no-browser",
         f"--port={port}", "--Voila.ip=127.0.0.1", "--Voila.port_retries=0",
-        f"--Voila.base_url={PREFIX}", f"--template={TEMPLATE}", "--theme=light",
+        *urls, f"--template={TEMPLATE}", "--theme=light",
         f"--VoilaConfiguration.http_header_envs={TOKEN_HEADER}",
         "--VoilaConfiguration.show_tracebacks=False",
         # The page ends its kernel when it closes; a kernel left behind goes after an hour.
@@ -52,8 +69,8 @@ def voila_argv(port: int, notebooks: Path = DASHBOARDS_DIR) -> list[str]:
     ]
 
 
-def voila_env(platform_url: str, state_dir: Path,
-              environ: dict[str, str] | None = None) -> dict[str, str]:
+def voila_env(platform_url: str, state_dir: Path, environ: dict[str, str] | None = None,
+              public_prefix: str = "") -> dict[str, str]:
     """The server's (and so every kernel's) environment: the platform's URL, the import
     path of this checkout, the Jupyter data folder with the template, Jupyter's own state
     in ``state_dir`` (the platform's run folder, not the user's ~/.jupyter); nothing else."""
@@ -62,6 +79,7 @@ def voila_env(platform_url: str, state_dir: Path,
     paths = [str(REPO_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
     env.update({
         "NEURONOVA_URL": platform_url,
+        ENV_PUBLIC_PREFIX: public_prefix.rstrip("/"),
         "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)),
         "JUPYTER_PATH": str(JUPYTER_DATA),
         "JUPYTER_CONFIG_DIR": str(state_dir / "config"),
@@ -73,16 +91,18 @@ def voila_env(platform_url: str, state_dir: Path,
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m neuronova_lib.dashboards.server PORT PLATFORM_URL STATE_DIR``: exec Voilà."""
+    """``python -m neuronova_lib.dashboards.server PORT PLATFORM_URL STATE_DIR
+    [PUBLIC_PREFIX]``: exec Voilà."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 3:
+    if len(args) not in (3, 4):
         raise SystemExit("usage: python -m neuronova_lib.dashboards.server PORT PLATFORM_URL "
-                         "STATE_DIR")
+                         "STATE_DIR [PUBLIC_PREFIX]")
     state = Path(args[2])
+    prefix = args[3] if len(args) == 4 else ""
     for sub in ("config", "data", "runtime"):
         (state / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
-    command = voila_argv(int(args[0]))
-    os.execve(command[0], command, voila_env(args[1], state))
+    command = voila_argv(int(args[0]), public_prefix=prefix)
+    os.execve(command[0], command, voila_env(args[1], state, public_prefix=prefix))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from ..ai.results import NOT_FOR_CLINICAL_USE
 from ..viewer import _nifti_bytes
 from .pages import (SessionEnded, dashboard_client, header_html, message_html, problem_html,
                     query_argument, session_ended_html)
+from .server import public_path
 from .study import (COLOURS, REGION_COLOURS, SEQUENCES, WINDOW_PRESETS, find_seg,
                     focus_fraction, load_seg, region_label, window)
 from .worklist import ohif_link, person_name
@@ -154,7 +155,7 @@ def show_study() -> None:
         display(w.HTML(header_html("Study", None) + problem_html(exc, "open the study")))
         return
     header = w.HTML(header_html("Study", user))
-    back = '<a href="/dashboards/voila/render/worklist.ipynb">‹ Worklist</a>'
+    back = f'<a href="{public_path("/dashboards/voila/render/worklist.ipynb")}">‹ Worklist</a>'
     if not valid_uid(study_uid):
         display(header, w.HTML(message_html("No study was given: open one from the worklist.")
                                + back))

@@ -130,12 +130,18 @@ def load_page(client: Any, query: WorklistQuery) -> WorklistPage:
 
 def study_link(study_uid: str) -> str:
     """The study viewer's page for one study."""
-    return f"{STUDY_PAGE}?{urlencode({'study': study_uid})}"
+    from .server import public_path
+
+    return public_path(f"{STUDY_PAGE}?{urlencode({'study': study_uid})}")
 
 
 def ohif_link(study_uid: str) -> str:
-    """The API's redirect to OHIF with a token for this study alone."""
-    return f"/api/studies/{quote(study_uid, safe='')}/ohif"
+    """The API's redirect to OHIF with a token for this study alone (what
+    ``neuronova_lib.stack.ohif.study_link`` gives where the settings are at hand; a page's
+    kernel has only the platform's URL and the public prefix)."""
+    from .server import public_path
+
+    return public_path(f"/api/studies/{quote(study_uid, safe='')}/ohif")
 
 
 def table_html(rows: list[WorklistRow]) -> str:

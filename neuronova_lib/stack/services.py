@@ -351,7 +351,8 @@ def dashboards_service(settings: Settings) -> Service:
     return Service(
         name="dashboards",
         argv=[sys.executable, "-m", "neuronova_lib.dashboards.server", str(port),
-              settings.local_url, str(settings.run_dir / "dashboards")],
+              settings.local_url, str(settings.run_dir / "dashboards"),
+              urlsplit(settings.public_url).path.rstrip("/")],
         cwd=REPO_ROOT,
         health=lambda: _ok(f"http://127.0.0.1:{port}/dashboards/"),
         ports=[("127.0.0.1", port, "NEURONOVA_DASHBOARDS_PORT")],
