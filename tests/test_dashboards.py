@@ -16,17 +16,18 @@ import pytest
 import requests
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from api_settings import service_settings
+from test_signin import BASE, PASSWORD, _csrf, sign_in
 
 from neuronova_lib.config import Settings
 from neuronova_lib.dashboards import pages, server, worklist
 from neuronova_lib.dashboards.worklist import WorklistQuery, WorklistRow
 from neuronova_lib.db.engine import session_factory
 from neuronova_lib.db.models import AuditRecord
+from neuronova_lib.db.users import ensure_demo_users
 from neuronova_lib.dicomweb.auth import TokenExpiredError
 from neuronova_lib.security.tokens import token_service
 from services.api.app import create_app
-from test_signin import BASE, _csrf, sign_in
-from test_signin import settings as settings  # noqa: F401 (fixture)
 
 WORKLIST = "/dashboards/voila/render/worklist.ipynb"
 
@@ -233,13 +234,21 @@ def test_nginx_route_signs_in_and_sets_the_token_header_itself(tmp_path: Path) -
 
 
 @pytest.fixture
-def api(settings: Settings) -> Iterator[TestClient]:  # noqa: F811 (fixture)
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """The API's settings in a temporary data dir with the demo users (as test_signin)."""
+    with service_settings(tmp_path / "home", monkeypatch, PASSWORD, PORT="8080") as current:
+        ensure_demo_users(current)
+        yield current
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings), base_url=BASE) as test_client:
         yield test_client
 
 
 def test_the_check_mints_a_token_for_a_page_being_opened(api: TestClient,
-                                                         settings: Settings) -> None:  # noqa: F811
+                                                         settings: Settings) -> None:
     assert sign_in(api, "clinician", next_path=WORKLIST).status_code == 303
     roles = {"roles": "clinician,model_owner,admin"}
     page = {"Accept": "text/html", "X-Original-URI": f"{WORKLIST}?x=1",
@@ -268,7 +277,7 @@ def test_the_check_mints_a_token_for_a_page_being_opened(api: TestClient,
 
 
 def test_a_page_renews_its_token_while_its_session_lives(api: TestClient,
-                                                         settings: Settings) -> None:  # noqa: F811
+                                                         settings: Settings) -> None:
     assert sign_in(api, "clinician", next_path=WORKLIST).status_code == 303
     page = {"Accept": "text/html", "X-Original-URI": WORKLIST, "X-Original-Method": "GET"}
     first = api.get("/api/auth/check", headers=page,
@@ -283,7 +292,7 @@ def test_a_page_renews_its_token_while_its_session_lives(api: TestClient,
     assert new.jti != old.jti
     # Only a dashboard page's token is renewed here (not a program's own sign-in token).
     own = api.post("/api/auth/token", data={"username": "clinician",
-                                            "password": "demo-password-for-tests"})
+                                            "password": PASSWORD})
     other = api.post("/api/auth/dashboard-token",
                      headers={"Authorization": f"Bearer {own.json()['access_token']}"})
     assert other.status_code == 403
@@ -338,12 +347,12 @@ def test_the_segs_regions_come_back_on_the_series_grid(tmp_path: Path) -> None:
 
     import nibabel as nib
     import pydicom
+    from test_ai_results import brats_regions
 
     from neuronova_lib.ai.results import ModelInfo, build_results
     from neuronova_lib.dashboards.study import region_masks
     from neuronova_lib.demo import SMALL_SHAPE, SMALL_SPACING, write_demo_cases
     from neuronova_lib.volume import instances_json, series_geometry
-    from test_ai_results import brats_regions
 
     info = write_demo_cases(tmp_path, cases=1, seed=17, shape=SMALL_SHAPE,
                             spacing=SMALL_SPACING)[0]

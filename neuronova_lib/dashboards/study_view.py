@@ -15,11 +15,27 @@ import numpy as np
 
 from ..ai.results import NOT_FOR_CLINICAL_USE
 from ..viewer import _nifti_bytes
-from .pages import (SessionEnded, dashboard_client, header_html, message_html, problem_html,
-                    query_argument, session_ended_html)
+from .pages import (
+    SessionEnded,
+    dashboard_client,
+    header_html,
+    message_html,
+    problem_html,
+    query_argument,
+    session_ended_html,
+)
 from .server import public_path
-from .study import (COLOURS, REGION_COLOURS, SEQUENCES, WINDOW_PRESETS, find_seg,
-                    focus_fraction, load_seg, region_label, window)
+from .study import (
+    COLOURS,
+    REGION_COLOURS,
+    SEQUENCES,
+    WINDOW_PRESETS,
+    find_seg,
+    focus_fraction,
+    load_seg,
+    region_label,
+    window,
+)
 from .worklist import ohif_link, person_name
 
 VIEWS = {"Axial": 0, "Coronal": 1, "Sagittal": 2, "All planes": 3}

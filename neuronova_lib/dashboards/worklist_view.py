@@ -8,8 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .pages import (SessionEnded, dashboard_client, header_html, message_html,
-                    problem_html, session_ended_html)
+from .pages import (
+    SessionEnded,
+    dashboard_client,
+    header_html,
+    message_html,
+    problem_html,
+    session_ended_html,
+)
 from .worklist import AI_LABELS, AI_STATUSES, PAGE_SIZES, WorklistQuery, load_page, table_html
 
 

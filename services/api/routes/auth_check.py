@@ -34,9 +34,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 
-from neuronova_lib.db.browser_sessions import (COOKIE_NAME, ActiveSession, check_session,
-                                               check_session_key, session_key_of_parent,
-                                               session_token_parent)
+from neuronova_lib.db.browser_sessions import (
+    COOKIE_NAME,
+    ActiveSession,
+    check_session,
+    check_session_key,
+    session_key_of_parent,
+    session_token_parent,
+)
 from neuronova_lib.db.revocation import Refused, token_refusal
 from neuronova_lib.security.roles import Role
 from neuronova_lib.security.same_origin import cross_site_refusal
