@@ -140,7 +140,9 @@ def test_voila_runs_on_loopback_under_the_prefix_with_the_token_header() -> None
     assert argv[1:4] == ["-m", "voila", str(server.DASHBOARDS_DIR)]
     for option in ("--port=18106", "--Voila.ip=127.0.0.1", "--Voila.base_url=/dashboards/",
                    "--template=neuronova", "--VoilaConfiguration.show_tracebacks=False",
-                   "--VoilaConfiguration.http_header_envs=X-NeuroNova-Token"):
+                   "--VoilaConfiguration.http_header_envs=X-NeuroNova-Token",
+                   "--MappingKernelManager.cull_idle_timeout=300",
+                   "--MappingKernelManager.cull_connected=False"):
         assert option in argv
     template = server.JUPYTER_DATA / "voila" / "templates" / "neuronova"
     assert (template / "conf.json").exists() and (template / "index.html.j2").exists()

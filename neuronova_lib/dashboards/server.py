@@ -63,9 +63,12 @@ def voila_argv(port: int, notebooks: Path = DASHBOARDS_DIR, public_prefix: str =
         *urls, f"--template={TEMPLATE}", "--theme=light",
         f"--VoilaConfiguration.http_header_envs={TOKEN_HEADER}",
         "--VoilaConfiguration.show_tracebacks=False",
-        # The page ends its kernel when it closes; a kernel left behind goes after an hour.
-        "--MappingKernelManager.cull_idle_timeout=3600",
-        "--MappingKernelManager.cull_interval=300",
+        # The page ends its kernel when it closes. A kernel no page connected to (a page
+        # fetched by a program, a tab closed mid-load) goes after 5 idle minutes; a page's
+        # connected kernel stays however long it idles (cull_connected is off).
+        "--MappingKernelManager.cull_idle_timeout=300",
+        "--MappingKernelManager.cull_interval=60",
+        "--MappingKernelManager.cull_connected=False",
     ]
 
 
