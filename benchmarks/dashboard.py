@@ -22,8 +22,17 @@ viewport's canvas holds an image (its pixels read back, not a blank), polled eve
 It starts the real platform (Orthanc, guard, API, nginx; no MLflow or Dask) on
 free loopback ports in a temporary home, stores one synthetic case as HTJ2K
 lossless with a SEG, and re-bases OHIF first if needed (``make viewer`` must have
-run: ``npm ci --prefix ohif``). The Voilà viewer's figures (first image, full
-resolution, slice step) join this file with the dashboards.
+run: ``npm ci --prefix ohif``).
+
+The Voilà study viewer (``/dashboards/voila/render/study.ipynb?study=<uid>``), same study,
+same browser kind: ``voila.first_image_cold_s`` (a new browser: Voilà's and NiiVue's
+scripts come over the network, a kernel starts and loads the four sequences and the SEG
+as the user) and ``first_image_warm_s`` (the same browser again: a new kernel still loads
+the study). The image is seen in a screenshot of NiiVue's WebGL canvas (its pixels cannot
+be read back from the page), polled as fast as Chromium takes them (about 0.1 s), so the
+figure is coarse by that much. ``ratio_warm_to_ohif_warm`` compares it with OHIF's warm
+first image measured in the same run. Full resolution and slice step are not measured yet
+(the viewer sends the full volume at once).
 
 Prints one JSON document on stdout; progress on stderr.
 Run: ``.venv/bin/python benchmarks/dashboard.py [--size brats] [--repeats 5]``.
@@ -169,6 +178,66 @@ def measure_ohif(base_url: str, link: str, password: str, demo: DemoStudy, token
     }
 
 
+STUDY_PAGE = "/dashboards/voila/render/study.ipynb?study="
+
+
+def _niivue_drawn(driver: Any) -> bool:
+    """NiiVue's canvas holds an image: lit pixels with contrast (a screenshot of it)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    canvases = driver.find_elements("css selector", "canvas")
+    if not canvases:
+        return False
+    grey = np.asarray(Image.open(io.BytesIO(canvases[0].screenshot_as_png)).convert("L"))
+    return bool(grey.size and (grey > 8).mean() > 0.05 and grey.std() > 5)
+
+
+def time_voila_image(driver: Any, url: str, start_page: str) -> float:
+    """Seconds from following a link to the study viewer to its first image."""
+    driver.get(start_page)
+    start = time.perf_counter()
+    driver.execute_script("window.location.href = arguments[0];", url)
+    while time.perf_counter() - start < TIMEOUT_S:
+        try:
+            if _niivue_drawn(driver):
+                return time.perf_counter() - start
+        except Exception:  # the page is between documents, or the canvas is being replaced
+            pass
+        time.sleep(0.02)
+    shot = Path(tempfile.gettempdir()) / "neuronova-bench-voila-timeout.png"
+    driver.save_screenshot(str(shot))
+    raise RuntimeError(f"the study viewer drew no image within {TIMEOUT_S} s of opening {url} "
+                       f"(now at {driver.current_url}; screenshot {shot})")
+
+
+def measure_voila(base_url: str, study: str, password: str, repeats: int) -> dict[str, Any]:
+    """The Voilà study viewer's first image, cold and warm."""
+    link = base_url + STUDY_PAGE + study
+    start = base_url + "/login"
+    cold: list[float] = []
+    warm: list[float] = []
+    for attempt in range(repeats):
+        profile = Path(tempfile.mkdtemp(prefix="neuronova-bench-chromium-"))
+        driver = new_browser(profile)
+        try:
+            driver.set_window_size(1920, 1080)
+            sign_in(driver, base_url, USER, password, next_path="/login")
+            deadline = time.monotonic() + TIMEOUT_S
+            while session_cookie(driver) is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            cold.append(time_voila_image(driver, link, start))
+            warm.append(time_voila_image(driver, link, start))
+            log(f"voila {attempt + 1}/{repeats}: cold {cold[-1]:.2f} s, warm {warm[-1]:.2f} s")
+        finally:
+            driver.quit()
+            shutil.rmtree(profile, ignore_errors=True)
+    return {"first_image_cold_s": _summary(cold), "first_image_warm_s": _summary(warm),
+            "goal_first_image_s": 1.0}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=("small", "brats"), default="brats",
@@ -179,13 +248,18 @@ def main(argv: list[str] | None = None) -> int:
     log(f"OHIF viewer in {viewer}")
     home = Path(tempfile.mkdtemp(prefix="neuronova-bench-dashboard-"))
     try:
-        with local_platform(home / "home", mlflow_enabled=False, dask_enabled=False) as local:
+        with local_platform(home / "home", mlflow_enabled=False, dask_enabled=False,
+                            dashboards_enabled=True) as local:
             log(f"platform at {local.url}; storing one {args.size} case as HTJ2K")
             demo = store_demo_study(local.settings, home / "case", seed=7, size=args.size)
             token, _ = token_service(local.settings).mint(USER, USER, "signed", 900,
                                                           studies=[demo.study])
-            ohif = measure_ohif(local.url, study_link(local.settings, demo.study),
-                                demo_password(local.settings, USER), demo, token, args.repeats)
+            password = demo_password(local.settings, USER)
+            ohif = measure_ohif(local.url, study_link(local.settings, demo.study), password,
+                                demo, token, args.repeats)
+            voila = measure_voila(local.url, demo.study, password, args.repeats)
+            voila["ratio_warm_to_ohif_warm"] = round(
+                voila["first_image_warm_s"]["median"] / ohif["first_image_warm_s"]["median"], 1)
     finally:
         shutil.rmtree(home, ignore_errors=True)
     print(json.dumps({
@@ -194,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "browser": "Debian chromium, headless, 1920×1080",
         "ohif": ohif,
+        "voila": voila,
     }, indent=1))
     return 0
 

@@ -232,6 +232,20 @@ class Settings(BaseSettings):
         "unset: mlflow/artifacts in the data dir.",
     )
 
+    # Clinician dashboards (dashboards/, neuronova_lib.dashboards): one Voilà server under the
+    # supervisor, behind nginx at /dashboards/ for signed-in clinicians, model owners, admins.
+    dashboards_enabled: bool = Field(
+        default=True,
+        description="Run the Voilà dashboards server under the supervisor (worklist and study "
+        "viewer at /dashboards/). Off: /dashboards/ answers 503.",
+    )
+    dashboards_port: int = Field(default=8106, description="Voilà dashboards server (loopback).")
+    dashboard_token_ttl: int = Field(
+        default=900, ge=60, le=86_400,
+        description="Seconds the access token a dashboard page's kernel reads with lives (minted "
+        "for the signed-in user when the page opens, act=dashboards); sign-out ends it sooner.",
+    )
+
     # JupyterHub for data scientists (hub/jupyterhub_config.py, neuronova_lib.hub), behind
     # nginx at /hub/, /user/ and /services/; every port on loopback.
     hub_enabled: bool = Field(

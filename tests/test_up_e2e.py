@@ -30,7 +30,7 @@ def _platform_ports() -> dict[str, int]:
     return {name: free_port() for name in (
         "PORT", "API_PORT", "PROXY_PORT", "ORTHANC_PORT", "DICOM_PORT", "MLFLOW_PORT",
         "DASK_PORT", "DASK_DASHBOARD_PORT", "OPENEMR_DEMO_PORT", "HUB_PORT", "HUB_API_PORT",
-        "HUB_PROXY_API_PORT", "HUB_SERVICE_PORT")}
+        "HUB_PROXY_API_PORT", "HUB_SERVICE_PORT", "DASHBOARDS_PORT")}
 
 
 def _multipart_body(response: requests.Response) -> bytes:
@@ -142,8 +142,8 @@ def test_up_serves_demo_data_and_stops_cleanly(tmp_path: Path) -> None:
         status = subprocess.run([*NEURONOVA, "status"], env=env, capture_output=True, text=True)
         assert status.returncode == 0, status.stdout + status.stderr
         # orthanc, dask-scheduler, dask-worker, openemr-demo, proxy, api, mlflow, hub-proxy,
-        # jupyterhub, nginx-log, nginx
-        assert status.stdout.count("healthy") == 11
+        # jupyterhub, dashboards, nginx-log, nginx
+        assert status.stdout.count("healthy") == 12
     finally:
         if up.poll() is None:
             up.send_signal(signal.SIGINT)  # what Ctrl-C sends
@@ -198,7 +198,7 @@ def test_status_and_down_find_the_platform_from_its_data_dir(tmp_path: Path) -> 
         status = subprocess.run([*NEURONOVA, "status"], env=other, capture_output=True,
                                 text=True, timeout=60)
         assert status.returncode == 0, status.stdout + status.stderr
-        assert status.stdout.count(" healthy ") == 11, status.stdout
+        assert status.stdout.count(" healthy ") == 12, status.stdout
         assert f"127.0.0.1:{ports['PORT']}/" in status.stdout
         state = json.loads((home / "run" / "stack.json").read_text())
         assert state["supervisor"] == up.pid
@@ -209,7 +209,7 @@ def test_status_and_down_find_the_platform_from_its_data_dir(tmp_path: Path) -> 
         misled = {**other, "NEURONOVA_PORT": str(free_port())}
         again = subprocess.run([*NEURONOVA, "status"], env=misled, capture_output=True,
                                text=True, timeout=60)
-        assert again.returncode == 0 and again.stdout.count(" healthy ") == 11, again.stdout
+        assert again.returncode == 0 and again.stdout.count(" healthy ") == 12, again.stdout
 
         down = subprocess.run([*NEURONOVA, "down"], env=other, capture_output=True, text=True,
                               timeout=120)
@@ -253,7 +253,7 @@ def test_down_stops_services_left_by_a_killed_supervisor(tmp_path: Path) -> None
         down = subprocess.run([*NEURONOVA, "down"], env=other, capture_output=True, text=True,
                               timeout=120)
         assert down.returncode == 0, down.stdout + down.stderr
-        assert down.stdout.count("left running by a supervisor that is gone") == 11, down.stdout
+        assert down.stdout.count("left running by a supervisor that is gone") == 12, down.stdout
     finally:
         if up.poll() is None:
             up.kill()

@@ -101,8 +101,24 @@ def check_session(db: Session, session_id: str, settings: Settings,
     A refused session that still has a row (expired, idle, account changed) is
     deleted; the caller commits either way.
     """
+    return check_session_key(db, session_hash(session_id), settings, now)
+
+
+def session_key_of_parent(db: Session, parent: str) -> str | None:
+    """The session (its ``id_hash``) whose tokens carry ``parent`` as their ``pjti``
+    (:func:`session_token_parent`), if that session still has a row."""
+    prefix = parent.removeprefix("session:")
+    if not parent.startswith("session:") or len(prefix) != 40 or not prefix.isalnum():
+        return None
+    return db.scalar(select(BrowserSession.id_hash)
+                     .where(BrowserSession.id_hash.startswith(prefix, autoescape=True)))
+
+
+def check_session_key(db: Session, key: str, settings: Settings,
+                      now: datetime | None = None) -> ActiveSession | Refused:
+    """:func:`check_session` for a session known by its ``id_hash`` (a token minted for
+    it, :func:`session_key_of_parent`), not by its cookie."""
     now = now or datetime.now(UTC)
-    key = session_hash(session_id)
     row = db.execute(
         select(BrowserSession.username, BrowserSession.role, BrowserSession.csrf_token,
                BrowserSession.created_at, BrowserSession.last_seen, BrowserSession.expires_at,

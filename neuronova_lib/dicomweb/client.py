@@ -203,6 +203,7 @@ class Client:
         description: str | None = None,
         *,
         study_uid: str | None = None,
+        study_date: str | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[StudySummary]:
@@ -216,6 +217,9 @@ class Client:
             PatientName, StudyDescription: wildcards ``*``/``?`` as given, plain
             text matches as a substring (``"glioma"`` → ``*glioma*``).
         study_uid : str, optional
+        study_date : str, optional
+            StudyDate, one day or a range as QIDO-RS writes it: ``20240101-20241231``,
+            ``20240101-`` (from), ``-20241231`` (until).
         limit, offset : int
             Paging.
 
@@ -237,6 +241,8 @@ class Client:
             filters["StudyDescription"] = _wildcard(description)
         if study_uid is not None:
             filters["StudyInstanceUID"] = study_uid_of(study_uid)
+        if study_date:
+            filters["StudyDate"] = study_date
         fields = ["StudyDescription", "ModalitiesInStudy", "NumberOfStudyRelatedSeries",
                   "NumberOfStudyRelatedInstances", "AccessionNumber"]
         with self._server_errors("study search refused"):

@@ -18,6 +18,10 @@ from typing import Any
 import requests
 
 ENV_HUB_TOKEN = "JUPYTERHUB_API_TOKEN"
+#: A dashboard page's kernel (Voilà): the access token nginx had the API mint for the
+#: signed-in user as the page opened (header ``X-NeuroNova-Token``, which Voilà's
+#: ``http_header_envs`` puts in the kernel's environment; neuronova_lib.dashboards.server).
+ENV_DASHBOARD_TOKEN = "HTTP_X_NEURONOVA_TOKEN"
 ENV_TOKEN_SERVICE = "NEURONOVA_TOKEN_SERVICE_URL"
 TOKEN_SERVICE_PATH = "/services/neuronova-token/"
 
@@ -78,3 +82,43 @@ class HubTokenSource:
         if response.status_code != 200:
             raise http_error(response, "the hub's token service refused a platform token")
         return dict(response.json())
+
+
+#: Where a dashboard page's kernel renews its token (services/api/routes/auth_check.py).
+DASHBOARD_RENEW_PATH = "/api/auth/dashboard-token"
+
+
+class DashboardTokenSource:
+    """Renews a dashboard page's token (called by BearerAuth before it expires): the
+    current token is traded for a new one while the browser session behind it lives.
+
+    Parameters
+    ----------
+    base : str
+        The platform (``http://host:port``).
+    token : str
+        The token nginx passed to the page (``HTTP_X_NEURONOVA_TOKEN``); then the last one.
+    session : requests.Session
+        For the renewal calls (not the DICOMweb session, whose auth this feeds).
+    """
+
+    def __init__(self, base: str, token: str, session: requests.Session,
+                 timeout: float = 30.0) -> None:
+        self.url = base.rstrip("/") + DASHBOARD_RENEW_PATH
+        self._token = token
+        self._session = session
+        self.timeout = timeout
+
+    def __repr__(self) -> str:  # never the token
+        return f"DashboardTokenSource({self.url!r})"
+
+    def __call__(self) -> dict[str, Any]:
+        from .auth import http_error
+
+        response = self._session.post(self.url, timeout=self.timeout,
+                                      headers={"Authorization": f"Bearer {self._token}"})
+        if response.status_code != 200:
+            raise http_error(response, "the page's session has ended")
+        body = dict(response.json())
+        self._token = str(body["access_token"])
+        return body

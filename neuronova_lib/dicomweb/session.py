@@ -20,7 +20,7 @@ from urllib3.util.retry import Retry
 
 from .. import __version__
 from .auth import DEFAULT_REFRESH_MARGIN_S, BearerAuth, SignedUrlAuth, jwt_claims, redact
-from .kernel_token import HubTokenSource, in_hub_kernel
+from .kernel_token import ENV_DASHBOARD_TOKEN, DashboardTokenSource, HubTokenSource, in_hub_kernel
 
 if TYPE_CHECKING:
     from .client import Client
@@ -84,6 +84,8 @@ def connect(
     Credentials, first match wins: ``token`` (with ``refresh_token`` and/or
     ``password`` to renew it); ``username`` + ``password`` (signs in now);
     ``NEURONOVA_TOKEN`` (and, if set, ``NEURONOVA_REFRESH_TOKEN``) from the environment;
+    in a dashboard page's kernel (Voilà), the signed-in user's token nginx passed
+    (``HTTP_X_NEURONOVA_TOKEN``);
     in a JupyterHub kernel, the hub's token service, asked with the server's
     ``JUPYTERHUB_API_TOKEN`` and again before each token expires
     (:mod:`.kernel_token`): ``neuronova_lib.connect()`` with no arguments.
@@ -131,9 +133,12 @@ def connect(
             f"no platform URL: pass url=... or set {ENV_URL} (JupyterHub sets it in every kernel)")
     if (username is None) != (password is None):
         raise ValueError("signing in needs both username and password")
+    dashboard = False
     if token is None and password is None:
         token = os.environ.get(ENV_TOKEN) or None
         refresh_token = refresh_token or os.environ.get(ENV_REFRESH_TOKEN) or None
+        if token is None and os.environ.get(ENV_DASHBOARD_TOKEN):
+            token, dashboard = os.environ[ENV_DASHBOARD_TOKEN], True
     hub = token is None and password is None and in_hub_kernel()
     if token is None and password is None and not hub:
         raise ValueError(
@@ -142,12 +147,20 @@ def connect(
     base = base_url(url)
     session = http_session(max_workers)
     auth_session = http_session(2)
-    source = HubTokenSource.from_environment(base, auth_session, timeout) if hub else None
+    source: HubTokenSource | DashboardTokenSource | None = None
+    if hub:
+        source = HubTokenSource.from_environment(base, auth_session, timeout)
+    elif dashboard:
+        assert token is not None
+        source = DashboardTokenSource(base, token, auth_session, timeout)
+        # Renewed by any read in the second half of its life (the margin is capped at half),
+        # so a page in use keeps going; one left idle past the token's end signs in again.
+        refresh_margin = float("inf")
     auth = BearerAuth(
         base, token, refresh_token=refresh_token, username=username, password=password,
         margin=refresh_margin, session=auth_session, timeout=timeout, source=source,
     )
-    if source is not None:
+    if hub:
         auth.renew()  # a refusal (a disabled user) shows here, not at the first read
     elif token is None:
         auth.login()

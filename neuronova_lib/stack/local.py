@@ -59,6 +59,9 @@ def local_settings(home: Path, **overrides: object) -> Settings:
         "hub_api_port": free_port(),
         "hub_proxy_api_port": free_port(),
         "hub_service_port": free_port(),
+        # The Voilà dashboards only for the tests that ask (dashboards_enabled=True).
+        "dashboards_enabled": False,
+        "dashboards_port": free_port(),
         # Tests send bursts from one address; keep rate limiting on, but roomy.
         "api_rate": "200r/s",
         "api_burst": 400,

@@ -143,6 +143,14 @@ OHIF_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'
             "img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; font-src 'self' data:; "
             "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'self'")
 
+#: The dashboards (Voilà and its widgets, NiiVue's WebGL): everything from this site only;
+#: a request to another host is refused by the browser, not just left unused.
+DASHBOARDS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval' "
+                  "'wasm-unsafe-eval' blob:; worker-src 'self' blob:; "
+                  "connect-src 'self' blob: data:; img-src 'self' blob: data:; "
+                  "style-src 'self' 'unsafe-inline'; font-src 'self' data:; object-src 'none'; "
+                  "base-uri 'self'; form-action 'self'; frame-ancestors 'self'")
+
 
 def ohif_viewer(settings: Settings, root: Path = INSTALL_ROOT
                 ) -> tuple[str | None, str | None, str]:
@@ -208,6 +216,8 @@ def render_nginx(settings: Settings, path: Path | None = None) -> Path:
         ohif_config=ohif_config,
         ohif_missing=ohif_missing,
         ohif_csp=OHIF_CSP,
+        dashboards_port=settings.dashboards_port if settings.dashboards_enabled else None,
+        dashboards_csp=DASHBOARDS_CSP,
         frame_store=settings.frame_store and settings.orthanc_wado_plugin,
         frame_decision_cache=settings.frame_decision_cache,
         frames_dir=str(settings.frames_dir),

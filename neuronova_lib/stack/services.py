@@ -343,6 +343,23 @@ def jupyterhub_service(settings: Settings) -> Service:
     )
 
 
+def dashboards_service(settings: Settings) -> Service:
+    """The clinician dashboards: one Voilà server on loopback under ``/dashboards``
+    (neuronova_lib.dashboards.server); its kernels read through nginx as the signed-in
+    user. Healthy when Voilà answers its own page."""
+    port = settings.dashboards_port
+    return Service(
+        name="dashboards",
+        argv=[sys.executable, "-m", "neuronova_lib.dashboards.server", str(port),
+              settings.local_url, str(settings.run_dir / "dashboards"),
+              urlsplit(settings.public_url).path.rstrip("/")],
+        cwd=REPO_ROOT,
+        health=lambda: _ok(f"http://127.0.0.1:{port}/dashboards/"),
+        ports=[("127.0.0.1", port, "NEURONOVA_DASHBOARDS_PORT")],
+        start_timeout=90.0,
+    )
+
+
 def platform_services(settings: Settings) -> list[Service]:
     """Start order: the store first, the gateways last (so users never see half a platform).
 
@@ -362,4 +379,6 @@ def platform_services(settings: Settings) -> list[Service]:
         services.append(mlflow_service(settings))
     if settings.hub_enabled:
         services += [hub_proxy_service(settings), jupyterhub_service(settings)]
+    if settings.dashboards_enabled:
+        services.append(dashboards_service(settings))
     return [*services, nginx_log_service(settings), nginx_service(settings)]

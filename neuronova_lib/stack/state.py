@@ -26,7 +26,7 @@ RECORDED_SETTINGS = ("host", "port", "public_url", "api_port", "proxy_port", "or
                      "dask_enabled", "dask_scheduler", "dask_port", "dask_dashboard_port",
                      "dask_workers", "openemr_url", "openemr_demo", "openemr_demo_port",
                      "hub_enabled", "hub_port", "hub_api_port", "hub_proxy_api_port",
-                     "hub_service_port")
+                     "hub_service_port", "dashboards_enabled", "dashboards_port")
 
 
 def state_path(settings: Settings) -> Path:

@@ -14,6 +14,14 @@ a browser with the session cookie or a program with ``Authorization: Bearer
 * 403: wrong role, or a cookie-authenticated state-changing request from
   another site (CSRF), with the reason in ``X-NeuroNova-Detail``.
 
+With ``act=dashboards`` (nginx's check for ``/dashboards/``), a signed-in browser
+opening a page also gets ``X-NeuroNova-Token``: a short-lived access token of its
+own user (``NEURONOVA_DASHBOARD_TOKEN_TTL``, ``act`` naming the dashboards, ended by
+sign-out like the session's other tokens), which nginx hands to Voilà and Voilà to the
+page's kernel, so that what the page reads is read as, and audited to, that user. The
+kernel trades that token for a new one at ``POST /api/auth/dashboard-token`` while the
+browser session behind it lives (a page open longer than the token's lifetime).
+
 It runs on every browser request, so a session costs one ``SELECT`` (plus a
 ``last_seen`` write at most every ``NEURONOVA_SESSION_TOUCH_INTERVAL``).
 Refusals are audited with the original method and path; allowed checks are not
@@ -26,7 +34,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 
-from neuronova_lib.db.browser_sessions import COOKIE_NAME, ActiveSession, check_session
+from neuronova_lib.db.browser_sessions import (
+    COOKIE_NAME,
+    ActiveSession,
+    check_session,
+    check_session_key,
+    session_key_of_parent,
+    session_token_parent,
+)
 from neuronova_lib.db.revocation import Refused, token_refusal
 from neuronova_lib.security.roles import Role
 from neuronova_lib.security.same_origin import cross_site_refusal
@@ -68,6 +83,27 @@ def browser_session(db: Any, request: Request, settings: Any, cookie: str, metho
     return found, None
 
 
+#: ``act`` of nginx's check for the dashboards, and ``act.sub`` of the tokens it mints.
+DASHBOARDS_ACT = "dashboards"
+
+
+def dashboard_token(db: Any, request: Request, settings: Any, tokens: Any,
+                    found: ActiveSession, original: str) -> str:
+    """An access token for the session's user, for the kernel of the dashboard page being
+    opened (audited: the page and the token's id). Its ``pjti`` is the session's, so
+    signing out revokes it with the session's other tokens."""
+    page = original[:_URI_LIMIT].partition("?")[0]
+    token, claims = tokens.mint(found.username, found.role, "access",
+                                settings.dashboard_token_ttl,
+                                parent=session_token_parent(found.id_hash),
+                                act={"sub": DASHBOARDS_ACT, "server": DASHBOARDS_ACT})
+    write_audit(db, request, decision="allow", status=200, reason="dashboard_token",
+                username=found.username, role=found.role, token_id=str(claims["jti"]),
+                server=DASHBOARDS_ACT, detail=f"for {page}"[:200])
+    db.commit()
+    return token
+
+
 @router.get(
     "/check",
     status_code=status.HTTP_204_NO_CONTENT,
@@ -76,7 +112,7 @@ def browser_session(db: Any, request: Request, settings: Any, cookie: str, metho
                403: {"description": "Wrong role, or a cross-site request with the cookie"}},
 )
 def check(request: Request, db: SessionDep, settings: SettingsDep, tokens: TokenServiceDep,
-          roles: str = "") -> Response:
+          roles: str = "", act: str = "") -> Response:
     """Is this request's session cookie or bearer token good for one of ``roles``?"""
     method = request.headers.get("x-original-method", request.method).upper()[:16]
     original = request.headers.get("x-original-uri", "")
@@ -120,6 +156,12 @@ def check(request: Request, db: SessionDep, settings: SettingsDep, tokens: Token
         assert found is not None
         username, role = found.username, found.role
         db.commit()  # last_seen, when it was due
+        if act == DASHBOARDS_ACT and _wants_page(request, method) and (
+                not allowed or role in allowed):
+            return Response(status_code=status.HTTP_204_NO_CONTENT, headers={
+                "X-NeuroNova-User": username, "X-NeuroNova-Role": role,
+                "X-NeuroNova-Token": dashboard_token(db, request, settings, tokens, found,
+                                                     original)})
     else:
         return refuse(Refused(401, "not_signed_in",
                               "not signed in: sign in at /login, or send "
@@ -130,3 +172,57 @@ def check(request: Request, db: SessionDep, settings: SettingsDep, tokens: Token
                                            f"as {username} ({role})"), username, role)
     return Response(status_code=status.HTTP_204_NO_CONTENT,
                     headers={"X-NeuroNova-User": username, "X-NeuroNova-Role": role})
+
+
+@router.post(
+    "/dashboard-token",
+    responses={200: {"description": "A new access token for the same user and session"},
+               401: {"description": "The token, or the browser session behind it, has ended"},
+               403: {"description": "Not a dashboard page's token"}},
+)
+def renew_dashboard_token(request: Request, db: SessionDep, settings: SettingsDep,
+                          tokens: TokenServiceDep) -> Response:
+    """A dashboard page's kernel trades its token (``Authorization: Bearer``, still valid)
+    for a fresh one, as long as the browser session it was minted for is alive: the page
+    keeps working while open, and stops when its user signs out or the session ends. The
+    session counts this as use (``last_seen``): the kernel renews only when the user acts."""
+    from fastapi.responses import JSONResponse
+
+    def refuse(status_code: int, reason: str, detail: str, username: str | None = None,
+               role: str | None = None) -> Response:
+        write_audit(db, request, decision="deny", status=status_code, reason=reason,
+                    username=username, role=role, detail=detail, server=DASHBOARDS_ACT)
+        db.commit()
+        headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else None
+        return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
+
+    header = request.headers.get("authorization", "")
+    if header[:7].lower() != "bearer ":
+        return refuse(401, "not_signed_in", "send the page's token as 'Authorization: Bearer'")
+    try:
+        claims = tokens.verify(header[7:].strip(), "access")
+    except TokenError as exc:
+        return refuse(401, exc.reason, exc.detail)
+    refused = token_refusal(db.connection(), claims)
+    if refused is not None:
+        return refuse(refused.status, refused.reason, refused.detail, claims.sub,
+                      str(claims.role))
+    if (claims.act or {}).get("sub") != DASHBOARDS_ACT or not claims.parent:
+        return refuse(403, "not_a_dashboard_token", "only a dashboard page's token is renewed "
+                      "here", claims.sub, str(claims.role))
+    key = session_key_of_parent(db, claims.parent)
+    found = check_session_key(db, key, settings) if key else None
+    if not isinstance(found, ActiveSession) or found.username != claims.sub:
+        db.commit()  # a dead session's row is deleted by the check
+        return refuse(401, "session_ended", "the browser session of this page has ended; "
+                      "sign in again", claims.sub, str(claims.role))
+    token, new = tokens.mint(found.username, found.role, "access",
+                             settings.dashboard_token_ttl, parent=claims.parent,
+                             act={"sub": DASHBOARDS_ACT, "server": DASHBOARDS_ACT})
+    write_audit(db, request, decision="allow", status=200, reason="dashboard_token_renewed",
+                username=found.username, role=found.role, token_id=str(new["jti"]),
+                server=DASHBOARDS_ACT, detail=f"replaces {claims.jti}")
+    db.commit()
+    return JSONResponse({"access_token": token, "token_type": "bearer",
+                         "expires_in": settings.dashboard_token_ttl},
+                        headers={"Cache-Control": "no-store"})

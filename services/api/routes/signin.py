@@ -181,10 +181,11 @@ def logout_submit(
                                 "this sign-out form did not come from your session; "
                                 "open the sign-in page and sign out there", active.username)
         end_session(db, request.cookies[COOKIE_NAME])
-        # The session's OHIF tokens end with it (they live at most the signed URL cap).
+        # The session's OHIF and dashboard tokens end with it (kept as long as they live).
         revoke_jti(db, session_token_parent(active.id_hash), reason="logout",
                    username=active.username, expires_at=datetime.now(UTC)
-                   + timedelta(seconds=settings.signed_url_ttl_max))
+                   + timedelta(seconds=max(settings.signed_url_ttl_max,
+                                           settings.dashboard_token_ttl)))
         write_audit(db, request, decision="allow", status=303, reason="logout",
                     username=active.username, role=active.role, detail="browser session",
                     token_id=active.id_hash[:16])

@@ -1,0 +1,108 @@
+"""The study viewer's data: the four sequences, the AI segmentation on their grid, and
+window presets. Read as the page's user through the guard (see :mod:`.pages`).
+
+The AI's DICOM SEG (:mod:`neuronova_lib.ai.results`) is a BINARY segmentation of three
+nested regions (TC, WT, ET) over the reference series' slices; its frames are matched to
+the volume's slices by the SOP Instance UIDs they derive from, so no resampling is needed
+when the SEG was made on the reference series (the platform's inference does that).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..ai.results import REGION_CODES, REGIONS
+
+#: The sequences, in the order the viewer offers them, and what a clinician calls them.
+SEQUENCES = {"t1": "T1", "t1c": "T1 contrast", "t2": "T2", "flair": "FLAIR"}
+#: A colour per region (NiiVue colormaps whose lowest value is transparent).
+REGION_COLOURS = {"WT": "green", "TC": "blue", "ET": "red"}
+COLOURS = ("red", "green", "blue", "violet", "warm", "winter")
+#: Window presets over the sequence's own intensities (MR has no fixed units): percentiles.
+WINDOW_PRESETS = {"Auto": (1.0, 99.0), "Full range": (0.0, 100.0),
+                  "High contrast": (20.0, 97.0), "Bright": (0.5, 90.0)}
+
+
+@dataclass(frozen=True)
+class SegRef:
+    series_uid: str
+    sop_uid: str
+    description: str
+
+
+def region_label(region: str) -> str:
+    """``"TC tumour core"`` for ``"TC"``: what the SEG calls the region."""
+    return REGION_CODES[region][1]
+
+
+def window(array: np.ndarray, preset: str) -> tuple[float, float]:
+    """The (low, high) intensities of ``preset`` for ``array`` (background zeros ignored)."""
+    low, high = WINDOW_PRESETS[preset]
+    values = array[array != 0] if np.any(array) else array.ravel()
+    lo, hi = (float(v) for v in np.percentile(values, [low, high]))
+    return (lo, hi if hi > lo else lo + 1.0)
+
+
+def find_seg(client: Any, study_uid: str) -> SegRef | None:
+    """The study's newest SEG series (highest series number) and its instance, if any."""
+    segs = [s for s in client.series(study_uid) if s.modality == "SEG"]
+    if not segs:
+        return None
+    newest = max(segs, key=lambda s: (s.number or 0, s.series_uid))
+    instances = client.dicomweb.search_for_instances(study_uid, newest.series_uid)
+    if not instances:
+        return None
+    sop = str(instances[-1]["00080018"]["Value"][0])
+    return SegRef(newest.series_uid, sop, newest.description)
+
+
+def region_masks(seg_dataset: Any, sop_uids: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The SEG's regions as boolean ``(X, Y, Z)`` masks on the grid of the series whose
+    slices are ``sop_uids`` (the volume's, in ``k`` order).
+
+    Raises
+    ------
+    ValueError
+        The SEG was not made on this series (its frames derive from other slices).
+    """
+    import highdicom as hd
+
+    seg = hd.seg.Segmentation.from_dataset(seg_dataset, copy=False)
+    numbers = seg.get_segment_numbers()
+    by_label = {str(seg.get_segment_description(n).tracking_id): n for n in numbers}
+    wanted = [r for r in REGIONS if r in by_label]
+    if not wanted:
+        raise ValueError("the segmentation has none of the regions TC, WT, ET")
+    try:
+        pixels = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=list(sop_uids), segment_numbers=[by_label[r] for r in wanted],
+            ignore_spatial_locations=True)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"the segmentation is not on this series' slices ({exc})") from None
+    masks = pixels.transpose(3, 2, 1, 0).astype(bool)  # (regions, X, Y, Z)
+    return {region: masks[i] for i, region in enumerate(wanted)}
+
+
+def load_seg(client: Any, study_uid: str, ref: SegRef, sop_uids: tuple[str, ...]
+             ) -> dict[str, np.ndarray]:
+    """Retrieve the SEG instance (WADO-RS, as the user) and its masks on the volume's grid."""
+    dataset = client.dicomweb.retrieve_instance(study_uid, ref.series_uid, ref.sop_uid)
+    return region_masks(dataset, sop_uids)
+
+
+def focus_fraction(mask: np.ndarray, affine_ras: np.ndarray) -> list[float] | None:
+    """Where NiiVue's crosshair goes to show the region ``mask`` (its centre), as NiiVue's
+    fraction of the volume's RAS bounding box per axis; ``None`` for an empty mask."""
+    if not mask.any():
+        return None
+    centre = np.argwhere(mask).mean(axis=0)
+    shape = np.asarray(mask.shape, dtype=float)
+    corners = np.array([[x, y, z, 1.0] for x in (-0.5, shape[0] - 0.5)
+                        for y in (-0.5, shape[1] - 0.5) for z in (-0.5, shape[2] - 0.5)])
+    mm = corners @ np.asarray(affine_ras, dtype=float).T
+    low, high = mm[:, :3].min(axis=0), mm[:, :3].max(axis=0)
+    point = (np.asarray(affine_ras, dtype=float) @ np.append(centre, 1.0))[:3]
+    return [float(v) for v in np.clip((point - low) / (high - low), 0.0, 1.0)]
