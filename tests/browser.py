@@ -16,11 +16,13 @@ Use the fixture in a test module (JupyterHub and dashboard tests do the same)::
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -72,6 +74,43 @@ def browser() -> Iterator[Any]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    """A fresh headless Chromium at 1920×1080 that logs every request (Chrome's performance
+    log), for the pages whose tests check that nothing is fetched from another host."""
+    profile = Path(tempfile.mkdtemp(prefix="neuronova-chromium-"))
+    driver = new_browser(profile, network_log=True)
+    driver.set_window_size(1920, 1080)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def screenshots(tmp_path: Path) -> Path:
+    """Where a test saves its screenshots: ``NEURONOVA_SCREENSHOTS`` (CI keeps them as
+    artifacts) or the test's own temporary folder."""
+    folder = Path(os.environ.get("NEURONOVA_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def other_hosts(events: list[dict[str, Any]], origin: str) -> list[str]:
+    """The URLs requested from anywhere but ``origin`` (data: and blob: are in the page)."""
+    found = []
+    for event in events:
+        if event["method"] != "Network.requestWillBeSent":
+            continue
+        url = event["params"]["request"]["url"]
+        if url.split(":", 1)[0] in ("data", "blob"):
+            continue
+        parts = urlsplit(url)
+        if f"{parts.scheme}://{parts.netloc}" != origin:
+            found.append(url)
+    return found
 
 
 def network_events(driver: Any) -> list[dict[str, Any]]:

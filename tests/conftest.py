@@ -28,14 +28,16 @@ from neuronova_lib.config import get_settings
 # MONAI and torch ask for it on first import. Ask here, before the process guard watches
 # the unit tests, so that importing MONAI inside one is not counted as a process it started.
 host_platform.processor()
+from process_guard import pytest_runtest_setup, pytest_runtest_teardown  # noqa: F401 (hooks)
+
 from neuronova_lib.db.users import demo_password
 from neuronova_lib.orthanc_store import OrthancStore
 from neuronova_lib.security.tokens import TokenService, token_service
 from neuronova_lib.stack.local import LocalPlatform, local_platform
-from process_guard import pytest_runtest_setup, pytest_runtest_teardown  # noqa: F401 (hooks)
 
-#: Session fixtures shared by several modules: one MLflow server, one trained model.
-pytest_plugins = ["mlflow_fixture", "trained_model"]
+#: Fixtures shared by several modules: one MLflow server, one trained model (session), and
+#: the browsers (tests/browser.py).
+pytest_plugins = ["mlflow_fixture", "trained_model", "browser"]
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +59,7 @@ class StudyRef:
     instance: str
 
     @classmethod
-    def of(cls, path: str) -> "StudyRef":
+    def of(cls, path: str) -> StudyRef:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         return cls(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
 

@@ -10,10 +10,7 @@ temporary folder).
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,18 +19,25 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
+from browser import (
+    WAIT,
+    network_events,
+    other_hosts,
+    screenshots,
+    sign_in,
+    wait_for,
+    wait_for_text,
+)
+from conftest import RunningPlatform, StudyRef
 from pydicom.data import get_testdata_file
 from sqlalchemy import select
+from test_signin_e2e import browser_session
 
-from browser import WAIT, network_events, new_browser, sign_in, wait_for, wait_for_text
-from conftest import RunningPlatform, StudyRef
 from neuronova_lib.db.engine import get_engine
 from neuronova_lib.db.models import AuditRecord
 from neuronova_lib.orthanc_store import OrthancStore
 from neuronova_lib.security.tokens import token_service
 from neuronova_lib.stack.local import local_platform
-from test_ohif_e2e import other_hosts
-from test_signin_e2e import browser_session
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -52,25 +56,6 @@ def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
             store.store_file(path)
         yield RunningPlatform(local=local, tokens=token_service(local.settings), store=store,
                               study_a=StudyRef.of(files[0]), study_b=StudyRef.of(files[1]))
-
-
-@pytest.fixture
-def chromium() -> Iterator[Any]:
-    """A fresh headless Chromium at 1920×1080 that logs every request."""
-    profile = Path(tempfile.mkdtemp(prefix="neuronova-chromium-"))
-    driver = new_browser(profile, network_log=True)
-    driver.set_window_size(1920, 1080)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
-def _shots(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("NEURONOVA_SCREENSHOTS") or tmp_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def _audit_rows(platform: RunningPlatform, since: float) -> list[dict[str, Any]]:
@@ -102,7 +87,7 @@ def test_clinician_sees_the_worklist_as_themselves(chromium: Any, dash: RunningP
     rows = chromium.find_elements("css selector", "tr.nn-study")
     studies = {row.get_attribute("data-study") for row in rows}
     assert {dash.study_a.study, dash.study_b.study} <= studies
-    chromium.save_screenshot(str(_shots(tmp_path) / "dashboards-worklist.png"))
+    chromium.save_screenshot(str(screenshots(tmp_path) / "dashboards-worklist.png"))
 
     # Nothing came from another host (Voilà's CDN links are gone from the template).
     events = network_events(chromium)
@@ -183,13 +168,13 @@ def test_an_ended_session_says_sign_in_again(chromium: Any, dash: RunningPlatfor
         try:
             wait_for_text(chromium, "Your session has ended", timeout=3)
             break
-        except Exception:  # noqa: BLE001 - not yet refused
+        except Exception:
             if time.monotonic() > deadline:
                 raise
     link = chromium.find_element("link text", "Sign in again")
     assert link.get_attribute("href").endswith(f"/login?next={WORKLIST}")
     assert "Traceback" not in chromium.find_element("tag name", "body").text
-    chromium.save_screenshot(str(_shots(tmp_path) / "dashboards-session-ended.png"))
+    chromium.save_screenshot(str(screenshots(tmp_path) / "dashboards-session-ended.png"))
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +228,7 @@ def test_clinician_opens_a_study_from_the_worklist(chromium: Any, dash: RunningP
     while (shown := _green_share(chromium)) < 0.001 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert shown >= 0.001, "no green (whole tumour) over the image"
-    chromium.save_screenshot(str(_shots(tmp_path) / "dashboards-study.png"))
+    chromium.save_screenshot(str(screenshots(tmp_path) / "dashboards-study.png"))
     _click(chromium, "AI segmentation")
     deadline = time.monotonic() + 15
     while (hidden := _green_share(chromium)) > shown / 10 and time.monotonic() < deadline:
@@ -274,7 +259,7 @@ def test_clinician_opens_a_study_from_the_worklist(chromium: Any, dash: RunningP
     _click(chromium, "Coronal")
     _click(chromium, "T1")
     time.sleep(2)
-    chromium.save_screenshot(str(_shots(tmp_path) / "dashboards-study-coronal-t1.png"))
+    chromium.save_screenshot(str(screenshots(tmp_path) / "dashboards-study-coronal-t1.png"))
     assert "Could not" not in chromium.find_element("tag name", "body").text
 
     events = network_events(chromium)

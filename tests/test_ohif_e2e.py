@@ -14,29 +14,25 @@ decoded HTJ2K in the browser to draw). Screenshots go to ``$NEURONOVA_SCREENSHOT
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import ohif_page
 import pytest
 import requests
+from browser import WAIT, network_events, other_hosts, screenshots, wait_for
+from ohif_page import DemoStudy, store_demo_study, wait_for_image, wait_for_overlay
 from sqlalchemy import select, update
+from test_signin_e2e import browser_session
 
-import ohif_page
-from browser import WAIT, network_events, new_browser, wait_for
 from neuronova_lib.ai.results import SEG_SERIES_DESCRIPTION
 from neuronova_lib.db.browser_sessions import COOKIE_NAME, session_hash
 from neuronova_lib.db.engine import session_factory
 from neuronova_lib.db.models import AuditRecord, BrowserSession
 from neuronova_lib.stack.ohif import ViewerNotInstalled, install_viewer
-from ohif_page import DemoStudy, store_demo_study, wait_for_image, wait_for_overlay
-from test_signin_e2e import browser_session
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -56,40 +52,6 @@ def viewer() -> Path:
 @pytest.fixture(scope="module")
 def demo(viewer: Path, platform: Any, tmp_path_factory: pytest.TempPathFactory) -> DemoStudy:
     return store_demo_study(platform.settings, tmp_path_factory.mktemp("ohif-case"), seed=31)
-
-
-@pytest.fixture
-def chromium() -> Iterator[Any]:
-    """A fresh headless Chromium that logs every request (Chrome's performance log)."""
-    profile = Path(tempfile.mkdtemp(prefix="neuronova-chromium-"))
-    driver = new_browser(profile, network_log=True)
-    driver.set_window_size(1920, 1080)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
-def _shots(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("NEURONOVA_SCREENSHOTS") or tmp_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def other_hosts(events: list[dict[str, Any]], origin: str) -> list[str]:
-    """The URLs requested from anywhere but ``origin`` (data: and blob: are in the page)."""
-    found = []
-    for event in events:
-        if event["method"] != "Network.requestWillBeSent":
-            continue
-        url = event["params"]["request"]["url"]
-        if url.split(":", 1)[0] in ("data", "blob"):
-            continue
-        parts = urlsplit(url)
-        if f"{parts.scheme}://{parts.netloc}" != origin:
-            found.append(url)
-    return found
 
 
 def frame_answers(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -126,7 +88,7 @@ def open_in_ohif(driver: Any, platform: Any, study: str, username: str = "clinic
 
 def test_clinician_opens_the_study_in_ohif(chromium: Any, platform: Any, demo: DemoStudy,
                                            tmp_path: Path) -> None:
-    shots = _shots(tmp_path)
+    shots = screenshots(tmp_path)
     open_in_ohif(chromium, platform, demo.study)
     try:
         image = wait_for_image(chromium)
@@ -297,7 +259,7 @@ def test_an_ended_session_goes_back_to_sign_in(chromium: Any, platform: Any,
     chromium.get(f"{platform.url}/api/studies/{demo.study}/ohif")
     wait_for(chromium, "#username")
     assert urlsplit(chromium.current_url).path == "/login"
-    chromium.save_screenshot(str(_shots(tmp_path) / "ohif-session-ended.png"))
+    chromium.save_screenshot(str(screenshots(tmp_path) / "ohif-session-ended.png"))
     # Signing in again comes back to the viewer with the study.
     chromium.find_element("css selector", "#username").send_keys("clinician")
     chromium.find_element("css selector", "#password").send_keys(platform.password("clinician"))

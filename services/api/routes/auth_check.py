@@ -33,6 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
+from fastapi.responses import JSONResponse
 
 from neuronova_lib.db.browser_sessions import (
     COOKIE_NAME,
@@ -186,8 +187,6 @@ def renew_dashboard_token(request: Request, db: SessionDep, settings: SettingsDe
     for a fresh one, as long as the browser session it was minted for is alive: the page
     keeps working while open, and stops when its user signs out or the session ends. The
     session counts this as use (``last_seen``): the kernel renews only when the user acts."""
-    from fastapi.responses import JSONResponse
-
     def refuse(status_code: int, reason: str, detail: str, username: str | None = None,
                role: str | None = None) -> Response:
         write_audit(db, request, decision="deny", status=status_code, reason=reason,
