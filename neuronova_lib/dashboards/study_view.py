@@ -36,7 +36,7 @@ from .study import (
     region_label,
     window,
 )
-from .worklist import ohif_link, person_name
+from .worklist import display_date, ohif_link, person_name
 
 VIEWS = {"Axial": 0, "Coronal": 1, "Sagittal": 2, "All planes": 3}
 #: Draw order: the largest region first, so the smaller ones inside it stay visible.
@@ -193,7 +193,9 @@ def show_study() -> None:
         ref = find_seg(client, study_uid)
         if ref is not None:
             masks = load_seg(client, study_uid, ref, volume.sop_uids)
-            note = f"{ref.description}. {NOT_FOR_CLINICAL_USE}."
+            # The SEG's own description says it already when the platform's model wrote it.
+            note = (ref.description if "not for clinical use" in ref.description.lower()
+                    else f"{ref.description}. {NOT_FOR_CLINICAL_USE}.")
     except ValueError as exc:
         note = f"The AI segmentation cannot be shown over these images: {exc}"
     except Exception as exc:  # noqa: BLE001
@@ -202,7 +204,7 @@ def show_study() -> None:
     meta = volume.metadata
     title = (f'<div class="nn-study-title"><b>{html.escape(person_name(str(meta.get("PatientName", ""))))}</b>'
              f' · ID {html.escape(str(meta.get("PatientID", "")))}'
-             f' · {html.escape(str(meta.get("StudyDate", "")))}'
+             f' · {html.escape(display_date(str(meta.get("StudyDate", ""))))}'
              f' · {html.escape(str(meta.get("StudyDescription", "")))}'
              f' · {back} · <a href="{html.escape(ohif_link(study_uid))}" target="_blank" '
              'rel="noopener">Open in OHIF</a></div>')
