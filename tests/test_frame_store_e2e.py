@@ -287,7 +287,8 @@ def test_frames_filled_on_a_miss_are_dropped_with_their_instance(platform: Any) 
     (platform.settings.frames_dir / "by-id" / oid).unlink()
     base = f"/api/pacs/dicom-web/studies/{uids[0]}/series/{uids[1]}/instances/{uids[2]}"
     assert _get(platform, base + "/frames/1", platform.access_token()).status_code == 200
-    assert path.exists()
+    # The plugin writes the frame once it has answered (a miss never waits for the cache).
+    _wait(path.exists, "the frame store filled on a miss")
     deleted = platform.store.session.delete(f"{platform.store.base_url}/instances/{oid}",
                                             timeout=10)
     assert deleted.status_code == 200
