@@ -126,6 +126,7 @@ def _wait_gone(pid: int, seconds: float) -> bool:
 
 def cmd_down(_args: argparse.Namespace) -> int:
     """Stop the platform recorded in the data dir (whatever this shell's ports say)."""
+    from .stack.process_tree import descendants, stop_stragglers
     from .stack.state import StackState, state_path
 
     settings = get_settings()
@@ -146,12 +147,14 @@ def cmd_down(_args: argparse.Namespace) -> int:
     # The supervisor died without stopping its services (SIGKILL, a crash): stop them here.
     leftovers = state.live_services()
     for name, pid in reversed(list(leftovers.items())):
+        family = descendants(pid)  # a hub's single-user servers, in sessions of their own
         try:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
             continue
         if not _wait_gone(pid, 15):
             os.killpg(pid, signal.SIGKILL)
+        stop_stragglers(family)
         print(f"stopped {name} (pid {pid}), left running by a supervisor that is gone")
     StackState.remove(settings)
     print("NeuroNova stopped." if leftovers else

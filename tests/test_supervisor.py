@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import threading
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import requests
 
@@ -188,3 +190,22 @@ def test_ctrl_c_while_starting_stops_at_once(tmp_path: Path) -> None:
     assert time.monotonic() - started < 15
     assert len(started_pids(pids)) == 2
     assert not any(alive(pid) for pid in started_pids(pids))
+
+
+def test_stop_ends_what_a_service_started_in_a_session_of_its_own(tmp_path: Path) -> None:
+    """Like a hub's single-user servers: out of the service's process group, still stopped."""
+    marker = tmp_path / "child.pid"
+    code = ("import subprocess, sys, time\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],"
+            " start_new_session=True)\n"
+            f"open({str(marker)!r} + '.tmp', 'w').write(str(child.pid))\n"
+            f"import os; os.replace({str(marker)!r} + '.tmp', {str(marker)!r})\n"
+            "time.sleep(600)\n")
+    service = Service(name="parent", argv=[sys.executable, "-c", code],
+                      health=marker.exists, start_timeout=20)
+    supervisor = Supervisor([service], tmp_path)
+    supervisor.start()
+    child = psutil.Process(int(marker.read_text()))
+    assert child.is_running() and os.getsid(child.pid) != os.getsid(supervisor.pids()["parent"])
+    supervisor.stop()
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from .process_tree import descendants, stop_stragglers
+
 log = logging.getLogger(__name__)
 
 
@@ -251,6 +253,7 @@ class Supervisor:
             self._running.clear()
         for name, running in items:
             process = running.process
+            family = descendants(process.pid)  # those in sessions of their own too
             if process.poll() is None:
                 try:
                     os.killpg(process.pid, signal.SIGTERM)
@@ -262,4 +265,7 @@ class Supervisor:
                     log.warning("%s did not stop in %.0f s; killing it", name, timeout)
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
+            if left := stop_stragglers(family):
+                log.warning("%s left %d process(es) running; stopped them too (pids %s)",
+                            name, len(left), ", ".join(map(str, left)))
             running.log_handle.close()
