@@ -48,6 +48,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,26 @@ def _drawn(driver: Any) -> bool:
     return any(is_image(stats) for stats in driver.execute_script(CANVAS_PIXELS))
 
 
+def _time_until_drawn(driver: Any, url: str, start_page: str, drawn: Callable[[Any], bool],
+                      what: str, shot_name: str, extra: Callable[[], str] = str) -> float:
+    """Seconds from following a link to ``url`` on ``start_page`` until ``drawn(driver)``;
+    on a timeout, a screenshot and an error naming ``what`` (plus ``extra()``)."""
+    driver.get(start_page)
+    start = time.perf_counter()
+    driver.execute_script("window.location.href = arguments[0];", url)
+    while time.perf_counter() - start < TIMEOUT_S:
+        try:
+            if drawn(driver):
+                return time.perf_counter() - start
+        except Exception:  # the page is between documents (a redirect, a canvas replaced)
+            pass
+        time.sleep(0.02)
+    shot = Path(tempfile.gettempdir()) / shot_name
+    driver.save_screenshot(str(shot))
+    raise RuntimeError(f"{what} drew no image within {TIMEOUT_S} s of opening {url} "
+                       f"(now at {driver.current_url}; screenshot {shot}{extra()})")
+
+
 def time_first_image(driver: Any, url: str, start_page: str) -> float:
     """Seconds from following a link to ``url`` on ``start_page`` to OHIF's first image.
 
@@ -82,21 +103,9 @@ def time_first_image(driver: Any, url: str, start_page: str) -> float:
     session cookie is ``SameSite=Strict``, so a navigation from elsewhere (about:blank
     included) arrives without it and goes to the sign-in page.
     """
-    driver.get(start_page)
-    start = time.perf_counter()
-    driver.execute_script("window.location.href = arguments[0];", url)
-    while time.perf_counter() - start < TIMEOUT_S:
-        try:
-            if _drawn(driver):
-                return time.perf_counter() - start
-        except Exception:  # the page is between documents (redirect): ask again
-            pass
-        time.sleep(0.02)
-    shot = Path(tempfile.gettempdir()) / "neuronova-bench-ohif-timeout.png"
-    driver.save_screenshot(str(shot))
-    raise RuntimeError(f"OHIF drew no image within {TIMEOUT_S} s of opening {url} "
-                       f"(now at {driver.current_url}; screenshot {shot}; canvas "
-                       f"{driver.execute_script(CANVAS_PIXELS)})")
+    return _time_until_drawn(
+        driver, url, start_page, _drawn, "OHIF", "neuronova-bench-ohif-timeout.png",
+        lambda: f"; canvas {driver.execute_script(CANVAS_PIXELS)}")
 
 
 def time_fetch(driver: Any, url: str, token: str, accept: str, repeats: int) -> list[float]:
@@ -197,20 +206,8 @@ def _niivue_drawn(driver: Any) -> bool:
 
 def time_voila_image(driver: Any, url: str, start_page: str) -> float:
     """Seconds from following a link to the study viewer to its first image."""
-    driver.get(start_page)
-    start = time.perf_counter()
-    driver.execute_script("window.location.href = arguments[0];", url)
-    while time.perf_counter() - start < TIMEOUT_S:
-        try:
-            if _niivue_drawn(driver):
-                return time.perf_counter() - start
-        except Exception:  # the page is between documents, or the canvas is being replaced
-            pass
-        time.sleep(0.02)
-    shot = Path(tempfile.gettempdir()) / "neuronova-bench-voila-timeout.png"
-    driver.save_screenshot(str(shot))
-    raise RuntimeError(f"the study viewer drew no image within {TIMEOUT_S} s of opening {url} "
-                       f"(now at {driver.current_url}; screenshot {shot})")
+    return _time_until_drawn(driver, url, start_page, _niivue_drawn, "the study viewer",
+                             "neuronova-bench-voila-timeout.png")
 
 
 def measure_voila(base_url: str, study: str, password: str, repeats: int) -> dict[str, Any]:
