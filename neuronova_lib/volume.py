@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -124,6 +124,20 @@ class SeriesGeometry:
     def shape(self) -> tuple[int, int, int]:
         """``(columns, rows, slices)``: the shape of :attr:`Volume.array`."""
         return (self.columns, self.rows, len(self.slices))
+
+
+def reduced_geometry(geometry: SeriesGeometry, reduce: int) -> SeriesGeometry:
+    """``geometry`` with ``reduce`` in-plane resolution levels skipped: rows and columns
+    ``ceil(n / 2**reduce)``, their spacing ``2**reduce`` times larger, the first voxel's
+    centre where it was (reduced sample ``n`` sits on full sample ``n * 2**reduce``, as in
+    JPEG 2000's resolution levels), the slices unchanged."""
+    if reduce == 0:
+        return geometry
+    step = 1 << reduce
+    affine = geometry.affine_lps.copy()
+    affine[:3, :2] *= step  # columns i, rows j; the slice axis k keeps its step
+    return replace(geometry, affine_lps=affine, rows=-(-geometry.rows // step),
+                   columns=-(-geometry.columns // step))
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,46 @@ def test_htj2k_series_is_decoded_by_the_platform_codec(client: Client, platform:
     assert np.array_equal(volume.array, np.asanyarray(_nifti(case, "t2").dataobj))
 
 
+def test_reduced_htj2k_load_decodes_the_lower_resolution_on_the_same_space(
+        client: Client, case: CaseInfo) -> None:
+    """reduce=1: each HTJ2K frame decoded at half size (its LL band, not a subsample),
+    spacing doubled, the first voxel's centre where it was."""
+    from neuronova_lib import htj2k
+    study, series = case.study_instance_uid, case.series_instance_uids["flair"]
+    full = client.load_series(study, series, progress=False)
+    half = client.load_series(study, series, progress=False, reduce=1)
+    columns, rows, slices = full.array.shape
+    assert half.array.shape == (-(-columns // 2), -(-rows // 2), slices)
+    assert half.array.dtype == full.array.dtype
+    assert half.metadata["ReducedResolutionLevels"] == 1
+    assert half.sop_uids == full.sop_uids
+    np.testing.assert_allclose(half.affine_lps[:3, :2], full.affine_lps[:3, :2] * 2)
+    np.testing.assert_allclose(half.affine_lps[:, 2:], full.affine_lps[:, 2:])
+    k = slices // 2
+    [(syntax, data)] = client._fetch_frames(study, series, full.sop_uids[k], [full.frame_numbers[k]])
+    assert syntax == "1.2.840.10008.1.2.4.201"
+    assert np.array_equal(half.array[:, :, k], htj2k.decode(data, reduce=1).T)
+    # The low-pass band is the image at half size, sampled where every other pixel sits.
+    sampled = full.array[::2, ::2].ravel().astype(float)
+    assert np.corrcoef(sampled, half.array.ravel().astype(float))[0, 1] > 0.97
+    assert int(half.array.max()) <= int(full.array.max()) * 1.5  # nothing wrapped around
+
+
+def test_reduced_load_of_uncompressed_frames_subsamples_them(client: Client, platform: Any,
+                                                            case: CaseInfo) -> None:
+    study, series = generate_uid(), generate_uid()
+    _stored_copy(platform, sorted(case.dicom_dirs["t1"].glob("*.dcm")), study, series)
+    full = client.load_series(study, series, progress=False)
+    assert "1.2.840.10008.1.2.4.201" not in full.metadata["TransferSyntaxUIDs"]
+    quarter = client.load_series(study, series, progress=False, reduce=2)
+    assert np.array_equal(quarter.array, full.array[::4, ::4, :])
+    np.testing.assert_allclose(quarter.affine_lps[:3, :2], full.affine_lps[:3, :2] * 4)
+    with pytest.raises(ValueError, match="reduce must be an integer from 0 to 5"):
+        client.load_series(study, series, progress=False, reduce=6)
+    with pytest.raises(ValueError, match="transport='frames'"):
+        client.load_series(study, series, progress=False, reduce=1, transport="series")
+
+
 # -- errors are errors -----------------------------------------------------------------------
 
 def test_a_study_outside_a_signed_clients_scope_is_a_403_not_an_empty_list(

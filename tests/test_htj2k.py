@@ -161,6 +161,21 @@ def test_reduced_resolution_sizes_and_content(shape: tuple[int, int]) -> None:
     assert np.median(np.abs(half[: rows // 2, : cols // 2] - mean)) < 0.02 * 4095
 
 
+def test_reduced_resolution_next_to_a_sharp_edge_stays_in_range() -> None:
+    """Brain beside the zero background: the lower resolutions overshoot below zero there,
+    which the decoder wraps to the top of uint16; decode clamps it back (12 of 16 bits)."""
+    frame = np.zeros((64, 64), np.uint16)
+    frame[16:48, 16:48] = 2000
+    frame[30:34, 30:34] = 4095
+    cs = encode(frame, bits_stored=12)
+    assert htj2k.codestream_info(cs).precision == 12
+    for reduce in (1, 2, 3):
+        out = decode(cs, reduce=reduce)
+        assert int(out.max()) <= 4095, reduce
+        # Wrapped values (near 65535) would multiply the mean; clamped ones keep it.
+        assert abs(float(out.mean()) - float(frame.mean())) < 0.15 * float(frame.mean()), reduce
+
+
 def test_reduce_out_of_range_and_backend_without_reduce() -> None:
     cs = encode(_mr_like(64, 64, 12, False), bits_stored=12)
     with pytest.raises(ValueError, match="reduce must be an integer from 0 to 5"):

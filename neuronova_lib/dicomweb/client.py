@@ -32,6 +32,7 @@ from ..volume import (
     GeometryError,
     Volume,
     instances_json,
+    reduced_geometry,
     series_geometry,
     volume_from_datasets,
 )
@@ -42,9 +43,10 @@ from .frames import (
     DEFAULT_FRAME_SYNTAX,
     EXPLICIT_VR_LITTLE_ENDIAN,
     HTJ2K_SYNTAXES,
+    MAX_REDUCE,
     FrameDecodeError,
     common_pixel_format,
-    decode_frame,
+    decode_reduced,
     response_transfer_syntax,
     split_multipart,
 )
@@ -416,6 +418,7 @@ class Client:
         frames_per_request: int | None = None,
         spacing_tolerance: float = 0.01,
         transport: str = "frames",
+        reduce: int = 0,
     ) -> Volume:
         """One series as a :class:`~neuronova_lib.volume.Volume`.
 
@@ -448,6 +451,14 @@ class Client:
             dicomweb-client), frames decoded on ``max_workers`` threads; the
             cache is written, not read. See ``benchmarks/load_series.py`` for
             which is faster where.
+        reduce : int
+            Resolution levels to skip in-plane (``"frames"`` transport): each halves rows
+            and columns and doubles their spacing, so the volume covers the same space at
+            a quarter of the voxels per level. HTJ2K frames are decoded at that level
+            (the codestream's lower resolutions: a fraction of the decoding work, the
+            viewer's first image); frames in other syntaxes are decoded in full and
+            subsampled (every ``2**reduce``-th pixel, which is where JPEG 2000's reduced
+            samples sit too). 0 (default): full resolution.
 
         Returns
         -------
@@ -468,6 +479,10 @@ class Client:
         series_uid = series_uid_of(series)
         if transport not in ("frames", "series"):
             raise ValueError(f"transport must be 'frames' or 'series', got {transport!r}")
+        if not isinstance(reduce, int) or not 0 <= reduce <= MAX_REDUCE:
+            raise ValueError(f"reduce must be an integer from 0 to {MAX_REDUCE}, got {reduce!r}")
+        if reduce and transport != "frames":
+            raise ValueError("reduce needs transport='frames' (frames are decoded one by one)")
         if offline and self.cache is None:
             raise LookupError("offline=True needs a client with cache_dir")
         if transport == "series" and not offline:
@@ -476,7 +491,8 @@ class Client:
         instances = self.series_metadata(study_uid, series_uid, offline=offline)
         geometry = series_geometry(instances, spacing_tolerance=spacing_tolerance)
         fmt = common_pixel_format(instances)
-        stack = np.empty((len(geometry.slices), fmt.rows, fmt.columns), dtype=fmt.dtype)
+        geometry = reduced_geometry(geometry, reduce)
+        stack = np.empty((len(geometry.slices), geometry.rows, geometry.columns), dtype=fmt.dtype)
         cache = self.cache if use_cache else None
         syntaxes: set[str] = set()
         syntaxes_lock = threading.Lock()
@@ -492,7 +508,7 @@ class Client:
                  for sop, items in by_instance.items() for i in range(0, len(items), batch)]
 
         def put(k: int, syntax: str, data: bytes) -> None:
-            stack[k] = decode_frame(data, syntax, fmt)
+            stack[k] = decode_reduced(data, syntax, fmt, reduce)
             with syntaxes_lock:
                 syntaxes.add(syntax)
 
@@ -524,8 +540,11 @@ class Client:
             self._run_all(run, tasks, bar.update)
         finally:
             bar.close()
-        return Volume.from_slice_stack(stack, geometry, instances, study_uid=study_uid,
-                                       series_uid=series_uid, transfer_syntaxes=syntaxes)
+        volume = Volume.from_slice_stack(stack, geometry, instances, study_uid=study_uid,
+                                         series_uid=series_uid, transfer_syntaxes=syntaxes)
+        if reduce:
+            volume.metadata["ReducedResolutionLevels"] = reduce
+        return volume
 
     def _load_whole_series(self, study_uid: str, series_uid: str, *, progress: bool,
                            use_cache: bool, spacing_tolerance: float) -> Volume:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -274,6 +274,35 @@ def decode_htj2k(data: bytes | memoryview, fmt: PixelFormat, syntax: str) -> np.
             f"(first bytes {bytes(data[:4]).hex()}); it is mislabelled or truncated"
         )
     return _checked_decoded(np.asarray(htj2k.decode(bytes(data))), fmt, syntax, "neuronova_lib.htj2k")
+
+
+#: Most in-plane resolution levels a reduced load skips: the platform encoder's wavelet
+#: levels (:data:`neuronova_lib.htj2k.codec.DECOMPOSITIONS`), 1/32 of the rows and columns.
+MAX_REDUCE = 5
+
+
+def decode_reduced(data: bytes | memoryview, transfer_syntax: str, fmt: PixelFormat,
+                   reduce: int) -> np.ndarray:
+    """One frame ``reduce`` resolution levels below full: rows and columns ``ceil(n / 2**reduce)``.
+
+    An HTJ2K codestream is decoded at that level, so only its lower resolutions are
+    decoded (the point: a first image at a fraction of the work). Other syntaxes, and a
+    codestream with fewer wavelet levels than asked, are decoded in full and subsampled
+    at every ``2**reduce``-th pixel, where JPEG 2000's reduced samples sit as well; so is
+    a codestream whose precision fills its output type (16 of 16 bits), whose reduced
+    decode cannot be told from wrapped values (:func:`neuronova_lib.htj2k.codec.has_headroom`).
+    """
+    if reduce == 0:
+        return decode_frame(data, transfer_syntax, fmt)
+    step = 1 << reduce
+    small = replace(fmt, rows=-(-fmt.rows // step), columns=-(-fmt.columns // step))
+    if transfer_syntax in HTJ2K_SYNTAXES and bytes(data[:4]) == _J2K_SOC_SIZ:
+        htj2k = importlib.import_module("neuronova_lib.htj2k")
+        info = htj2k.codestream_info(bytes(data))
+        if reduce <= info.decompositions and htj2k.codec.has_headroom(info):
+            return _checked_decoded(np.asarray(htj2k.decode(bytes(data), reduce=reduce)), small,
+                                    transfer_syntax, "neuronova_lib.htj2k")
+    return decode_frame(data, transfer_syntax, fmt)[::step, ::step]
 
 
 def decode_with_pydicom(data: bytes | memoryview, fmt: PixelFormat, syntax: str) -> np.ndarray:

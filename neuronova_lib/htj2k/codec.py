@@ -189,13 +189,39 @@ def decode(codestream: bytes, *, reduce: int = 0, backend: str | None = None) ->
         try:
             arr = candidate.decode(data, reduce)
             _check_decoded(arr, info, expected)
-            return arr
+            return _clamp_reduced(arr, info) if reduce else arr
         except Exception as exc:  # noqa: BLE001 - report it, then try the next backend
             logger.debug("HTJ2K backend %s failed: %s", candidate.NAME, exc)
             failures.append(f"{candidate.NAME}: {exc!r}")
     raise DecodeError(
         "could not decode the codestream (corrupt or truncated?); " + "; ".join(failures)
     )
+
+
+def has_headroom(info: CodestreamInfo) -> bool:
+    """Whether a reduced decode of this codestream comes back right: its precision is
+    below its output type's bits (12 of 16, as the platform's encoder declares MR),
+    so the values the lower resolutions overshoot by fit and :func:`decode` clamps them."""
+    return info.precision not in (8, 16)
+
+
+def _clamp_reduced(arr: np.ndarray, info: CodestreamInfo) -> np.ndarray:
+    """The lower resolutions of a reversible 5/3 transform overshoot the sample range
+    next to sharp edges (brain beside the zero background), and the decoders store the
+    result in the output type unclamped: below zero wraps to the top of ``uint16``.
+    With headroom the wrapped values are told apart and the range restored; without
+    (:func:`has_headroom`), they cannot be, and the caller should subsample a full decode."""
+    if not has_headroom(info):
+        return arr
+    bits = arr.dtype.itemsize * 8
+    if info.is_signed:
+        low, high = -(1 << (info.precision - 1)), (1 << (info.precision - 1)) - 1
+        return np.clip(arr, low, high).astype(arr.dtype, copy=False)
+    top = (1 << info.precision) - 1
+    wrapped = arr >= (top + 1) + ((1 << bits) - (top + 1)) // 2  # negative, wrapped around
+    out = np.minimum(arr, top)
+    out[wrapped] = 0
+    return out
 
 
 def declared_precision(bits_stored: int) -> int:
