@@ -28,10 +28,11 @@ from .patient import (
 #: The banner's look (a band under the page header, as clinical systems show the patient).
 PANEL_STYLE = """<style>
 .nn-patient { background: #f4f7fa; border: 1px solid #c9d5e1; border-left: 5px solid #12355b;
-  border-radius: 4px; padding: 10px 16px; margin: 0 0 10px 0; font-size: 14px; color: #1d2733; }
+  border-radius: 4px; padding: 10px 16px; margin: 0 0 10px 0; font-size: 14px; color: #1d2733;
+  box-sizing: border-box; }
 .nn-patient-top { display: flex; flex-wrap: wrap; align-items: baseline; gap: 6px 26px; }
 .nn-patient-name { font-size: 19px; font-weight: 700; color: #12355b; }
-.nn-patient-field .nn-label, .nn-patient-ids .nn-label { color: #5a6876; margin-right: 5px; }
+.nn-patient-field .nn-label, .nn-patient-ids .nn-label { color: #5a6876; margin-right: 2px; }
 .nn-patient-ids { display: flex; flex-wrap: wrap; gap: 4px 26px; margin-top: 6px; }
 .nn-patient-ids .nn-value { font-family: inherit; font-weight: 600; }
 .nn-on-images { color: #1d5e2c; font-size: 12px; margin-left: 4px; }
@@ -46,7 +47,7 @@ LOADING_TEXT = "Loading the patient record…"
 
 def _field(label: str, value: str) -> str:
     return (f'<span class="nn-patient-field"><span class="nn-label">{html.escape(label)}</span>'
-            f"{html.escape(value)}</span>")
+            f" {html.escape(value)}</span>")
 
 
 def record_html(record: PatientRecord) -> str:
@@ -61,10 +62,10 @@ def record_html(record: PatientRecord) -> str:
         top.append(f'<span class="nn-deceased">{html.escape(record.deceased)}</span>')
     ids = []
     for identifier in record.identifiers:
-        mark = ('<span class="nn-on-images">✓ on the images</span>'
+        mark = (' <span class="nn-on-images">✓ on the images</span>'
                 if identifier.on_images else "")
         ids.append(f'<span class="nn-patient-id"><span class="nn-label">'
-                   f"{html.escape(identifier.label)}</span>"
+                   f"{html.escape(identifier.label)}</span> "
                    f'<span class="nn-value">{html.escape(identifier.value)}</span>{mark}</span>')
     stale = ('<span class="nn-stale" title="Older than the platform keeps a record fresh; '
              'it could not be refreshed">stale</span>' if record.stale else "")
@@ -111,7 +112,7 @@ def patient_panel(client: Any, study_uid: str) -> Any:
     thread, so that it never holds up the images."""
     import ipywidgets as w
 
-    panel = w.HTML(panel_message_html(LOADING_TEXT), layout=w.Layout(width="100%"))
+    panel = w.HTML(panel_message_html(LOADING_TEXT))
 
     def fill() -> None:
         panel.value = panel_html(client, study_uid)
