@@ -12,18 +12,23 @@ Screenshots: ``$NEURONOVA_SCREENSHOTS`` (default: the test's temporary folder).
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import WAIT, network_events, other_hosts, screenshots, sign_in, wait_for, \
-    wait_for_text
-from conftest import RunningPlatform
-from test_dashboards_e2e import _audit_rows, dash, demo  # noqa: F401 (fixtures)
+from browser import WAIT, network_events, other_hosts, screenshots, sign_in, wait_for, wait_for_text
+from conftest import RunningPlatform, StudyRef
+from test_dashboards_e2e import _audit_rows, demo  # noqa: F401 (fixture)
 
 from neuronova_lib.dashboards.worklist import STUDY_PAGE
 from neuronova_lib.demo.openemr_server import load_records
+from neuronova_lib.orthanc_store import OrthancStore
+from neuronova_lib.security.tokens import token_service
+from neuronova_lib.stack.local import local_platform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -32,7 +37,19 @@ KNOWN = load_records()[0]
 
 
 @pytest.fixture(scope="module")
-def known(dash: RunningPlatform, tmp_path_factory: pytest.TempPathFactory) -> Any:  # noqa: F811
+def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    """A platform with the dashboards service and the recorded OpenEMR, its services not
+    restarted when they end (the last test stops OpenEMR to see the panel say so)."""
+    home = tmp_path_factory.mktemp("neuronova-patient-panel")
+    with local_platform(home, dashboards_enabled=True, mlflow_enabled=False) as local:
+        store = OrthancStore.from_settings(local.settings)
+        empty = StudyRef("", "", "")  # this module's studies are the fixtures below
+        yield RunningPlatform(local=local, tokens=token_service(local.settings), store=store,
+                              study_a=empty, study_b=empty)
+
+
+@pytest.fixture(scope="module")
+def known(dash: RunningPlatform, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A study of the demo patient OpenEMR knows (the demo data's seed gives the ID)."""
     from ohif_page import store_demo_study
 
@@ -51,7 +68,7 @@ def _panel_text(driver: Any, wanted: str) -> str:
     return str(driver.find_element("css selector", ".nn-patient, .nn-patient-panel").text)
 
 
-def test_clinician_sees_the_patient_banner(chromium: Any, dash: RunningPlatform,  # noqa: F811
+def test_clinician_sees_the_patient_banner(chromium: Any, dash: RunningPlatform,
                                            known: Any, demo: Any, tmp_path: Path) -> None:  # noqa: F811
     network_events(chromium)
     started = time.time()
@@ -95,7 +112,7 @@ def test_clinician_sees_the_patient_banner(chromium: Any, dash: RunningPlatform,
 
 
 def test_a_model_owner_is_told_records_are_for_clinicians(
-        chromium: Any, dash: RunningPlatform, known: Any, tmp_path: Path) -> None:  # noqa: F811
+        chromium: Any, dash: RunningPlatform, known: Any, tmp_path: Path) -> None:
     network_events(chromium)
     sign_in(chromium, dash.url, "owner", dash.password("owner"),
             next_path=f"{STUDY_PAGE}?study={known.study}")
@@ -108,3 +125,21 @@ def test_a_model_owner_is_told_records_are_for_clinicians(
     chromium.save_screenshot(str(screenshots(tmp_path) / "dashboards-patient-owner.png"))
     assert "Traceback" not in chromium.find_element("tag name", "body").text
     assert other_hosts(network_events(chromium), dash.url) == []
+
+
+def test_a_source_that_is_down_is_named(chromium: Any, dash: RunningPlatform,
+                                        demo: Any, tmp_path: Path) -> None:  # noqa: F811
+    """OpenEMR stops: a patient the other sources do not have may be there, and the panel
+    says which source is not answering rather than "no record"."""
+    supervisor = dash.local.supervisor
+    os.killpg(supervisor.pids()["openemr-demo"], signal.SIGTERM)
+    sign_in(chromium, dash.url, "clinician", dash.password("clinician"),
+            next_path=f"{STUDY_PAGE}?study={demo.study}")
+    text = _panel_text(chromium, "Not answering now")
+    assert text == ("No record for patient ID NNDEMO-41-001 in: local cache, FHIR server. Not "
+                    "answering now: OpenEMR (not reachable); the record may be there, so try "
+                    "again in a moment."), text
+    wait_for(chromium, "canvas", timeout=WAIT)
+    time.sleep(1)
+    chromium.save_screenshot(str(screenshots(tmp_path) / "dashboards-patient-source-down.png"))
+    assert "Traceback" not in chromium.find_element("tag name", "body").text
