@@ -87,3 +87,36 @@ def test_roles_missing_and_unavailable(api: tuple[str, Settings],
     assert search.status_code == 200
     assert sorted(p["name"] for p in search.json()["patients"]) == ["Garcia^Luis", "Garcia^Maria"]
     assert httpx.get(f"{url}/api/patients/bad%5Cid", headers=h).status_code == 400
+
+
+def test_the_client_reads_a_patient_record(api: tuple[str, Settings],
+                                           openemr: RecordedOpenEMR) -> None:
+    """Client.patient: the record and where it came from; a miss is PatientNotFound with
+    the sources asked and those down; a role without access is refused (403)."""
+    import requests
+
+    from neuronova_lib.dicomweb.session import connect
+    from neuronova_lib.patients import PatientNotFound
+
+    url, _ = api
+    record = openemr.records[2]
+    token = bearer(url, "clinician")["Authorization"].split()[1]
+    with connect(url, token=token) as client:
+        found = client.patient(record["pubpid"])
+        assert (found["source"], found["name"], found["stale"]) == (
+            "openemr", f"{record['lname']}^{record['fname']}", False)
+        assert found["patient"]["birthDate"] == record["DOB"]
+        assert client.patient(record["pubpid"])["source"] == "cache"
+        with pytest.raises(PatientNotFound) as missing:
+            client.patient("NO SUCH/PATIENT")
+        assert (missing.value.asked, missing.value.unavailable) == (
+            ["cache", "fhir", "openemr"], {})
+        openemr.mode = "error"
+        with pytest.raises(PatientNotFound) as down:
+            client.patient(openemr.records[3]["pubpid"])
+        assert list(down.value.unavailable) == ["openemr"]
+        openemr.mode = "normal"
+    owner = bearer(url, "owner")["Authorization"].split()[1]
+    with connect(url, token=owner) as client, pytest.raises(requests.HTTPError) as refused:
+        client.patient(record["pubpid"])
+    assert refused.value.response.status_code == 403

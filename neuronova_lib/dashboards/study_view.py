@@ -24,6 +24,7 @@ from .pages import (
     query_argument,
     session_ended_html,
 )
+from .patient_view import patient_panel
 from .server import public_path
 from .study import (
     COLOURS,
@@ -177,6 +178,8 @@ def show_study() -> None:
                                + back))
         return
     display(header, status)
+    # Patient panel (banner): filled by its own thread, never delays the images.
+    display(patient_panel(client, study_uid))
     try:
         volume = client.load_study(study_uid, progress=False)
     except LookupError:

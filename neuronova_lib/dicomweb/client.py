@@ -325,6 +325,49 @@ class Client:
         """Same as :func:`connect_signed`."""
         return connect_signed(url, **kwargs)
 
+    # -- patient records ---------------------------------------------------------------
+    def patient(self, patient_id: str) -> dict[str, Any]:
+        """The patient record for a DICOM Patient ID, ``GET /api/patients/{patient_id}``
+        (clinicians and admins), read through the platform's chain: its cache, the FHIR
+        server, OpenEMR.
+
+        Returns
+        -------
+        dict
+            ``patient`` (the FHIR R4 Patient), ``name`` (DICOM PN), ``source`` (``cache``,
+            ``fhir`` or ``openemr``), ``age_seconds`` and ``stale`` (how old the answer
+            is), ``asked`` and ``unavailable`` (``{source: why}`` for the sources that could
+            not answer).
+
+        Raises
+        ------
+        neuronova_lib.patients.PatientNotFound
+            No source has it (404), or none that answered did while another could not
+            (503): ``asked`` and ``unavailable`` say which.
+        requests.HTTPError
+            Refused: 403 for a role without access to patient records, 400 for a value
+            that is not a DICOM Patient ID, 401 for an ended session.
+        """
+        from urllib.parse import quote
+
+        from ..patients.errors import PatientNotFound
+
+        if self.is_signed:
+            raise RuntimeError("a signed-URL client cannot read patient records; sign in first")
+        response = self.session.get(f"{self.base_url}/api/patients/{quote(patient_id, safe='')}",
+                                    timeout=self.timeout)
+        if response.status_code in (404, 503):
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            if isinstance(body, dict) and "asked" in body:
+                raise PatientNotFound(patient_id, list(body["asked"]),
+                                      dict(body.get("unavailable") or {}))
+        if response.status_code != 200:
+            raise http_error(response, "patient record refused")
+        return dict(response.json())
+
     # -- AI results --------------------------------------------------------------------
     def segment(self, study: str | StudySummary, *, rerun: bool = False, wait: bool = True,
                 timeout: float = 900.0, poll: float = 1.0) -> dict[str, Any]:

@@ -55,7 +55,7 @@ def _fhir_auth(request: Request, settings: Any, user: User) -> BearerAuth | None
     return BearerAuth(lambda: tokens.mint(user.username, user.role, "access", 60)[0])
 
 
-@router.get("/{patient_id}")
+@router.get("/{patient_id:path}")  # a Patient ID may hold a "/" (sent as %2F)
 def read_patient(patient_id: str, request: Request, db: SessionDep, settings: SettingsDep,
                  user: PatientReader, chain: ChainDep) -> Any:
     """One patient by DICOM Patient ID: the FHIR R4 Patient and where it came from.
