@@ -245,6 +245,12 @@ class Settings(BaseSettings):
         description="Seconds the access token a dashboard page's kernel reads with lives (minted "
         "for the signed-in user when the page opens, act=dashboards); sign-out ends it sooner.",
     )
+    dashboard_pool_size: int = Field(
+        default=1, ge=0, le=16,
+        description="Kernels Voilà keeps ready per dashboard page, each with the page's imports "
+        "done and waiting for a browser (about 150 MB each), so a page opens without a kernel "
+        "start; 0: every page starts its own kernel when it is opened.",
+    )
 
     # JupyterHub for data scientists (hub/jupyterhub_config.py, neuronova_lib.hub), behind
     # nginx at /hub/, /user/ and /services/; every port on loopback.

@@ -153,6 +153,48 @@ def test_voila_runs_on_loopback_under_the_prefix_with_the_token_header() -> None
     behind = server.voila_argv(18106, public_prefix="/nn/")
     assert "--Voila.base_url=/nn/dashboards/" in behind
     assert "--Voila.server_url=/dashboards/" in behind
+    # A pool of preheated kernels, spared from culling, unless there is none.
+    assert {"--preheat_kernel=True", "--pool_size=1",
+            "--VoilaConfiguration.multi_kernel_manager_class="
+            "neuronova_lib.dashboards.kernels.PoolKeepingKernelManager"} <= set(argv)
+    assert not any("preheat" in a or "pool_size" in a
+                   for a in server.voila_argv(18106, pool_size=0))
+
+
+def test_the_pool_keeping_kernel_manager_spares_only_pooled_kernels() -> None:
+    """Voilà's pool holds tasks whose results name the kernels waiting for a page."""
+    import asyncio
+
+    from neuronova_lib.dashboards.kernels import PoolKeepingKernelManager
+
+    async def pooled(kernel_id: str) -> dict[str, str]:
+        return {"kernel_id": kernel_id}
+
+    async def check() -> tuple[set[str], list[str]]:
+        manager = PoolKeepingKernelManager()
+        waiting = asyncio.ensure_future(pooled("k-waiting"))
+        starting = asyncio.ensure_future(asyncio.sleep(10))
+        await asyncio.sleep(0)
+        manager._pools = {"study.ipynb": [waiting, starting]}
+        culled: list[str] = []
+
+        async def parent_cull(self: Any, kernel_id: str) -> None:
+            culled.append(kernel_id)
+
+        base = PoolKeepingKernelManager.__mro__[1]
+        original = base.cull_kernel_if_idle
+        base.cull_kernel_if_idle = parent_cull  # what the server would do: shut it down
+        try:
+            await manager.cull_kernel_if_idle("k-waiting")
+            await manager.cull_kernel_if_idle("k-served")
+        finally:
+            base.cull_kernel_if_idle = original
+            starting.cancel()
+        return manager.pooled_kernel_ids(), culled
+
+    ids, culled = asyncio.run(check())
+    assert ids == {"k-waiting"}
+    assert culled == ["k-served"]
 
 
 def test_links_carry_the_public_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -195,9 +237,10 @@ def test_the_service_and_its_switch(tmp_path: Path) -> None:
     on = Settings(home=tmp_path, dashboards_port=18106)
     service = dashboards_service(on)
     assert service.argv[1:] == ["-m", "neuronova_lib.dashboards.server", "18106", on.local_url,
-                                str(on.run_dir / "dashboards"), ""]
-    behind = Settings(home=tmp_path, public_url="https://pacs.example.org/nn/")
-    assert dashboards_service(behind).argv[-1] == "/nn"
+                                str(on.run_dir / "dashboards"), "", "1"]
+    behind = Settings(home=tmp_path, public_url="https://pacs.example.org/nn/",
+                      dashboard_pool_size=0)
+    assert dashboards_service(behind).argv[-2:] == ["/nn", "0"]
     assert service.ports == [("127.0.0.1", 18106, "NEURONOVA_DASHBOARDS_PORT")]
     assert "dashboards" in [s.name for s in platform_services(on)]
     off = Settings(home=tmp_path, dashboards_enabled=False)
@@ -228,6 +271,8 @@ def test_nginx_route_signs_in_and_sets_the_token_header_itself(tmp_path: Path) -
     check = _block(text, "location ~ ^/_auth_dashboards/")
     assert "internal;" in check and "act=dashboards" in check
     assert "return 302 /dashboards/voila/render/worklist.ipynb;" in text
+    # The websocket that hands a preheated kernel its request (and token) is not public.
+    assert "return 404;" in _block(text, "location /dashboards/voila/query/ {")
     off = render_nginx(Settings(home=tmp_path / "b", dashboards_enabled=False)).read_text()
     assert "NEURONOVA_DASHBOARDS_ENABLED" in _block(off, "location /dashboards/ {")
 

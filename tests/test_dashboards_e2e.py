@@ -227,8 +227,8 @@ def test_clinician_opens_a_study_from_the_worklist(chromium: Any, dash: RunningP
     deadline = time.monotonic() + 30
     while (shown := _green_share(chromium)) < 0.001 and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert shown >= 0.001, "no green (whole tumour) over the image"
     chromium.save_screenshot(str(screenshots(tmp_path) / "dashboards-study.png"))
+    assert shown >= 0.001, "no green (whole tumour) over the image"
     _click(chromium, "AI segmentation")
     deadline = time.monotonic() + 15
     while (hidden := _green_share(chromium)) > shown / 10 and time.monotonic() < deadline:

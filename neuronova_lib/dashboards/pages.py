@@ -46,6 +46,27 @@ table.nn-worklist a { color: #0b5cad; text-decoration: underline; font-weight: 6
 </style>"""
 
 
+_request_seen = False
+
+
+def await_request() -> None:
+    """Wait for the browser that opens this page, in a kernel Voilà started ahead of it.
+
+    With a pool (:mod:`.kernels`), Voilà runs a page's notebook before any request, so
+    the page's imports are done when a browser comes; the notebook stops here until one
+    does, and Voilà then puts that request in the environment (the query string, the
+    user's token header). A kernel started for a request has them already: this returns
+    at once, as it does on every later call.
+    """
+    global _request_seen
+    if _request_seen:
+        return
+    from voila.utils import wait_for_request
+
+    wait_for_request()
+    _request_seen = True
+
+
 class SessionEnded(Exception):
     """The page's access has ended: the user signs in again."""
 
@@ -112,6 +133,7 @@ def dashboard_client() -> Any:
     or straight from Voilà rather than through the platform)."""
     from ..dicomweb.session import connect
 
+    await_request()
     try:
         return connect(max_workers=4)
     except ValueError as exc:

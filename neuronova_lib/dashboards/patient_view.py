@@ -107,15 +107,19 @@ def panel_html(client: Any, study_uid: str) -> str:
         return problem_html(exc, "load the patient record")
 
 
-def patient_panel(client: Any, study_uid: str) -> Any:
+def patient_panel(client: Any, study_uid: str, ready: Any = None) -> Any:
     """The patient panel's widget, shown at once with "Loading…" and filled by a daemon
-    thread, so that it never holds up the images."""
+    thread, so that it never holds up the images; the thread reads at once and shows what
+    it read once the page is drawn (``ready``: :class:`.ready.PageReady`)."""
     import ipywidgets as w
 
     panel = w.HTML(panel_message_html(LOADING_TEXT))
 
     def fill() -> None:
-        panel.value = panel_html(client, study_uid)
+        text = panel_html(client, study_uid)
+        if ready is not None:
+            ready.wait()
+        panel.value = text
 
     threading.Thread(target=fill, name="patient-panel", daemon=True).start()
     return panel

@@ -47,7 +47,8 @@ def public_path(path: str) -> str:
     return os.environ.get(ENV_PUBLIC_PREFIX, "").rstrip("/") + path
 
 
-def voila_argv(port: int, notebooks: Path = DASHBOARDS_DIR, public_prefix: str = "") -> list[str]:
+def voila_argv(port: int, notebooks: Path = DASHBOARDS_DIR, public_prefix: str = "",
+               pool_size: int = 1) -> list[str]:
     """Voilà's command line: loopback, under ``/dashboards/``, our template, the token
     header passed to kernels, no browser, no tracebacks shown (the pages show messages).
     Behind a public path prefix, Voilà serves ``/dashboards/`` (what nginx passes on) and
@@ -69,6 +70,11 @@ def voila_argv(port: int, notebooks: Path = DASHBOARDS_DIR, public_prefix: str =
         "--MappingKernelManager.cull_idle_timeout=300",
         "--MappingKernelManager.cull_interval=60",
         "--MappingKernelManager.cull_connected=False",
+        # Each page's notebook runs ahead in pool_size kernels, to the point where it
+        # waits for a browser (pages.await_request): a page opens without a kernel start.
+        *(["--preheat_kernel=True", f"--pool_size={pool_size}",
+           "--VoilaConfiguration.multi_kernel_manager_class="
+           "neuronova_lib.dashboards.kernels.PoolKeepingKernelManager"] if pool_size > 0 else []),
     ]
 
 
@@ -95,16 +101,17 @@ def voila_env(platform_url: str, state_dir: Path, environ: dict[str, str] | None
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m neuronova_lib.dashboards.server PORT PLATFORM_URL STATE_DIR
-    [PUBLIC_PREFIX]``: exec Voilà."""
+    [PUBLIC_PREFIX [POOL_SIZE]]``: exec Voilà."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) not in (3, 4):
+    if not 3 <= len(args) <= 5:
         raise SystemExit("usage: python -m neuronova_lib.dashboards.server PORT PLATFORM_URL "
-                         "STATE_DIR [PUBLIC_PREFIX]")
+                         "STATE_DIR [PUBLIC_PREFIX [POOL_SIZE]]")
     state = Path(args[2])
-    prefix = args[3] if len(args) == 4 else ""
+    prefix = args[3] if len(args) >= 4 else ""
+    pool_size = int(args[4]) if len(args) == 5 else 1
     for sub in ("config", "data", "runtime"):
         (state / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
-    command = voila_argv(int(args[0]), public_prefix=prefix)
+    command = voila_argv(int(args[0]), public_prefix=prefix, pool_size=pool_size)
     os.execve(command[0], command, voila_env(args[1], state, public_prefix=prefix))
 
 

@@ -46,9 +46,11 @@ def window(array: np.ndarray, preset: str) -> tuple[float, float]:
     return (lo, hi if hi > lo else lo + 1.0)
 
 
-def find_seg(client: Any, study_uid: str) -> SegRef | None:
-    """The study's newest SEG series (highest series number) and its instance, if any."""
-    segs = [s for s in client.series(study_uid) if s.modality == "SEG"]
+def find_seg(client: Any, study_uid: str, series: list[Any] | None = None) -> SegRef | None:
+    """The study's newest SEG series (highest series number) and its instance, if any
+    (``series``: the study's series when already listed)."""
+    listed = client.series(study_uid) if series is None else series
+    segs = [s for s in listed if s.modality == "SEG"]
     if not segs:
         return None
     newest = max(segs, key=lambda s: (s.number or 0, s.series_uid))
@@ -93,16 +95,20 @@ def load_seg(client: Any, study_uid: str, ref: SegRef, sop_uids: tuple[str, ...]
     return region_masks(dataset, sop_uids)
 
 
-def focus_fraction(mask: np.ndarray, affine_ras: np.ndarray) -> list[float] | None:
+def focus_fraction(mask: np.ndarray, affine_ras: np.ndarray, frame_shape: tuple[int, ...] | None = None,
+                   frame_affine: np.ndarray | None = None) -> list[float] | None:
     """Where NiiVue's crosshair goes to show the region ``mask`` (its centre), as NiiVue's
-    fraction of the volume's RAS bounding box per axis; ``None`` for an empty mask."""
+    fraction of its background volume's RAS bounding box per axis (``frame_shape`` and
+    ``frame_affine``: the image shown under the mask, by default the mask's own grid);
+    ``None`` for an empty mask."""
     if not mask.any():
         return None
     centre = np.argwhere(mask).mean(axis=0)
-    shape = np.asarray(mask.shape, dtype=float)
+    shape = np.asarray(mask.shape if frame_shape is None else frame_shape[:3], dtype=float)
+    frame = np.asarray(affine_ras if frame_affine is None else frame_affine, dtype=float)
     corners = np.array([[x, y, z, 1.0] for x in (-0.5, shape[0] - 0.5)
                         for y in (-0.5, shape[1] - 0.5) for z in (-0.5, shape[2] - 0.5)])
-    mm = corners @ np.asarray(affine_ras, dtype=float).T
+    mm = corners @ frame.T
     low, high = mm[:, :3].min(axis=0), mm[:, :3].max(axis=0)
     point = (np.asarray(affine_ras, dtype=float) @ np.append(centre, 1.0))[:3]
     return [float(v) for v in np.clip((point - low) / (high - low), 0.0, 1.0)]

@@ -4,19 +4,28 @@ NiiVue (ipyniivue, bundled in its wheel: offline) draws the chosen sequence in a
 coronal, sagittal or all three planes; the mouse wheel scrolls through slices, and a drag
 with the right button changes the window too. The AI segmentation is drawn over it, a
 colour per region, with a toggle and an opacity. Data: :mod:`.study`.
+
+The page draws before the study is loaded: a thread of the page's kernel loads the shown
+sequence at a quarter of its rows and columns first (HTJ2K decoded at a lower
+resolution: a sixteenth of the pixels to send and draw), then the AI segmentation, then
+the sequence at full resolution, then the other sequences; the controls work meanwhile.
 """
 
 from __future__ import annotations
 
 import html
+import threading
 from typing import Any
 
 import numpy as np
 
 from ..ai.results import NOT_FOR_CLINICAL_USE
+from ..dicomweb.brats import match_brats_series
 from ..viewer import _nifti_bytes
+from ..volume import LPS_TO_RAS, series_geometry
 from .pages import (
     SessionEnded,
+    await_request,
     dashboard_client,
     header_html,
     message_html,
@@ -25,12 +34,14 @@ from .pages import (
     session_ended_html,
 )
 from .patient_view import patient_panel
+from .ready import PageReady
 from .server import public_path
 from .study import (
     COLOURS,
     REGION_COLOURS,
     SEQUENCES,
     WINDOW_PRESETS,
+    SegRef,
     find_seg,
     focus_fraction,
     load_seg,
@@ -44,94 +55,212 @@ VIEWS = {"Axial": 0, "Coronal": 1, "Sagittal": 2, "All planes": 3}
 DRAW_ORDER = ("WT", "TC", "ET")
 
 
-class StudyView:
-    """One study: sequence, plane, window and the AI overlay, as ipywidgets around NiiVue."""
+#: Resolution levels skipped for the first image (each halves rows and columns).
+PREVIEW_REDUCE = 2
+#: The order the sequences load in after the one shown: the contrast scan first.
+LOAD_ORDER = ("flair", "t1c", "t1", "t2")
 
-    def __init__(self, volume: Any, masks: dict[str, np.ndarray], seg_note: str) -> None:
+
+class StudyView:
+    """One study: sequence, plane, window and the AI overlay, as ipywidgets around NiiVue.
+
+    Images arrive after the page is drawn (:meth:`load_all`, on a thread): ``volumes``
+    holds each sequence at the best resolution loaded so far.
+    """
+
+    def __init__(self, channels: list[str]) -> None:
         import ipywidgets as w
         from ipyniivue import NiiVue
 
-        self.volume = volume
-        self.masks = masks
+        self.volumes: dict[str, Any] = {}
+        self.masks: dict[str, np.ndarray] = {}
+        self.mask_affine: np.ndarray | None = None
+        self.lock = threading.RLock()
+        self.shown: Any = None  # the volume NiiVue draws under the masks
         # A thin, half-transparent yellow crosshair: it must not hide the image or read as
         # part of the segmentation's colours.
         self.viewer = NiiVue(height=620, crosshair_width=0.5,
                              crosshair_color=(1.0, 0.85, 0.0, 0.6))
         self.viewer.opts.slice_type = 0
-        names = [c for c in SEQUENCES if c in volume.channels]
+        # NiiVue's browser side ignores volumes sent before its canvas exists: wait for it.
+        self.canvas_ready = threading.Event()
+        self.viewer.on_canvas_attached(self.canvas_ready.set)
+        names = [c for c in SEQUENCES if c in channels]
         self.sequence = w.ToggleButtons(options=[(SEQUENCES[c], c) for c in names],
-                                        value=names[-1] if "flair" in names else names[0],
+                                        value="flair" if "flair" in names else names[0],
                                         description="Sequence")
         self.plane = w.ToggleButtons(options=list(VIEWS), value="Axial", description="View")
+        self.loading = w.HTML(self._loading_html("Loading the images…"))
         self.preset = w.Dropdown(options=list(WINDOW_PRESETS), value="Auto",
                                  description="Window", layout=w.Layout(width="230px"))
         self.level = w.FloatRangeSlider(description="Range", readout_format=".0f",
                                         continuous_update=False, layout=w.Layout(width="420px"))
-        self.show_ai = w.Checkbox(value=bool(masks), description="AI segmentation",
-                                  disabled=not masks)
+        self.show_ai = w.Checkbox(value=False, description="AI segmentation", disabled=True)
         self.opacity = w.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05,
-                                     description="Opacity", disabled=not masks,
+                                     description="Opacity", disabled=True,
                                      continuous_update=False)
-        self.regions = {}
-        self.colours = {}
-        rows = []
-        for region in DRAW_ORDER:
-            if region not in masks:
-                continue
-            self.regions[region] = w.Checkbox(value=True, description=region_label(region),
-                                              layout=w.Layout(width="240px"))
-            self.colours[region] = w.Dropdown(options=list(COLOURS), value=REGION_COLOURS[region],
-                                              layout=w.Layout(width="110px"))
-            rows.append(w.HBox([self.regions[region], self.colours[region]]))
-            self.regions[region].observe(lambda _: self.draw_overlay(), names="value")
-            self.colours[region].observe(lambda _: self.draw_overlay(), names="value")
-        self.sequence.observe(lambda _: self.load(), names="value")
+        self.regions: dict[str, Any] = {}
+        self.colours: dict[str, Any] = {}
+        self.region_rows = w.VBox([])
+        self.note = w.HTML(self._note_html("Looking for an AI segmentation…"))
+        self.sequence.observe(lambda _: self.show_sequence(), names="value")
         self.plane.observe(lambda c: setattr(self.viewer.opts, "slice_type", VIEWS[c["new"]]),
                            names="value")
         self.preset.observe(lambda _: self.apply_preset(), names="value")
         self.level.observe(lambda _: self.apply_window(), names="value")
         self.show_ai.observe(lambda _: self.draw_overlay(), names="value")
         self.opacity.observe(lambda _: self.draw_overlay(), names="value")
-        note = w.HTML(f'<p class="nn-note">{html.escape(seg_note)}</p>')
         side = w.VBox([w.HTML("<b>Image</b>"), self.preset, self.level,
-                       w.HTML("<b>AI segmentation</b>"), self.show_ai, self.opacity, *rows, note],
+                       w.HTML("<b>AI segmentation</b>"), self.show_ai, self.opacity,
+                       self.region_rows, self.note],
                       layout=w.Layout(width="460px", padding="0 0 0 16px"))
-        controls = w.VBox([self.sequence, self.plane])
+        controls = w.VBox([self.sequence, self.plane, self.loading])
         self.widget = w.VBox([controls, w.HBox([w.Box([self.viewer],
                                                       layout=w.Layout(flex="1 1 auto")), side])])
-        self.load()
 
-    def channel(self) -> np.ndarray:
-        return self.volume.array[self.volume.channels.index(self.sequence.value)]
+    @staticmethod
+    def _loading_html(text: str) -> str:
+        return f'<span class="nn-note">{html.escape(text)}</span>' if text else ""
 
-    def load(self) -> None:
-        """Send the chosen sequence and the region masks to NiiVue."""
-        affine = self.volume.affine_ras
-        layers = [{"data": _nifti_bytes(self.channel(), affine),
-                   "name": f"{self.sequence.value}.nii", "colormap": "gray"}]
-        for region in DRAW_ORDER:
-            if region in self.masks:
-                layers.append({"data": _nifti_bytes(self.masks[region].astype(np.uint8), affine),
-                               "name": f"{region}.nii", "colormap": self.colour(region),
-                               "opacity": self.region_opacity(region), "cal_min": 0.5,
-                               "cal_max": 1.0})
-        self.viewer.load_volumes(layers)
-        focus = next((focus_fraction(self.masks[r], affine) for r in ("ET", "TC", "WT")
-                      if r in self.masks and self.masks[r].any()), None)
-        if focus is not None:  # open on the tumour, not on the middle slice
-            self.viewer.scene.crosshair_pos = focus
-        array = self.channel()
-        low, high = float(array.min()), float(array.max())
-        high = high if high > low else low + 1.0
-        if low > self.level.max:  # the slider keeps min <= max at every step
-            self.level.max, self.level.min = high, low
-        else:
-            self.level.min, self.level.max = low, high
-        self.apply_preset()
-        self.draw_overlay()
+    @staticmethod
+    def _note_html(text: str) -> str:
+        return f'<p class="nn-note">{html.escape(text)}</p>'
+
+    # -- loading (the page's thread) ----------------------------------------------------
+    def load_all(self, client: Any, study_uid: str, series: dict[str, Any],
+                 listed: list[Any], on_error: Any, ready: PageReady) -> None:
+        """Load what the page shows, most wanted first; errors go to ``on_error(exc, what)``.
+        The first image is read while the browser builds the page, and drawn once it has
+        (``ready``)."""
+        first = self.sequence.value
+        what = "load the images"
+        try:
+            preview = client.load_series(study_uid, series[first], progress=False,
+                                         reduce=PREVIEW_REDUCE)
+            ready.wait()
+            self.canvas_ready.wait(30.0)
+            self.add_volume(first, preview)
+            what = "load the AI segmentation"
+            self.load_segmentation(client, study_uid, series, listed)
+            what = "load the images"
+            order = [first] + [c for c in LOAD_ORDER if c in series and c != first]
+            for number, channel in enumerate(order, start=1):
+                self.loading.value = self._loading_html(
+                    f"Loading full resolution: {SEQUENCES[channel]} ({number} of {len(order)})…")
+                self.add_volume(channel, client.load_series(study_uid, series[channel],
+                                                            progress=False))
+            self.loading.value = ""
+        except Exception as exc:  # noqa: BLE001 - the page says what failed, never a traceback
+            self.loading.value = ""
+            on_error(exc, what)
+
+    def load_segmentation(self, client: Any, study_uid: str, series: dict[str, Any],
+                          listed: list[Any]) -> None:
+        """The study's newest SEG on the reference (T1) series' grid, from its metadata
+        alone: the T1 frames are not needed to place it."""
+        try:
+            ref = find_seg(client, study_uid, listed)
+            if ref is None:
+                self.note.value = self._note_html("No AI segmentation for this study yet.")
+                return
+            reference = series.get("t1") or next(iter(series.values()))
+            geometry = series_geometry(client.series_metadata(study_uid, reference.series_uid))
+            sop_uids = tuple(s.sop_uid for s in geometry.slices)
+            masks = load_seg(client, study_uid, ref, sop_uids)
+        except ValueError as exc:
+            self.note.value = self._note_html(
+                f"The AI segmentation cannot be shown over these images: {exc}")
+            return
+        self.set_segmentation(masks, LPS_TO_RAS @ geometry.affine_lps, seg_note(ref))
+
+    def add_volume(self, channel: str, volume: Any) -> None:
+        """Keep ``volume`` as ``channel``'s best so far; draw it if that sequence is shown."""
+        with self.lock:
+            self.volumes[channel] = volume
+            if self.sequence.value == channel:
+                self.show_sequence()
+
+    # -- drawing --------------------------------------------------------------------------
+    def show_sequence(self) -> None:
+        """Draw the chosen sequence under the masks (only the base layer is sent)."""
+        from ipyniivue import Volume
+
+        with self.lock:
+            volume = self.volumes.get(self.sequence.value)
+            if volume is None or volume is self.shown:
+                return
+            first = self.shown is None
+            same_sequence = (self.shown is not None
+                             and self.shown.series_uid == volume.series_uid)
+            self.shown = volume
+            base = Volume(data=_nifti_bytes(volume.array, volume.affine_ras),
+                          name=f"{self.sequence.value}.nii", colormap="gray")
+            self.viewer.load_volumes([base, *self.mask_layers()])
+            array = volume.array
+            low, high = float(array.min()), float(array.max())
+            high = high if high > low else low + 1.0
+            if low > self.level.max:  # the slider keeps min <= max at every step
+                self.level.max, self.level.min = high, low
+            else:
+                self.level.min, self.level.max = low, high
+            if same_sequence:  # full resolution after the first image: keep the user's window
+                self.apply_window()
+            else:
+                self.apply_preset()
+            if first:
+                self.focus()
+
+    def set_segmentation(self, masks: dict[str, np.ndarray], affine_ras: np.ndarray,
+                         note: str) -> None:
+        """Draw ``masks`` (on the grid ``affine_ras``) over the image, with their controls."""
+        import ipywidgets as w
+        from ipyniivue import Volume
+
+        with self.lock:
+            self.masks, self.mask_affine = masks, affine_ras
+            self.note.value = self._note_html(note)
+            rows = []
+            self.regions, self.colours = {}, {}
+            for region in DRAW_ORDER:
+                if region not in masks:
+                    continue
+                self.regions[region] = w.Checkbox(value=True, description=region_label(region),
+                                                  layout=w.Layout(width="240px"))
+                self.colours[region] = w.Dropdown(options=list(COLOURS),
+                                                  value=REGION_COLOURS[region],
+                                                  layout=w.Layout(width="110px"))
+                rows.append(w.HBox([self.regions[region], self.colours[region]]))
+                self.regions[region].observe(lambda _: self.draw_overlay(), names="value")
+                self.colours[region].observe(lambda _: self.draw_overlay(), names="value")
+            self.region_rows.children = rows
+            self.show_ai.disabled = self.opacity.disabled = not masks
+            self.show_ai.value = bool(masks)
+            if self.viewer.volumes:
+                self.viewer.load_volumes([self.viewer.volumes[0], *self.mask_layers()])
+            self.focus()
+
+    def mask_layers(self) -> list[Any]:
+        from ipyniivue import Volume
+
+        return [Volume(data=_nifti_bytes(self.masks[r].astype(np.uint8), self.mask_affine),
+                       name=f"{r}.nii", colormap=self.colour(r),
+                       opacity=self.region_opacity(r), cal_min=0.5, cal_max=1.0)
+                for r in DRAW_ORDER if r in self.masks]
+
+    def focus(self) -> None:
+        """Put the crosshair on the tumour (the smallest region), not the middle slice."""
+        if self.shown is None or self.mask_affine is None:
+            return
+        point = next((focus_fraction(self.masks[r], self.mask_affine, self.shown.array.shape,
+                                     self.shown.affine_ras)
+                      for r in ("ET", "TC", "WT") if r in self.masks and self.masks[r].any()),
+                     None)
+        if point is not None:
+            self.viewer.scene.crosshair_pos = point
 
     def apply_preset(self) -> None:
-        self.level.value = window(self.channel(), self.preset.value)
+        if self.shown is not None:
+            self.level.value = window(self.shown.array, self.preset.value)
 
     def apply_window(self) -> None:
         if self.viewer.volumes:
@@ -153,13 +282,24 @@ class StudyView:
             layer.opacity = self.region_opacity(region)
 
 
+def seg_note(ref: SegRef) -> str:
+    """What the page says under the overlay: the SEG's own description, which says "not
+    for clinical use" already when the platform's model wrote it."""
+    if "not for clinical use" in ref.description.lower():
+        return ref.description
+    return f"{ref.description}. {NOT_FOR_CLINICAL_USE}."
+
+
 def show_study() -> None:
     """Display the study viewer for ``?study=<uid>`` (the notebook's one call)."""
+    import highdicom  # noqa: F401 - imported before the page is asked for (the pool)
     import ipywidgets as w
+    import ipyniivue  # noqa: F401
     from IPython.display import display
 
     from ..uids import valid_uid
 
+    await_request()
     study_uid = query_argument("study")
     status = w.HTML(message_html("Loading the study…", "info"))
     try:
@@ -178,39 +318,39 @@ def show_study() -> None:
                                + back))
         return
     display(header, status)
-    # Patient panel (banner): filled by its own thread, never delays the images.
-    display(patient_panel(client, study_uid))
     try:
-        volume = client.load_study(study_uid, progress=False)
-    except LookupError:
-        status.value = message_html("This study does not have the four sequences (T1, T1 "
-                                    "contrast, T2, FLAIR) the viewer shows; open it in OHIF.",
-                                    link=(ohif_link(study_uid), "Open in OHIF"))
-        return
+        listed = client.series(study_uid)
+        found = client.find_studies(study_uid=study_uid, limit=1)
     except Exception as exc:  # noqa: BLE001
         status.value = problem_html(exc, "load the study")
         return
-    masks: dict[str, np.ndarray] = {}
-    note = "No AI segmentation for this study yet."
-    try:
-        ref = find_seg(client, study_uid)
-        if ref is not None:
-            masks = load_seg(client, study_uid, ref, volume.sop_uids)
-            # The SEG's own description says it already when the platform's model wrote it.
-            note = (ref.description if "not for clinical use" in ref.description.lower()
-                    else f"{ref.description}. {NOT_FOR_CLINICAL_USE}.")
-    except ValueError as exc:
-        note = f"The AI segmentation cannot be shown over these images: {exc}"
-    except Exception as exc:  # noqa: BLE001
-        status.value = problem_html(exc, "load the AI segmentation")
+    ready = PageReady()
+    # Patient panel (banner): filled by its own thread, never delays the images.
+    display(patient_panel(client, study_uid, ready))
+    series = match_brats_series(listed)
+    if not series:
+        status.value = message_html("This study does not have the sequences (T1, T1 contrast, "
+                                    "T2, FLAIR) the viewer shows; open it in OHIF.",
+                                    link=(ohif_link(study_uid), "Open in OHIF"))
         return
-    meta = volume.metadata
-    title = (f'<div class="nn-study-title"><b>{html.escape(person_name(str(meta.get("PatientName", ""))))}</b>'
-             f' · ID {html.escape(str(meta.get("PatientID", "")))}'
-             f' · {html.escape(display_date(str(meta.get("StudyDate", ""))))}'
-             f' · {html.escape(str(meta.get("StudyDescription", "")))}'
-             f' · {back} · <a href="{html.escape(ohif_link(study_uid))}" target="_blank" '
-             'rel="noopener">Open in OHIF</a></div>')
-    status.value = title
-    view = StudyView(volume, masks, note)
-    display(view.widget)
+    status.value = study_title(found[0] if found else None, study_uid, back)
+    view = StudyView(list(series))
+    display(view.widget, ready)
+
+    def failed(exc: BaseException, what: str) -> None:
+        status.value = problem_html(exc, what)
+
+    threading.Thread(target=view.load_all,
+                     args=(client, study_uid, series, listed, failed, ready),
+                     name="neuronova-study-loader", daemon=True).start()
+
+
+def study_title(study: Any, study_uid: str, back: str) -> str:
+    """The line above the images: patient, ID, date, description and the links."""
+    name = person_name(str(getattr(study, "patient_name", "") or ""))
+    return (f'<div class="nn-study-title"><b>{html.escape(name)}</b>'
+            f' · ID {html.escape(str(getattr(study, "patient_id", "") or ""))}'
+            f' · {html.escape(display_date(str(getattr(study, "study_date", "") or "")))}'
+            f' · {html.escape(str(getattr(study, "description", "") or ""))}'
+            f' · {back} · <a href="{html.escape(ohif_link(study_uid))}" target="_blank" '
+            'rel="noopener">Open in OHIF</a></div>')

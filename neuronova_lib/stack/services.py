@@ -352,7 +352,7 @@ def dashboards_service(settings: Settings) -> Service:
         name="dashboards",
         argv=[sys.executable, "-m", "neuronova_lib.dashboards.server", str(port),
               settings.local_url, str(settings.run_dir / "dashboards"),
-              urlsplit(settings.public_url).path.rstrip("/")],
+              urlsplit(settings.public_url).path.rstrip("/"), str(settings.dashboard_pool_size)],
         cwd=REPO_ROOT,
         health=lambda: _ok(f"http://127.0.0.1:{port}/dashboards/"),
         ports=[("127.0.0.1", port, "NEURONOVA_DASHBOARDS_PORT")],
