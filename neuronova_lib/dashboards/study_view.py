@@ -15,6 +15,8 @@ import numpy as np
 
 from ..ai.results import NOT_FOR_CLINICAL_USE
 from ..viewer import _nifti_bytes
+from .analysis_view import show_analysis
+from .notifications import show_notifications
 from .pages import (
     SessionEnded,
     dashboard_client,
@@ -75,15 +77,8 @@ class StudyView:
         self.colours = {}
         rows = []
         for region in DRAW_ORDER:
-            if region not in masks:
-                continue
-            self.regions[region] = w.Checkbox(value=True, description=region_label(region),
-                                              layout=w.Layout(width="240px"))
-            self.colours[region] = w.Dropdown(options=list(COLOURS), value=REGION_COLOURS[region],
-                                              layout=w.Layout(width="110px"))
-            rows.append(w.HBox([self.regions[region], self.colours[region]]))
-            self.regions[region].observe(lambda _: self.draw_overlay(), names="value")
-            self.colours[region].observe(lambda _: self.draw_overlay(), names="value")
+            if region in masks:
+                rows.append(self._region_row(region))
         self.sequence.observe(lambda _: self.load(), names="value")
         self.plane.observe(lambda c: setattr(self.viewer.opts, "slice_type", VIEWS[c["new"]]),
                            names="value")
@@ -95,10 +90,23 @@ class StudyView:
         side = w.VBox([w.HTML("<b>Image</b>"), self.preset, self.level,
                        w.HTML("<b>AI segmentation</b>"), self.show_ai, self.opacity, *rows, note],
                       layout=w.Layout(width="460px", padding="0 0 0 16px"))
+        self.side, self.note = side, note  # show_segmentation() and the analysis panel
         controls = w.VBox([self.sequence, self.plane])
         self.widget = w.VBox([controls, w.HBox([w.Box([self.viewer],
                                                       layout=w.Layout(flex="1 1 auto")), side])])
         self.load()
+
+    def _region_row(self, region: str) -> Any:
+        """A region's toggle and colour, observed by the overlay."""
+        import ipywidgets as w
+
+        self.regions[region] = w.Checkbox(value=True, description=region_label(region),
+                                          layout=w.Layout(width="240px"))
+        self.colours[region] = w.Dropdown(options=list(COLOURS), value=REGION_COLOURS[region],
+                                          layout=w.Layout(width="110px"))
+        self.regions[region].observe(lambda _: self.draw_overlay(), names="value")
+        self.colours[region].observe(lambda _: self.draw_overlay(), names="value")
+        return w.HBox([self.regions[region], self.colours[region]])
 
     def channel(self) -> np.ndarray:
         return self.volume.array[self.volume.channels.index(self.sequence.value)]
@@ -151,6 +159,22 @@ class StudyView:
             layer.colormap = self.colour(region)
             layer.opacity = self.region_opacity(region)
 
+    # -- the analysis panel's insertion (neuronova_lib.dashboards.analysis_view) ------------
+    def show_segmentation(self, masks: dict[str, np.ndarray], note: str) -> None:
+        """Draw a new AI segmentation (a finished analysis): its region controls, its note,
+        and the overlay layers sent again; the window the user set stays."""
+        level = self.level.value
+        self.masks = masks
+        rows = [self._region_row(r) for r in DRAW_ORDER if r in masks and r not in self.regions]
+        children = list(self.side.children)
+        at = children.index(self.note)
+        self.side.children = tuple(children[:at] + rows + children[at:])
+        self.note.value = f'<p class="nn-note">{html.escape(note)}</p>'
+        self.show_ai.disabled = self.opacity.disabled = not masks
+        self.show_ai.value = bool(masks)
+        self.load()
+        self.level.value = level
+
 
 def show_study() -> None:
     """Display the study viewer for ``?study=<uid>`` (the notebook's one call)."""
@@ -177,6 +201,7 @@ def show_study() -> None:
                                + back))
         return
     display(header, status)
+    show_notifications(client, exclude_study=study_uid)  # analyses of the user's that end
     try:
         volume = client.load_study(study_uid, progress=False)
     except LookupError:
@@ -211,3 +236,4 @@ def show_study() -> None:
     status.value = title
     view = StudyView(volume, masks, note)
     display(view.widget)
+    show_analysis(client, user, study_uid, view, volume.sop_uids)  # "Analyse with AI"
