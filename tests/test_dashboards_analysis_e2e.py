@@ -124,7 +124,7 @@ def test_the_clinician_analyses_the_study_and_watches_it(chromium: Any, lab: Lab
     assert "No AI segmentation for this study yet" in _body(chromium)
     _button(chromium, "Analyse with AI").click()
     # Live progress from the job's event stream, set from a thread of the page's kernel.
-    wait_for(chromium, ".widget-progress", timeout=30)
+    wait_for(chromium, ".nn-progress", timeout=30)
     wait_for_text(chromium, "Elapsed", timeout=30)
     chromium.save_screenshot(str(screenshots(tmp_path) / "analysis-progress.png"))
     wait_for(chromium, "table.nn-volumes", timeout=JOB_WAIT)
@@ -132,9 +132,10 @@ def test_the_clinician_analyses_the_study_and_watches_it(chromium: Any, lab: Lab
     for region in ("WT whole tumour", "TC tumour core", "ET enhancing tumour"):
         assert region in table, table
     assert table.count(" ml") == 3, table
+    wait_for_text(chromium, "Finished", timeout=60)  # the new SEG drawn
     body = _body(chromium)
     assert f"{model.name} version {model.version}" in body, body
-    assert "NOT FOR CLINICAL USE" in body and "Finished" in body and "Took" in body
+    assert "NOT FOR CLINICAL USE" in body and "Took" in body
     # The new SEG is drawn over the image.
     deadline = time.monotonic() + 60
     while (shown := _green_share(chromium)) < 0.001 and time.monotonic() < deadline:
@@ -179,3 +180,24 @@ def test_the_worklist_tells_the_clinician_when_their_analysis_ends(
     assert len(lab.jobs()) == 2  # the pages asked for no job of their own
     assert other_hosts(network_events(chromium), lab.url) == []
     assert "Traceback" not in _body(chromium)
+
+
+def test_a_running_job_is_followed_not_started_again(chromium: Any, lab: Lab,
+                                                     tmp_path: Path) -> None:
+    """An admin's analysis of the study is running when the clinician opens it: the page
+    follows that job, and the clinician's button does not start a second one."""
+    lab.champion.wait()
+    before = len(lab.jobs())
+    answer = requests.post(f"{lab.url}/api/inference", timeout=30,
+                           json={"study": lab.case.study_instance_uid, "rerun": True},
+                           headers={"Authorization": f"Bearer {lab.login('admin')}"})
+    assert answer.status_code == 202, answer.text
+    _open_study(chromium, lab, "clinician")
+    wait_for(chromium, ".nn-progress", timeout=30)
+    wait_for_text(chromium, "Elapsed", timeout=30)
+    assert not _button(chromium, "Run the analysis again").is_enabled()
+    wait_for_text(chromium, "Took", timeout=JOB_WAIT)
+    jobs = lab.jobs()
+    assert len(jobs) == before + 1 and jobs[0]["created_by"] == "admin"
+    assert jobs[0]["state"] == "done"
+    assert not chromium.find_elements("css selector", ".nn-notice")  # not theirs

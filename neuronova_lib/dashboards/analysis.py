@@ -191,15 +191,15 @@ def volumes_html(job: dict[str, Any]) -> str:
     body = "".join(f"<tr><td>{e(name)}</td><td class=\"nn-num\">{e(ml)}</td></tr>"
                    for name, ml in rows)
     warning = str(job.get("not_for_clinical_use") or NOT_FOR_CLINICAL_USE)
-    return (f'<table class="nn-volumes"><thead><tr><th>Region</th><th class="nn-num">Volume'
+    return (f'<p class="nn-warning">{e(warning)}</p>'
+            f'<table class="nn-volumes"><thead><tr><th>Region</th><th class="nn-num">Volume'
             f"</th></tr></thead><tbody>{body}</tbody></table>"
-            f'<p class="nn-note">{e(job_state_text(job))}</p>'
-            f'<p class="nn-warning">{e(warning)}</p>')
+            f'<p class="nn-note">{e(job_state_text(job))}</p>')
 
 
 def segmentation_note(job: dict[str, Any]) -> str:
     """The viewer's note under the overlay for a job's SEG."""
-    return f"AI segmentation by {model_text(job)}, {finished_text(job)}. {NOT_FOR_CLINICAL_USE}."
+    return f"AI segmentation by {model_text(job)}, {finished_text(job)}: not for clinical use."
 
 
 # -- the API, as the page's user ------------------------------------------------------------

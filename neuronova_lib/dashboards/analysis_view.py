@@ -41,14 +41,14 @@ log = logging.getLogger(__name__)
 #: The panel's look (the page's STYLE holds the rest).
 PANEL_STYLE = """<style>
 .nn-analysis { border-top: 1px solid #d5dde6; margin-top: 10px; padding-top: 8px; }
-.nn-stage { font-size: 14px; color: #12355b; }
-.nn-elapsed { font-size: 13px; color: #555; margin-left: 12px; }
+.nn-stage { font-size: 14px; color: #12355b; white-space: nowrap; }
+.nn-elapsed { font-size: 13px; color: #555; white-space: nowrap; }
 table.nn-volumes { border-collapse: collapse; font-size: 14px; margin: 6px 0; min-width: 300px; }
-table.nn-volumes th { text-align: left; background: #e9eef3; padding: 5px 10px;
+table.nn-volumes th { text-align: left; background: #e9eef3; padding: 4px 10px;
   border-bottom: 2px solid #c5d0db; }
-table.nn-volumes td { padding: 5px 10px; border-bottom: 1px solid #e3e8ee; }
+table.nn-volumes td { padding: 3px 10px; border-bottom: 1px solid #e3e8ee; }
 table.nn-volumes .nn-num { text-align: right; }
-.nn-warning { font-size: 12px; font-weight: 600; color: #8a1c14; margin: 4px 0; }
+.nn-warning { font-size: 12px; font-weight: 600; color: #8a1c14; margin: 4px 0; line-height: 1.3; }
 </style>"""
 RUN = "Analyse with AI"
 RERUN = "Run the analysis again"
@@ -70,7 +70,8 @@ class AnalysisPanel:
                                layout=w.Layout(width="220px"))
         self.button.on_click(lambda _: self.request())
         self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, bar_style="info",
-                                        layout=w.Layout(width="420px", display="none"))
+                                        layout=w.Layout(width="170px", display="none"))
+        self.progress.add_class("nn-progress")
         self.stage = w.HTML()
         self.elapsed = w.HTML()
         self.message = w.HTML()
@@ -78,9 +79,12 @@ class AnalysisPanel:
         self.rerun = False
         self.job: dict[str, Any] | None = None
         self._follower: threading.Thread | None = None
-        self.widget = w.VBox([w.HTML(PANEL_STYLE + "<b>AI analysis</b>"), self.button,
-                              self.progress, w.HBox([self.stage, self.elapsed]), self.message,
-                              self.volumes])
+        self.widget = w.VBox([w.HTML(PANEL_STYLE + "<b>AI analysis</b>"),
+                              w.HBox([self.button, self.elapsed],
+                                     layout=w.Layout(align_items="center", gap="10px")),
+                              w.HBox([self.progress, self.stage],
+                                     layout=w.Layout(align_items="center", gap="10px")),
+                              self.message, self.volumes])
         self.widget.add_class("nn-analysis")
         if not may_request(self.role):
             self.button.disabled = True
@@ -113,6 +117,12 @@ class AnalysisPanel:
         self.button.disabled = True
         self.message.value = ""
         try:
+            # Someone's job running on this study since the page opened is followed: a
+            # rerun would not be deduplicated by the API.
+            newest = study_jobs(self.client, self.study_uid, limit=1)
+            if newest and newest[0].get("state") not in FINAL_STATES:
+                self.follow({**newest[0], "existing": True})
+                return
             job = request_analysis(self.client, self.study_uid, rerun=self.rerun)
         except Exception as exc:  # noqa: BLE001
             self.message.value = problem_html(exc, "request an analysis")
@@ -144,24 +154,33 @@ class AnalysisPanel:
         self.stage.value = f'<span class="nn-stage">{html.escape(progress.label)}</span>'
 
     def _tick(self, stop: threading.Event) -> None:
-        while self.job is not None and not stop.wait(1.0):
+        while self.job is not None and not stop.is_set():
             self.elapsed.value = ('<span class="nn-elapsed">Elapsed '
                                   f'{elapsed_text(elapsed_seconds(self.job, _now()))}</span>')
+            stop.wait(1.0)
 
     def _follow(self, job: dict[str, Any]) -> None:
         stop = threading.Event()
-        threading.Thread(target=self._tick, args=(stop,), daemon=True,
-                         name="nn-analysis-clock").start()
+        clock = threading.Thread(target=self._tick, args=(stop,), daemon=True,
+                                 name="nn-analysis-clock")
+        clock.start()
         try:
-            self.finish(self._stream(job))
+            ended = self._stream(job)
         except Exception as exc:  # noqa: BLE001 - the page says it, the thread ends
             log.warning("following analysis %s failed: %s", job.get("job_id"), exc)
             self.progress.bar_style = "danger"
             self.message.value = problem_html(exc, "follow the analysis (reload the page "
                                               "to see its result)")
             self.set_button(running=False)
+            return
         finally:
             stop.set()
+            clock.join()  # its last "Elapsed" comes before the end's "Took"
+        try:
+            self.finish(ended)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("showing analysis %s failed: %s", job.get("job_id"), exc)
+            self.message.value = problem_html(exc, "show the analysis' result")
 
     def _stream(self, job: dict[str, Any]) -> dict[str, Any]:
         """Read the job's events until its end; the finished job."""
@@ -196,18 +215,19 @@ class AnalysisPanel:
                                                   "page later to see its result.", "info")
                 self.set_button(running=False)
             return
-        self.show_progress(job.get("stages") or [{"stage": "finished", "status": "done"}])
+        stages = job.get("stages") or [{"stage": "finished", "status": "done"}]
+        self.show_progress(stages)
         self.progress.bar_style = "success"
         self.elapsed.value = ('<span class="nn-elapsed">Took '
                               f'{elapsed_text(elapsed_seconds(job, _now()))}</span>')
         self.show_volumes(job)
-        self.message.value = message_html("Loading the new segmentation…", "info")
+        self.stage.value = '<span class="nn-stage">Drawing the new segmentation…</span>'
         seg = job.get("seg") or {}
         try:
             masks = load_seg(self.client, self.study_uid,
                              SegRef(seg["series_uid"], seg["sop_uid"], ""), self.sop_uids)
             self.view.show_segmentation(masks, segmentation_note(job))
-            self.message.value = ""
+            self.show_progress(stages)
         except KeyError:
             self.message.value = message_html("The analysis wrote no segmentation to show.")
         except Exception as exc:  # noqa: BLE001
