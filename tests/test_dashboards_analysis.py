@@ -116,6 +116,8 @@ def test_who_may_request_an_analysis_is_the_apis_rule() -> None:
     assert analysis.may_request("clinician") and analysis.may_request("admin")
     assert not analysis.may_request("model_owner")
     assert "model owner" in analysis.refusal_text("model_owner")
+    assert "No approved AI model" in analysis.unavailable_text(503)
+    assert analysis.unavailable_text(404) and analysis.unavailable_text(500) is None
 
 
 # -- notifications ----------------------------------------------------------------------

@@ -64,6 +64,17 @@ def refusal_text(role: str) -> str:
             "a clinician or an administrator can.")
 
 
+def unavailable_text(status: int | None) -> str | None:
+    """What a refused request for an analysis means to a clinician, where the platform's
+    answer says more than "could not" (else ``None``: the page's usual message)."""
+    if status == 503:
+        return ("No approved AI model is available for analyses at the moment: tell your "
+                "administrator.")
+    if status == 404:
+        return "This study is no longer in the archive."
+    return None
+
+
 # -- progress ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

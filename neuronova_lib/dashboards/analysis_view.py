@@ -31,9 +31,10 @@ from .analysis import (
     request_analysis,
     segmentation_note,
     study_jobs,
+    unavailable_text,
     volumes_html,
 )
-from .pages import message_html, problem_html
+from .pages import message_html, problem_html, status_of
 from .study import SegRef, load_seg
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,9 @@ class AnalysisPanel:
                 return
             job = request_analysis(self.client, self.study_uid, rerun=self.rerun)
         except Exception as exc:  # noqa: BLE001
-            self.message.value = problem_html(exc, "request an analysis")
+            said = unavailable_text(status_of(exc))
+            self.message.value = message_html(said) if said else problem_html(
+                exc, "request an analysis")
             self.set_button(running=False)
             return
         if job.get("state") == "done":  # analysed by this model already (someone else)
