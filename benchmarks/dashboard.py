@@ -26,13 +26,18 @@ run: ``npm ci --prefix ohif``).
 
 The Voilà study viewer (``/dashboards/voila/render/study.ipynb?study=<uid>``), same study,
 same browser kind: ``voila.first_image_cold_s`` (a new browser: Voilà's and NiiVue's
-scripts come over the network, a kernel starts and loads the four sequences and the SEG
-as the user) and ``first_image_warm_s`` (the same browser again: a new kernel still loads
-the study). The image is seen in a screenshot of NiiVue's WebGL canvas (its pixels cannot
+scripts come over the network; the page's kernel is one of Voilà's preheated pool, its
+imports done, and it reads the shown sequence (FLAIR) at a quarter of its rows and
+columns, HTJ2K decoded at that level) and ``first_image_warm_s`` (the same browser
+again). The image is seen in a screenshot of NiiVue's WebGL canvas (its pixels cannot
 be read back from the page), polled as fast as Chromium takes them (about 0.1 s), so the
-figure is coarse by that much. ``ratio_warm_to_ohif_warm`` compares it with OHIF's warm
-first image measured in the same run. Full resolution and slice step are not measured yet
-(the viewer sends the full volume at once).
+figure is coarse by that much. ``full_resolution_warm_s``: until the shown sequence is
+drawn at full resolution (the page moves on to the next sequence). ``slice_step``: the
+mouse wheel over the image, one slice per event, timed in the page to the second
+animation frame after each event (the frame that shows the new slice), against the same
+two frames with no scroll (``baseline_two_frames_ms``); a screenshot before and after
+proves the slice moved. ``ratio_warm_to_ohif_warm`` compares the first image with OHIF's
+warm first image measured in the same run.
 
 Prints one JSON document on stdout; progress on stderr.
 Run: ``.venv/bin/python benchmarks/dashboard.py [--size brats] [--repeats 5]``.
@@ -204,18 +209,75 @@ def _niivue_drawn(driver: Any) -> bool:
     return bool(grey.size and (grey > 8).mean() > 0.05 and grey.std() > 5)
 
 
-def time_voila_image(driver: Any, url: str, start_page: str) -> float:
-    """Seconds from following a link to the study viewer to its first image."""
-    return _time_until_drawn(driver, url, start_page, _niivue_drawn, "the study viewer",
-                             "neuronova-bench-voila-timeout.png")
+def _full_resolution(driver: Any) -> bool:
+    """The shown sequence is at full resolution: the page has moved on to loading the
+    next sequence (or finished)."""
+    text = driver.find_element("tag name", "body").text
+    return ("Loading the images" not in text and "(1 of " not in text
+            and _niivue_drawn(driver))
+
+
+def time_voila_image(driver: Any, url: str, start_page: str) -> tuple[float, float]:
+    """Seconds from following a link to the study viewer to its first image, and to the
+    shown sequence at full resolution (polled right after, from the same start)."""
+    first = _time_until_drawn(driver, url, start_page, _niivue_drawn, "the study viewer",
+                              "neuronova-bench-voila-timeout.png")
+    start = time.perf_counter()
+    while not _full_resolution(driver):
+        if time.perf_counter() - start > TIMEOUT_S:
+            raise RuntimeError(f"the study viewer did not reach full resolution in {TIMEOUT_S} s")
+        time.sleep(0.02)
+    return first, first + time.perf_counter() - start
+
+
+#: Scroll NiiVue one slice per wheel event and time each step to the second animation
+#: frame after it (the frame that shows it); with ``arguments[0] == 0`` events, the same
+#: two frames with no scroll: the baseline.
+SLICE_STEPS = """
+const [steps, scroll, done] = arguments;
+const canvas = document.querySelector('canvas');
+const box = canvas.getBoundingClientRect();
+const times = [];
+function step() {
+  const t0 = performance.now();
+  if (scroll) {
+    canvas.dispatchEvent(new WheelEvent('wheel', {deltaY: 100, bubbles: true, cancelable: true,
+      clientX: box.left + box.width / 2, clientY: box.top + box.height / 2}));
+  }
+  requestAnimationFrame(() => requestAnimationFrame(() => {
+    times.push(performance.now() - t0);
+    if (times.length < steps) step(); else done(times);
+  }));
+}
+step();
+"""
+
+
+def time_slice_steps(driver: Any, steps: int = 20) -> dict[str, Any]:
+    """Milliseconds per slice step while scrolling (after full resolution), against two
+    animation frames with no scroll; a screenshot before and after proves the slice moved."""
+    driver.set_script_timeout(60)
+    before = driver.find_element("css selector", "canvas").screenshot_as_png
+    scrolled = driver.execute_async_script(SLICE_STEPS, steps, True)
+    after = driver.find_element("css selector", "canvas").screenshot_as_png
+    if after == before:
+        raise RuntimeError("scrolling did not change the study viewer's image")
+    idle = driver.execute_async_script(SLICE_STEPS, steps, False)
+    step_ms, frames_ms = statistics.median(scrolled), statistics.median(idle)
+    return {"slice_step_ms": round(step_ms, 1), "p90_ms": round(sorted(scrolled)[int(0.9 * steps)], 1),
+            "baseline_two_frames_ms": round(frames_ms, 1),
+            "ratio_to_baseline": round(step_ms / frames_ms, 2), "steps": steps}
 
 
 def measure_voila(base_url: str, study: str, password: str, repeats: int) -> dict[str, Any]:
-    """The Voilà study viewer's first image, cold and warm."""
+    """The Voilà study viewer's first image and full resolution, cold and warm, and the
+    time per slice step while scrolling."""
     link = base_url + STUDY_PAGE + study
     start = base_url + "/login"
     cold: list[float] = []
     warm: list[float] = []
+    full: list[float] = []
+    slices: list[dict[str, Any]] = []
     for attempt in range(repeats):
         profile = Path(tempfile.mkdtemp(prefix="neuronova-bench-chromium-"))
         driver = new_browser(profile)
@@ -225,14 +287,23 @@ def measure_voila(base_url: str, study: str, password: str, repeats: int) -> dic
             deadline = time.monotonic() + TIMEOUT_S
             while session_cookie(driver) is None and time.monotonic() < deadline:
                 time.sleep(0.05)
-            cold.append(time_voila_image(driver, link, start))
-            warm.append(time_voila_image(driver, link, start))
-            log(f"voila {attempt + 1}/{repeats}: cold {cold[-1]:.2f} s, warm {warm[-1]:.2f} s")
+            cold.append(time_voila_image(driver, link, start)[0])
+            first, whole = time_voila_image(driver, link, start)
+            warm.append(first)
+            full.append(whole)
+            slices.append(time_slice_steps(driver))
+            log(f"voila {attempt + 1}/{repeats}: cold {cold[-1]:.2f} s, warm {warm[-1]:.2f} s, "
+                f"full resolution {whole:.2f} s, slice step {slices[-1]['slice_step_ms']} ms")
         finally:
             driver.quit()
             shutil.rmtree(profile, ignore_errors=True)
     return {"first_image_cold_s": _summary(cold), "first_image_warm_s": _summary(warm),
-            "goal_first_image_s": 1.0}
+            "full_resolution_warm_s": _summary(full),
+            "slice_step": {"slice_step_ms": _summary([r["slice_step_ms"] for r in slices]),
+                           "baseline_two_frames_ms": _summary(
+                               [r["baseline_two_frames_ms"] for r in slices]),
+                           "ratio_to_baseline": _summary([r["ratio_to_baseline"] for r in slices])},
+            "goal_first_image_s": 1.0, "goal_slice_step_ms": 100.0}
 
 
 def main(argv: list[str] | None = None) -> int:

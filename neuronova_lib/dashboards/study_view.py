@@ -33,6 +33,8 @@ from .pages import (
     query_argument,
     session_ended_html,
 )
+from .analysis_view import show_analysis
+from .notifications import show_notifications
 from .patient_view import patient_panel
 from .ready import PageReady
 from .server import public_path
@@ -68,10 +70,12 @@ class StudyView:
     holds each sequence at the best resolution loaded so far.
     """
 
-    def __init__(self, channels: list[str]) -> None:
+    def __init__(self, client: Any, study_uid: str, series: dict[str, Any]) -> None:
         import ipywidgets as w
         from ipyniivue import NiiVue
 
+        self.client, self.study_uid, self.series = client, study_uid, series
+        self._reference: tuple[tuple[str, ...], np.ndarray] | None = None
         self.volumes: dict[str, Any] = {}
         self.masks: dict[str, np.ndarray] = {}
         self.mask_affine: np.ndarray | None = None
@@ -85,7 +89,7 @@ class StudyView:
         # NiiVue's browser side ignores volumes sent before its canvas exists: wait for it.
         self.canvas_ready = threading.Event()
         self.viewer.on_canvas_attached(self.canvas_ready.set)
-        names = [c for c in SEQUENCES if c in channels]
+        names = [c for c in SEQUENCES if c in series]
         self.sequence = w.ToggleButtons(options=[(SEQUENCES[c], c) for c in names],
                                         value="flair" if "flair" in names else names[0],
                                         description="Sequence")
@@ -110,13 +114,15 @@ class StudyView:
         self.level.observe(lambda _: self.apply_window(), names="value")
         self.show_ai.observe(lambda _: self.draw_overlay(), names="value")
         self.opacity.observe(lambda _: self.draw_overlay(), names="value")
-        side = w.VBox([w.HTML("<b>Image</b>"), self.preset, self.level,
-                       w.HTML("<b>AI segmentation</b>"), self.show_ai, self.opacity,
-                       self.region_rows, self.note],
-                      layout=w.Layout(width="460px", padding="0 0 0 16px"))
+        # The analysis panel (.analysis_view) adds itself at the end of the side column.
+        self.side = w.VBox([w.HTML("<b>Image</b>"), self.preset, self.level,
+                            w.HTML("<b>AI segmentation</b>"), self.show_ai, self.opacity,
+                            self.region_rows, self.note],
+                           layout=w.Layout(width="460px", padding="0 0 0 16px"))
         controls = w.VBox([self.sequence, self.plane, self.loading])
         self.widget = w.VBox([controls, w.HBox([w.Box([self.viewer],
-                                                      layout=w.Layout(flex="1 1 auto")), side])])
+                                                      layout=w.Layout(flex="1 1 auto")),
+                                                self.side])])
 
     @staticmethod
     def _loading_html(text: str) -> str:
@@ -127,11 +133,11 @@ class StudyView:
         return f'<p class="nn-note">{html.escape(text)}</p>'
 
     # -- loading (the page's thread) ----------------------------------------------------
-    def load_all(self, client: Any, study_uid: str, series: dict[str, Any],
-                 listed: list[Any], on_error: Any, ready: PageReady) -> None:
+    def load_all(self, listed: list[Any], on_error: Any, ready: PageReady) -> None:
         """Load what the page shows, most wanted first; errors go to ``on_error(exc, what)``.
         The first image is read while the browser builds the page, and drawn once it has
         (``ready``)."""
+        client, study_uid, series = self.client, self.study_uid, self.series
         first = self.sequence.value
         what = "load the images"
         try:
@@ -141,7 +147,7 @@ class StudyView:
             self.canvas_ready.wait(30.0)
             self.add_volume(first, preview)
             what = "load the AI segmentation"
-            self.load_segmentation(client, study_uid, series, listed)
+            self.load_segmentation(listed)
             what = "load the images"
             order = [first] + [c for c in LOAD_ORDER if c in series and c != first]
             for number, channel in enumerate(order, start=1):
@@ -154,24 +160,37 @@ class StudyView:
             self.loading.value = ""
             on_error(exc, what)
 
-    def load_segmentation(self, client: Any, study_uid: str, series: dict[str, Any],
-                          listed: list[Any]) -> None:
-        """The study's newest SEG on the reference (T1) series' grid, from its metadata
-        alone: the T1 frames are not needed to place it."""
+    def load_segmentation(self, listed: list[Any]) -> None:
+        """The study's newest SEG on the reference series' grid (:meth:`reference`)."""
         try:
-            ref = find_seg(client, study_uid, listed)
+            ref = find_seg(self.client, self.study_uid, listed)
             if ref is None:
                 self.note.value = self._note_html("No AI segmentation for this study yet.")
                 return
-            reference = series.get("t1") or next(iter(series.values()))
-            geometry = series_geometry(client.series_metadata(study_uid, reference.series_uid))
-            sop_uids = tuple(s.sop_uid for s in geometry.slices)
-            masks = load_seg(client, study_uid, ref, sop_uids)
+            sop_uids, affine = self.reference()
+            masks = load_seg(self.client, self.study_uid, ref, sop_uids)
         except ValueError as exc:
             self.note.value = self._note_html(
                 f"The AI segmentation cannot be shown over these images: {exc}")
             return
-        self.set_segmentation(masks, LPS_TO_RAS @ geometry.affine_lps, seg_note(ref))
+        self.set_segmentation(masks, affine, seg_note(ref))
+
+    def reference(self) -> tuple[tuple[str, ...], np.ndarray]:
+        """The reference (T1) series' slices in ``k`` order and its RAS affine: the grid
+        the platform's SEGs are made on, from its metadata alone (read once)."""
+        with self.lock:
+            if self._reference is None:
+                series = self.series.get("t1") or next(iter(self.series.values()))
+                geometry = series_geometry(
+                    self.client.series_metadata(self.study_uid, series.series_uid))
+                self._reference = (tuple(s.sop_uid for s in geometry.slices),
+                                   LPS_TO_RAS @ geometry.affine_lps)
+            return self._reference
+
+    def show_segmentation(self, masks: dict[str, np.ndarray], note: str) -> None:
+        """Draw a new AI segmentation made on the reference series (a finished analysis);
+        the window the user set stays."""
+        self.set_segmentation(masks, self.reference()[1], note)
 
     def add_volume(self, channel: str, volume: Any) -> None:
         """Keep ``volume`` as ``channel``'s best so far; draw it if that sequence is shown."""
@@ -318,6 +337,7 @@ def show_study() -> None:
                                + back))
         return
     display(header, status)
+    show_notifications(client, exclude_study=study_uid)  # analyses of the user's that end
     try:
         listed = client.series(study_uid)
         found = client.find_studies(study_uid=study_uid, limit=1)
@@ -334,14 +354,14 @@ def show_study() -> None:
                                     link=(ohif_link(study_uid), "Open in OHIF"))
         return
     status.value = study_title(found[0] if found else None, study_uid, back)
-    view = StudyView(list(series))
+    view = StudyView(client, study_uid, series)
     display(view.widget, ready)
+    show_analysis(client, user, study_uid, view)  # "Analyse with AI"
 
     def failed(exc: BaseException, what: str) -> None:
         status.value = problem_html(exc, what)
 
-    threading.Thread(target=view.load_all,
-                     args=(client, study_uid, series, listed, failed, ready),
+    threading.Thread(target=view.load_all, args=(listed, failed, ready),
                      name="neuronova-study-loader", daemon=True).start()
 
 

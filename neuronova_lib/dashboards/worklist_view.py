@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .notifications import show_notifications
 from .pages import (
     SessionEnded,
     dashboard_client,
@@ -115,4 +116,5 @@ def show_worklist() -> None:
         return
     view = WorklistView(client)
     display(w.HTML(header_html("Worklist", user)), view.widget)
+    show_notifications(client)  # analyses of the user's that end
     view.go(0)

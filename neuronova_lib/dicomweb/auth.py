@@ -279,6 +279,15 @@ class BearerAuth(AuthBase):
                 f"token expired at {_when(self._exp)}: get a new one from {self._hint}"
             )
 
+    def current(self) -> str | None:
+        """The access token as it is, never renewed; ``None`` once it has expired. For reads
+        a dashboard page makes in the background (a watcher): a renewal counts as the user's
+        use of the browser session, which an open page alone must not keep alive."""
+        with self._lock:
+            if self._token is None or (self._exp is not None and self.clock() >= self._exp):
+                return None
+            return self._token
+
     def token(self) -> str:
         """The access token to send now, renewed first when it is about to expire."""
         with self._lock:

@@ -14,5 +14,8 @@ class Role(StrEnum):
 
 #: Roles that may read images (QIDO-RS, WADO-RS).
 IMAGE_READERS = frozenset({Role.clinician, Role.scientist, Role.model_owner, Role.admin})
+#: Roles that may request an AI analysis (``POST /api/inference``); the dashboards ask it
+#: to say why a button is off rather than to show a refusal.
+INFERENCE_REQUESTERS = frozenset({Role.clinician, Role.scientist, Role.admin})
 #: Roles that may write images (STOW-RS, uploads): always through the ingest gate.
 IMAGE_WRITERS = frozenset({Role.admin})

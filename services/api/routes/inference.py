@@ -8,6 +8,8 @@ same study and the same served model version returns the job that exists
 (queued, running or done) unless ``"rerun": true``; a failed job is never
 returned in place of a new one.
 
+``GET /api/inference`` lists jobs, newest first (``?study=`` one study's, ``?mine=true``
+the caller's own: the dashboards' notifications).
 ``GET /api/inference/{id}`` is the job (state, model, timings, volumes, result
 UIDs, the reason of a failure); ``GET /api/inference/{id}/events`` streams its
 progress as Server-Sent Events: one ``stage`` event per stage start and end,
@@ -36,7 +38,7 @@ from neuronova_lib.ai.inference import InferenceError, InferenceTask, resolve_mo
 from neuronova_lib.ai.results import NOT_FOR_CLINICAL_USE
 from neuronova_lib.db.models import InferenceJob, User
 from neuronova_lib.orthanc_store import OrthancStore
-from neuronova_lib.security.roles import Role
+from neuronova_lib.security.roles import INFERENCE_REQUESTERS, Role
 from neuronova_lib.uids import valid_uid
 
 from ..auditing import write_audit
@@ -46,7 +48,7 @@ from .jobs import _utc
 
 router = APIRouter(prefix="/inference", tags=["inference"])
 
-Requester = Annotated[User, Depends(require_roles(Role.clinician, Role.scientist, Role.admin))]
+Requester = Annotated[User, Depends(require_roles(*sorted(INFERENCE_REQUESTERS)))]
 Reader = Annotated[User, Depends(require_roles(Role.clinician, Role.scientist, Role.model_owner,
                                                Role.admin))]
 #: How often the event stream looks at the job row, and sends a keep-alive comment.
@@ -200,11 +202,15 @@ def list_inference_jobs(
     db: SessionDep, user: Reader,
     study: Annotated[str | None, Query(description="Only this study's jobs.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    mine: Annotated[bool, Query(description="Only the jobs the caller requested (the "
+                                "dashboards' notifications).")] = False,
 ) -> list[InferenceJobView]:
     """The most recent inference jobs first."""
     query = select(InferenceJob).order_by(InferenceJob.created_at.desc()).limit(limit)
     if study:
         query = query.where(InferenceJob.study_uid == study)
+    if mine:
+        query = query.where(InferenceJob.created_by == user.username)
     return [job_view(job) for job in db.scalars(query).all()]
 
 
