@@ -189,3 +189,17 @@ def test_mlflow_provider_gives_one_renewing_platform_auth(monkeypatch: pytest.Mo
     monkeypatch.delenv("NEURONOVA_TOKEN", raising=False)
     with pytest.raises(RuntimeError, match="NEURONOVA_TOKEN"):
         provider.get_auth()
+
+
+def test_jupyterlab_news_and_update_checks_are_off_until_the_user_turns_them_on(
+        tmp_path: Path) -> None:
+    import json
+
+    from neuronova_lib.hub.spawn import quiet_lab
+
+    path = quiet_lab(tmp_path / "home")
+    assert path.name == "notification.jupyterlab-settings"
+    assert json.loads(path.read_text()) == {"fetchNews": "false", "checkForUpdates": False}
+    path.write_text('{"fetchNews": "true"}')
+    quiet_lab(tmp_path / "home")
+    assert json.loads(path.read_text()) == {"fetchNews": "true"}

@@ -7,6 +7,8 @@ and gets a short-lived platform token (:mod:`.token_service`).
 
 from __future__ import annotations
 
+import json
+
 import shutil
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,24 @@ def prepare_server(spawner: Any) -> None:
     home = getattr(spawner, "home_dir", None)
     if home:
         copy_examples(Path(home))
+        quiet_lab(Path(home))
+
+
+#: JupyterLab's notification settings, as a user's own file would hold them.
+LAB_NOTIFICATION_SETTINGS = (Path(".jupyter") / "lab" / "user-settings" / "@jupyterlab"
+                             / "apputils-extension" / "notification.jupyterlab-settings")
+
+
+def quiet_lab(home: Path) -> Path:
+    """JupyterLab asks every new user whether to fetch "Jupyter news" from jupyter.org and
+    looks for new versions on PyPI: requests to other hosts that the platform's offline
+    machines refuse, and a prompt that is not the user's work. Off, in the user's own
+    settings file, written once (a user who turns them on keeps that)."""
+    path = home / LAB_NOTIFICATION_SETTINGS
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}, indent=2))
+    return path
 
 
 def may_spawn(spawner: Any) -> None:
