@@ -126,18 +126,22 @@ class SeriesGeometry:
         return (self.columns, self.rows, len(self.slices))
 
 
-def reduced_geometry(geometry: SeriesGeometry, reduce: int) -> SeriesGeometry:
-    """``geometry`` with ``reduce`` in-plane resolution levels skipped: rows and columns
-    ``ceil(n / 2**reduce)``, their spacing ``2**reduce`` times larger, the first voxel's
-    centre where it was (reduced sample ``n`` sits on full sample ``n * 2**reduce``, as in
-    JPEG 2000's resolution levels), the slices unchanged."""
-    if reduce == 0:
+def reduced_geometry(geometry: SeriesGeometry, reduce: int, slice_step: int = 1
+                     ) -> SeriesGeometry:
+    """``geometry`` with ``reduce`` in-plane resolution levels skipped and every
+    ``slice_step``-th slice kept: rows and columns ``ceil(n / 2**reduce)``, their spacing
+    ``2**reduce`` times larger, the slice spacing ``slice_step`` times larger, the first
+    voxel's centre where it was (reduced sample ``n`` sits on full sample ``n * 2**reduce``,
+    as in JPEG 2000's resolution levels)."""
+    if reduce == 0 and slice_step == 1:
         return geometry
     step = 1 << reduce
     affine = geometry.affine_lps.copy()
-    affine[:3, :2] *= step  # columns i, rows j; the slice axis k keeps its step
+    affine[:3, :2] *= step  # columns i, rows j
+    affine[:3, 2] *= slice_step  # slices k
     return replace(geometry, affine_lps=affine, rows=-(-geometry.rows // step),
-                   columns=-(-geometry.columns // step))
+                   columns=-(-geometry.columns // step),
+                   slices=geometry.slices[::slice_step])
 
 
 @dataclass(frozen=True)

@@ -216,10 +216,21 @@ def test_reduced_load_of_uncompressed_frames_subsamples_them(client: Client, pla
     quarter = client.load_series(study, series, progress=False, reduce=2)
     assert np.array_equal(quarter.array, full.array[::4, ::4, :])
     np.testing.assert_allclose(quarter.affine_lps[:3, :2], full.affine_lps[:3, :2] * 4)
+    # Every third slice: a third of the frame requests, the slice spacing three times.
+    urls = _count_requests(client)
+    thin = client.load_series(study, series, progress=False, reduce=1, slice_step=3,
+                              use_cache=False)
+    assert sum("/frames/" in u for u in urls) == len(full.sop_uids[::3])
+    assert np.array_equal(thin.array, full.array[::2, ::2, ::3])
+    assert thin.sop_uids == full.sop_uids[::3] and thin.metadata["SliceStep"] == 3
+    np.testing.assert_allclose(thin.affine_lps[:3, 2], full.affine_lps[:3, 2] * 3)
+    np.testing.assert_allclose(thin.affine_lps[:3, 3], full.affine_lps[:3, 3])
     with pytest.raises(ValueError, match="reduce must be an integer from 0 to 5"):
         client.load_series(study, series, progress=False, reduce=6)
     with pytest.raises(ValueError, match="transport='frames'"):
         client.load_series(study, series, progress=False, reduce=1, transport="series")
+    with pytest.raises(ValueError, match="slice_step must be a positive integer"):
+        client.load_series(study, series, progress=False, slice_step=0)
 
 
 # -- errors are errors -----------------------------------------------------------------------

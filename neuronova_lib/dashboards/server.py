@@ -72,9 +72,12 @@ def voila_argv(port: int, notebooks: Path = DASHBOARDS_DIR, public_prefix: str =
         "--MappingKernelManager.cull_connected=False",
         # Each page's notebook runs ahead in pool_size kernels, to the point where it
         # waits for a browser (pages.await_request): a page opens without a kernel start.
+        # The pool is refilled 5 s after a page takes its kernel, not Voilà's 1 s: a new
+        # kernel's imports would take the CPU from the page's first image.
         *(["--preheat_kernel=True", f"--pool_size={pool_size}",
            "--VoilaConfiguration.multi_kernel_manager_class="
-           "neuronova_lib.dashboards.kernels.PoolKeepingKernelManager"] if pool_size > 0 else []),
+           "neuronova_lib.dashboards.kernels.PoolKeepingKernelManager",
+           "--VoilaKernelManager.fill_delay=5"] if pool_size > 0 else []),
     ]
 
 

@@ -57,8 +57,11 @@ VIEWS = {"Axial": 0, "Coronal": 1, "Sagittal": 2, "All planes": 3}
 DRAW_ORDER = ("WT", "TC", "ET")
 
 
-#: Resolution levels skipped for the first image (each halves rows and columns).
+#: The first image: resolution levels skipped (each halves rows and columns), and one
+#: slice in PREVIEW_SLICE_STEP (a quarter of the frame requests; the frame requests, not
+#: the decoding, are what a series' load waits for).
 PREVIEW_REDUCE = 2
+PREVIEW_SLICE_STEP = 4
 #: The order the sequences load in after the one shown: the contrast scan first.
 LOAD_ORDER = ("flair", "t1c", "t1", "t2")
 
@@ -142,7 +145,7 @@ class StudyView:
         what = "load the images"
         try:
             preview = client.load_series(study_uid, series[first], progress=False,
-                                         reduce=PREVIEW_REDUCE)
+                                         reduce=PREVIEW_REDUCE, slice_step=PREVIEW_SLICE_STEP)
             ready.wait()
             self.canvas_ready.wait(30.0)
             self.add_volume(first, preview)

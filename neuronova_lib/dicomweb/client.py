@@ -462,6 +462,7 @@ class Client:
         spacing_tolerance: float = 0.01,
         transport: str = "frames",
         reduce: int = 0,
+        slice_step: int = 1,
     ) -> Volume:
         """One series as a :class:`~neuronova_lib.volume.Volume`.
 
@@ -502,6 +503,10 @@ class Client:
             viewer's first image); frames in other syntaxes are decoded in full and
             subsampled (every ``2**reduce``-th pixel, which is where JPEG 2000's reduced
             samples sit too). 0 (default): full resolution.
+        slice_step : int
+            Every ``slice_step``-th slice only (``"frames"`` transport), the slice spacing
+            that many times larger: a through-plane preview that needs that many times
+            fewer frame requests. 1 (default): every slice.
 
         Returns
         -------
@@ -524,8 +529,11 @@ class Client:
             raise ValueError(f"transport must be 'frames' or 'series', got {transport!r}")
         if not isinstance(reduce, int) or not 0 <= reduce <= MAX_REDUCE:
             raise ValueError(f"reduce must be an integer from 0 to {MAX_REDUCE}, got {reduce!r}")
-        if reduce and transport != "frames":
-            raise ValueError("reduce needs transport='frames' (frames are decoded one by one)")
+        if not isinstance(slice_step, int) or slice_step < 1:
+            raise ValueError(f"slice_step must be a positive integer, got {slice_step!r}")
+        if (reduce or slice_step > 1) and transport != "frames":
+            raise ValueError("reduce and slice_step need transport='frames' (frames are "
+                             "fetched and decoded one by one)")
         if offline and self.cache is None:
             raise LookupError("offline=True needs a client with cache_dir")
         if transport == "series" and not offline:
@@ -534,7 +542,7 @@ class Client:
         instances = self.series_metadata(study_uid, series_uid, offline=offline)
         geometry = series_geometry(instances, spacing_tolerance=spacing_tolerance)
         fmt = common_pixel_format(instances)
-        geometry = reduced_geometry(geometry, reduce)
+        geometry = reduced_geometry(geometry, reduce, slice_step)
         stack = np.empty((len(geometry.slices), geometry.rows, geometry.columns), dtype=fmt.dtype)
         cache = self.cache if use_cache else None
         syntaxes: set[str] = set()
@@ -587,6 +595,8 @@ class Client:
                                          series_uid=series_uid, transfer_syntaxes=syntaxes)
         if reduce:
             volume.metadata["ReducedResolutionLevels"] = reduce
+        if slice_step > 1:
+            volume.metadata["SliceStep"] = slice_step
         return volume
 
     def _load_whole_series(self, study_uid: str, series_uid: str, *, progress: bool,
