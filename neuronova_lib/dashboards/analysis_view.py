@@ -60,10 +60,12 @@ STREAM_RETRIES = 5
 class AnalysisPanel:
     """The panel; :attr:`widget` goes into the viewer's side column."""
 
-    def __init__(self, client: Any, user: dict[str, Any], study_uid: str, view: Any) -> None:
+    def __init__(self, client: Any, user: dict[str, Any], study_uid: str, view: Any,
+                 ready: Any = None) -> None:
         import ipywidgets as w
 
         self.client, self.study_uid, self.view = client, study_uid, view
+        self.ready = ready  # .ready.PageReady: the follower's changes wait for the page
         self.role = str(user.get("role", ""))
         self.background = background_session(client)
         self.button = w.Button(description=RUN, button_style="primary",
@@ -162,6 +164,8 @@ class AnalysisPanel:
             stop.wait(1.0)
 
     def _follow(self, job: dict[str, Any]) -> None:
+        if self.ready is not None:  # a change before the browser has the widgets is missed
+            self.ready.wait()
         stop = threading.Event()
         clock = threading.Thread(target=self._tick, args=(stop,), daemon=True,
                                  name="nn-analysis-clock")
@@ -253,10 +257,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def show_analysis(client: Any, user: dict[str, Any], study_uid: str, view: Any) -> AnalysisPanel:
+def show_analysis(client: Any, user: dict[str, Any], study_uid: str, view: Any,
+                  ready: Any = None) -> AnalysisPanel:
     """Put the analysis panel into the study viewer's side column (the one call from
     :func:`.study_view.show_study`)."""
-    panel = AnalysisPanel(client, user, study_uid, view)
+    panel = AnalysisPanel(client, user, study_uid, view, ready)
     view.side.children = (*view.side.children, panel.widget)
     panel.open()
     return panel

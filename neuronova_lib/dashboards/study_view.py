@@ -359,7 +359,7 @@ def show_study() -> None:
     status.value = study_title(found[0] if found else None, study_uid, back)
     view = StudyView(client, study_uid, series)
     display(view.widget, ready)
-    show_analysis(client, user, study_uid, view)  # "Analyse with AI"
+    show_analysis(client, user, study_uid, view, ready)  # "Analyse with AI"
 
     def failed(exc: BaseException, what: str) -> None:
         status.value = problem_html(exc, what)
