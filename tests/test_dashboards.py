@@ -415,3 +415,50 @@ def test_the_segs_regions_come_back_on_the_series_grid(tmp_path: Path) -> None:
         assert np.array_equal(found[region], masks[index]), region
     with pytest.raises(ValueError, match="not on this series"):
         region_masks(seg, tuple(f"1.2.3.{k}" for k in range(len(slices))))
+
+
+def test_the_regions_become_one_small_label_volume_in_its_place() -> None:
+    """Nested regions (WT ⊃ TC ⊃ ET) as one cropped volume: each voxel says which regions
+    hold it, and the crop sits where the masks were (its affine moved, not its voxels)."""
+    from neuronova_lib.dashboards.study import label_volume
+
+    shape = (30, 40, 20)
+    wt = np.zeros(shape, dtype=bool)
+    wt[10:20, 12:22, 5:9] = True
+    tc = np.zeros(shape, dtype=bool)
+    tc[12:16, 14:18, 6:8] = True
+    et = np.zeros(shape, dtype=bool)
+    et[13, 15, 7] = True
+    affine = np.diag([-2.0, -1.5, 3.0, 1.0])
+    affine[:3, 3] = (100.0, 50.0, -20.0)
+    labels, moved = label_volume({"TC": tc, "WT": wt, "ET": et}, affine)
+    assert labels.dtype == np.uint8 and labels.shape == (12, 12, 6)  # the box and 1 voxel
+    low = np.array([9, 11, 4])
+    # Back on the full grid, each region is exactly the voxels with its bit.
+    full = np.zeros(shape, dtype=np.uint8)
+    full[9:21, 11:23, 4:10] = labels
+    for bit, mask in enumerate((wt, tc, et)):
+        assert np.array_equal((full & (1 << bit)) > 0, mask), bit
+    assert np.allclose(moved[:3, :3], affine[:3, :3])
+    assert np.allclose(moved @ [0, 0, 0, 1], affine @ [*low, 1])
+    assert label_volume({"WT": np.zeros(shape, dtype=bool)}, affine) is None
+    assert label_volume({}, affine) is None
+
+
+def test_a_voxel_takes_the_colour_of_its_innermost_region_shown() -> None:
+    from neuronova_lib.dashboards.study import COLOURS, label_colormap
+
+    colours = {"WT": "green", "TC": "blue", "ET": "red"}
+    table = label_colormap(colours, {"WT", "TC", "ET"})
+    assert table["I"] == list(range(8)) and table["A"][0] == 0
+
+    def rgb(value: int, table: dict) -> tuple[int, int, int] | None:
+        return (tuple(table[c][value] for c in "RGB") if table["A"][value] else None)
+
+    assert rgb(0b001, table) == COLOURS["green"]  # oedema only
+    assert rgb(0b011, table) == COLOURS["blue"]  # core
+    assert rgb(0b111, table) == COLOURS["red"]  # enhancing
+    no_et = label_colormap({**colours, "TC": "yellow"}, {"WT", "TC"})
+    assert rgb(0b111, no_et) == COLOURS["yellow"]  # ET hidden: its voxels show the core's
+    assert rgb(0b001, label_colormap(colours, {"TC"})) is None  # WT hidden: oedema clear
+    assert all(a == 0 for a in label_colormap(colours, set())["A"])

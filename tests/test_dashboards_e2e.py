@@ -10,6 +10,7 @@ temporary folder).
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -270,6 +271,24 @@ def test_clinician_opens_a_study_from_the_worklist(chromium: Any, dash: RunningP
              and r["study"] == demo.study and r["decision"] == "allow"]
     assert reads and {(r["username"], r["server"]) for r in reads} == {
         ("clinician", "dashboards")}
+
+    # Leaving the page ends its kernel (and the kernel's loading of the other sequences).
+    kernel = json.loads(chromium.find_element("id", "jupyter-config-data")
+                        .get_attribute("textContent"))["kernelId"]
+    chromium.get(dash.url + WORKLIST)
+    wait_for(chromium, "table.nn-worklist", timeout=WAIT)
+    deadline = time.monotonic() + 20
+    while (status := _kernel_status(chromium, kernel)) == 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert status == 404, f"the study page's kernel outlived the page (HTTP {status})"
+
+
+def _kernel_status(driver: Any, kernel: str) -> int:
+    """HTTP status of Voilà's kernel model ``kernel``, asked from the current page."""
+    return int(driver.execute_async_script(
+        "const [url, done] = arguments;"
+        "fetch(url, {cache: 'no-store'}).then(r => done(r.status), () => done(0));",
+        f"/dashboards/api/kernels/{kernel}"))
 
 
 def test_the_worklist_pages_through_the_guard(dash: RunningPlatform, demo: Any) -> None:

@@ -64,7 +64,14 @@ def voila_argv(port: int, notebooks: Path = DASHBOARDS_DIR, public_prefix: str =
         *urls, f"--template={TEMPLATE}", "--theme=light",
         f"--VoilaConfiguration.http_header_envs={TOKEN_HEADER}",
         "--VoilaConfiguration.show_tracebacks=False",
-        # The page ends its kernel when it closes. A kernel no page connected to (a page
+        # The page ends its kernel when it closes (a form POST from its `beforeunload`,
+        # whose `_xsrf` field Voilà's pages cannot fill: Voilà sets no `_xsrf` cookie, and
+        # nginx passes it no cookie at all). The check is off: Voilà is reached only
+        # through nginx's sign-in check, whose session cookie is SameSite=Strict, so a
+        # request another site makes the browser send never gets here. Without it a closed
+        # page's kernel went on loading the study for minutes, taking the next page's CPU.
+        "--Voila.tornado_settings=disable_check_xsrf=True",
+        # A kernel no page connected to (a page
         # fetched by a program, a tab closed mid-load) goes after 5 idle minutes; a page's
         # connected kernel stays however long it idles (cull_connected is off).
         "--MappingKernelManager.cull_idle_timeout=300",

@@ -18,9 +18,13 @@ from ..ai.results import REGION_CODES, REGIONS
 
 #: The sequences, in the order the viewer offers them, and what a clinician calls them.
 SEQUENCES = {"t1": "T1", "t1c": "T1 contrast", "t2": "T2", "flair": "FLAIR"}
-#: A colour per region (NiiVue colormaps whose lowest value is transparent).
+#: The colours a region can take (RGB), and each region's own.
+COLOURS = {"red": (230, 30, 30), "green": (0, 200, 0), "blue": (40, 110, 255),
+           "yellow": (245, 215, 0), "cyan": (0, 205, 215), "violet": (170, 90, 255)}
 REGION_COLOURS = {"WT": "green", "TC": "blue", "ET": "red"}
-COLOURS = ("red", "green", "blue", "violet", "warm", "winter")
+#: The regions from outermost to innermost: a voxel in several takes the colour of the
+#: innermost one shown (the tumour's core over its oedema, the enhancing part over both).
+LABEL_ORDER = ("WT", "TC", "ET")
 #: Window presets over the sequence's own intensities (MR has no fixed units): percentiles.
 WINDOW_PRESETS = {"Auto": (1.0, 99.0), "Full range": (0.0, 100.0),
                   "High contrast": (20.0, 97.0), "Bright": (0.5, 90.0)}
@@ -93,6 +97,51 @@ def load_seg(client: Any, study_uid: str, ref: SegRef, sop_uids: tuple[str, ...]
     """Retrieve the SEG instance (WADO-RS, as the user) and its masks on the volume's grid."""
     dataset = client.dicomweb.retrieve_instance(study_uid, ref.series_uid, ref.sop_uid)
     return region_masks(dataset, sop_uids)
+
+
+def label_volume(masks: dict[str, np.ndarray], affine_ras: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The regions as one ``uint8`` volume cropped to their bounding box, and its RAS affine;
+    ``None`` when every mask is empty.
+
+    A voxel's value says which regions hold it: bit ``i`` for ``LABEL_ORDER[i]``, so
+    overlapping regions need no rule here (:func:`label_colormap` gives each combination
+    its colour). One small layer instead of one full-grid layer per region: NiiVue draws
+    every layer at each slice step, and ipyniivue sends each layer's voxels back to the
+    kernel once the browser has loaded it. NiiVue places the cropped grid by its affine.
+    """
+    present = [r for r in LABEL_ORDER if r in masks]
+    union = np.zeros(next(iter(masks.values())).shape, dtype=bool) if masks else None
+    for region in present:
+        union |= masks[region]
+    if union is None or not union.any():
+        return None
+    found = np.argwhere(union)
+    low = np.maximum(found.min(axis=0) - 1, 0)
+    high = np.minimum(found.max(axis=0) + 2, union.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
+    labels = np.zeros(tuple(int(b - a) for a, b in zip(low, high, strict=True)), dtype=np.uint8)
+    for region in present:
+        labels[masks[region][box]] |= np.uint8(1 << LABEL_ORDER.index(region))
+    affine = np.asarray(affine_ras, dtype=float).copy()
+    affine[:3, 3] = affine[:3, :3] @ low + affine[:3, 3]
+    return labels, affine
+
+
+def label_colormap(colours: dict[str, str], shown: set[str]) -> dict[str, list[Any]]:
+    """NiiVue's label colormap for :func:`label_volume`'s values: each combination of
+    regions in the colour (``colours``: region → a name of :data:`COLOURS`) of its
+    innermost region in ``shown``, transparent when none is."""
+    table: dict[str, list[Any]] = {"R": [], "G": [], "B": [], "A": [], "I": [], "labels": []}
+    for value in range(1 << len(LABEL_ORDER)):
+        held = [r for i, r in enumerate(LABEL_ORDER) if value & (1 << i) and r in shown]
+        rgb = COLOURS[colours.get(held[-1], REGION_COLOURS[held[-1]])] if held else (0, 0, 0)
+        for key, channel in zip("RGB", rgb, strict=True):
+            table[key].append(int(channel))
+        table["A"].append(255 if held else 0)
+        table["I"].append(value)
+        table["labels"].append(held[-1] if held else "")
+    return table
 
 
 def focus_fraction(mask: np.ndarray, affine_ras: np.ndarray, frame_shape: tuple[int, ...] | None = None,

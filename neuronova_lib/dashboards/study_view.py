@@ -40,12 +40,15 @@ from .ready import PageReady
 from .server import public_path
 from .study import (
     COLOURS,
+    LABEL_ORDER,
     REGION_COLOURS,
     SEQUENCES,
     WINDOW_PRESETS,
     SegRef,
     find_seg,
     focus_fraction,
+    label_colormap,
+    label_volume,
     load_seg,
     region_label,
     window,
@@ -53,8 +56,6 @@ from .study import (
 from .worklist import display_date, ohif_link, person_name
 
 VIEWS = {"Axial": 0, "Coronal": 1, "Sagittal": 2, "All planes": 3}
-#: Draw order: the largest region first, so the smaller ones inside it stay visible.
-DRAW_ORDER = ("WT", "TC", "ET")
 
 
 #: The first image: resolution levels skipped (each halves rows and columns), and one
@@ -82,6 +83,7 @@ class StudyView:
         self.volumes: dict[str, Any] = {}
         self.masks: dict[str, np.ndarray] = {}
         self.mask_affine: np.ndarray | None = None
+        self.labels: bytes | None = None  # the regions as one cropped label volume (NIfTI)
         self.lock = threading.RLock()
         self.shown: Any = None  # the volume NiiVue draws under the masks
         # A thin, half-transparent yellow crosshair: it must not hide the image or read as
@@ -204,7 +206,7 @@ class StudyView:
 
     # -- drawing --------------------------------------------------------------------------
     def show_sequence(self) -> None:
-        """Draw the chosen sequence under the masks (only the base layer is sent)."""
+        """Draw the chosen sequence under the AI segmentation."""
         from ipyniivue import Volume
 
         with self.lock:
@@ -217,7 +219,7 @@ class StudyView:
             self.shown = volume
             base = Volume(data=_nifti_bytes(volume.array, volume.affine_ras),
                           name=f"{self.sequence.value}.nii", colormap="gray")
-            self.viewer.load_volumes([base, *self.mask_layers()])
+            self.set_layers([base, *self.overlay_layers()])
             array = volume.array
             low, high = float(array.min()), float(array.max())
             high = high if high > low else low + 1.0
@@ -236,14 +238,15 @@ class StudyView:
                          note: str) -> None:
         """Draw ``masks`` (on the grid ``affine_ras``) over the image, with their controls."""
         import ipywidgets as w
-        from ipyniivue import Volume
 
         with self.lock:
             self.masks, self.mask_affine = masks, affine_ras
+            labels = label_volume(masks, affine_ras)
+            self.labels = None if labels is None else _nifti_bytes(*labels)
             self.note.value = self._note_html(note)
             rows = []
             self.regions, self.colours = {}, {}
-            for region in DRAW_ORDER:
+            for region in LABEL_ORDER:
                 if region not in masks:
                     continue
                 self.regions[region] = w.Checkbox(value=True, description=region_label(region),
@@ -258,16 +261,26 @@ class StudyView:
             self.show_ai.disabled = self.opacity.disabled = not masks
             self.show_ai.value = bool(masks)
             if self.viewer.volumes:
-                self.viewer.load_volumes([self.viewer.volumes[0], *self.mask_layers()])
+                self.set_layers([self.viewer.volumes[0], *self.overlay_layers()])
             self.focus()
 
-    def mask_layers(self) -> list[Any]:
+    def overlay_layers(self) -> list[Any]:
+        """The AI segmentation as one label layer (none without a segmentation)."""
         from ipyniivue import Volume
 
-        return [Volume(data=_nifti_bytes(self.masks[r].astype(np.uint8), self.mask_affine),
-                       name=f"{r}.nii", colormap=self.colour(r),
-                       opacity=self.region_opacity(r), cal_min=0.5, cal_max=1.0)
-                for r in DRAW_ORDER if r in self.masks]
+        if self.labels is None:
+            return []
+        layer = Volume(data=self.labels, name="ai-segmentation.nii", opacity=self.layer_opacity())
+        layer.set_colormap_label(self.colormap())
+        return [layer]
+
+    def set_layers(self, layers: list[Any]) -> None:
+        """Show ``layers`` and close the ones they replace: each holds its voxels twice in
+        the kernel (sent, and sent back by the browser) until closed."""
+        replaced = [v for v in self.viewer.volumes if all(v is not layer for layer in layers)]
+        self.viewer.load_volumes(layers)
+        for volume in replaced:
+            volume.close()
 
     def focus(self) -> None:
         """Put the crosshair on the tumour (the smallest region), not the middle slice."""
@@ -289,19 +302,22 @@ class StudyView:
             base = self.viewer.volumes[0]
             base.cal_min, base.cal_max = (float(v) for v in self.level.value)
 
-    def colour(self, region: str) -> str:
-        return self.colours[region].value if region in self.colours else REGION_COLOURS[region]
+    def colormap(self) -> dict[str, list[Any]]:
+        """The label colours the region boxes and colour menus ask for."""
+        colours = {r: self.colours[r].value if r in self.colours else REGION_COLOURS[r]
+                   for r in LABEL_ORDER}
+        shown = {r for r in self.masks if r not in self.regions or self.regions[r].value}
+        return label_colormap(colours, shown)
 
-    def region_opacity(self, region: str) -> float:
-        """What the overlay toggle, the region's box and the opacity slider say together."""
-        shown = self.show_ai.value and (region not in self.regions or self.regions[region].value)
-        return float(self.opacity.value) if shown else 0.0
+    def layer_opacity(self) -> float:
+        """The overlay toggle and the opacity slider together."""
+        return float(self.opacity.value) if self.show_ai.value else 0.0
 
     def draw_overlay(self) -> None:
-        shown = [r for r in DRAW_ORDER if r in self.masks]
-        for region, layer in zip(shown, self.viewer.volumes[1:]):
-            layer.colormap = self.colour(region)
-            layer.opacity = self.region_opacity(region)
+        """Recolour the label layer (a colour table: no voxels are sent again)."""
+        for layer in self.viewer.volumes[1:]:
+            layer.set_colormap_label(self.colormap())
+            layer.opacity = self.layer_opacity()
 
 
 def seg_note(ref: SegRef) -> str:
