@@ -137,6 +137,20 @@ def test_a_job_is_announced_once_when_it_ends_after_the_page_opened() -> None:
     assert watch.update([quick, ended]) == [quick]
 
 
+def test_a_page_hears_of_jobs_that_start_or_change_state_after_its_first_look() -> None:
+    """What makes the worklist redraw its AI column (notifications.changed_jobs)."""
+    from neuronova_lib.dashboards.notifications import changed_jobs
+
+    done = _job("a")
+    running = _job("b", state="running")
+    assert changed_jobs(None, [done, running]) == []  # the first look sets the baseline
+    seen = {"a": "done", "b": "running"}
+    assert changed_jobs(seen, [done, running]) == []
+    started = _job("c", state="queued")
+    ended = dict(running, state="failed")
+    assert changed_jobs(seen, [started, ended, done]) == [started, ended]
+
+
 def test_a_notice_links_to_the_study_and_escapes_the_patient() -> None:
     notice = analysis.notice_html(_job(), "<b>DOE, JANE</b> (ID 7)")
     assert "AI analysis finished" in notice and "3 regions measured" in notice

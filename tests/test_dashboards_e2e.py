@@ -311,3 +311,29 @@ def test_the_worklist_pages_through_the_guard(dash: RunningPlatform, demo: Any) 
     assert [r.study_uid for r in load_page(client, WorklistQuery(patient_name="case0")).rows
             ] == [demo.study]
     assert load_page(client, WorklistQuery(ai_status="done")).rows == []
+
+
+def test_the_worklist_refreshes_in_the_background_without_renewing(
+        dash: RunningPlatform, demo: Any) -> None:
+    """The notifier's refresh of the worklist (a job of the user's changed state) reads with
+    the page's token as it is: once that has ended, the refresh leaves the page as it was
+    and asks for no new token; the user's own next action is what meets the ended session."""
+    from neuronova_lib.dashboards.analysis import background_client
+    from neuronova_lib.dashboards.pages import session_ended_html
+    from neuronova_lib.dashboards.worklist_view import WorklistView
+    from neuronova_lib.dicomweb.session import connect
+
+    token, _ = token_service(dash.settings).mint("clinician", "clinician", "access", 4)
+    client = connect(dash.url, token=token)
+    view = WorklistView(client)
+    background = background_client(client)
+    view.go(0, background=background)
+    shown = view.table.value
+    assert demo.study in shown and view.message.value == ""
+    time.sleep(5)  # past the token's end
+    view.table.value = shown.replace(demo.study, "1.2.3.stale")
+    view.go(0, background=background)
+    assert "1.2.3.stale" in view.table.value and view.message.value == ""  # untouched
+    assert client.auth.current() is None  # not renewed behind the user's back
+    view.go(0)  # the user's own click: the ended session is said
+    assert view.message.value == session_ended_html()

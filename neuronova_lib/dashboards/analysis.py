@@ -236,6 +236,17 @@ def background_session(client: Any) -> requests.Session:
     return session
 
 
+def background_client(client: Any) -> Any:
+    """A platform client for the page's background reads (DICOMweb included): the page
+    client's token as it is, never renewed."""
+    from ..dicomweb.client import Client
+    from ..dicomweb.session import http_session
+
+    session = http_session(4)
+    session.auth = _PageToken(client.auth)
+    return Client(client.base_url, session, max_workers=4, timeout=client.timeout)
+
+
 def study_jobs(client: Any, study_uid: str, limit: int = 10) -> list[dict[str, Any]]:
     """The study's inference jobs, newest first."""
     response = client.session.get(f"{client.base_url}/api/inference", timeout=client.timeout,

@@ -5,13 +5,16 @@ Each page's kernel looks at the user's own jobs (``GET /api/inference?mine=true`
 :data:`POLL_S` seconds in a background thread, with the page's token as it is (never
 renewed: an open page must not keep an idle session alive, see :mod:`.analysis`), and
 shows a dismissable notice with a link to the study for each job that finished since the
-page opened (:class:`.analysis.FinishedWatch`). Pages call :func:`show_notifications` once.
+page opened (:class:`.analysis.FinishedWatch`). A page that shows jobs' states (the
+worklist's AI column) is told when one of the user's jobs changes state (``on_change``).
+Pages call :func:`show_notifications` once.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,13 +39,16 @@ class Notifier:
     """The notices box (:attr:`widget`) and the thread that fills it."""
 
     def __init__(self, client: Any, exclude_study: str | None = None,
-                 poll: float = POLL_S) -> None:
+                 poll: float = POLL_S,
+                 on_change: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
         import ipywidgets as w
 
         self.base_url = client.base_url
         self.session = background_session(client)
         self.watch = FinishedWatch(datetime.now(UTC), exclude_study)
         self.poll = poll
+        self.on_change = on_change
+        self.states: dict[str, str] | None = None  # job id → state at the last look
         self.widget = w.VBox([w.HTML(NOTICE_STYLE)])
         self.widget.add_class("nn-notices")
         self._stop = threading.Event()
@@ -56,9 +62,14 @@ class Notifier:
 
     def look(self) -> int:
         """Look at the user's jobs once; how many notices were added."""
-        finished = self.watch.update(my_jobs(self.session, self.base_url))
+        jobs = my_jobs(self.session, self.base_url)
+        finished = self.watch.update(jobs)
         for job in finished:
             self.add(job)
+        changed = changed_jobs(self.states, jobs)
+        self.states = {str(j.get("job_id")): str(j.get("state")) for j in jobs}
+        if changed and self.on_change is not None:
+            self.on_change(changed)
         return len(finished)
 
     def _run(self) -> None:
@@ -88,12 +99,25 @@ class Notifier:
         self.widget.children = tuple(c for c in self.widget.children if c is not notice)
 
 
-def show_notifications(client: Any, exclude_study: str | None = None) -> Notifier:
+def changed_jobs(before: dict[str, str] | None, jobs: list[dict[str, Any]]
+                 ) -> list[dict[str, Any]]:
+    """The jobs that are new or in another state since ``before`` (job id → state; ``None``
+    at the first look, when nothing counts as changed)."""
+    if before is None:
+        return []
+    return [j for j in jobs if before.get(str(j.get("job_id"))) != str(j.get("state"))]
+
+
+def show_notifications(client: Any, exclude_study: str | None = None,
+                       on_change: Callable[[list[dict[str, Any]]], None] | None = None
+                       ) -> Notifier:
     """Display the page's notices and start watching (a page's one call for them).
-    ``exclude_study``: the study the page shows, whose own panel reports its analyses."""
+    ``exclude_study``: the study the page shows, whose own panel reports its analyses;
+    ``on_change``: called (on the watcher's thread) with the user's jobs that started or
+    changed state."""
     from IPython.display import display
 
-    notifier = Notifier(client, exclude_study)
+    notifier = Notifier(client, exclude_study, on_change=on_change)
     display(notifier.widget)
     notifier.start()
     return notifier

@@ -6,8 +6,11 @@ user. A study's patient name links to the study viewer, "OHIF" to the same study
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
+from .analysis import background_client
 from .notifications import show_notifications
 from .pages import (
     SessionEnded,
@@ -19,6 +22,8 @@ from .pages import (
 )
 from .worklist import AI_LABELS, AI_STATUSES, PAGE_SIZES, WorklistQuery, load_page, table_html
 
+log = logging.getLogger(__name__)
+
 
 class WorklistView:
     """The worklist as ipywidgets; :attr:`widget` is what the notebook displays."""
@@ -28,6 +33,7 @@ class WorklistView:
 
         self.client = client
         self.page = 0
+        self.lock = threading.Lock()  # the user's clicks and the notifier's refreshes
         self._quiet = False  # while reset() clears the filters: one search, not one each
         text = {"layout": w.Layout(width="220px"), "continuous_update": False}
         self.patient_name = w.Text(placeholder="Patient name", description="Name", **text)
@@ -81,15 +87,25 @@ class WorklistView:
             self._quiet = False
         self.go(0)
 
-    def go(self, page: int) -> None:
-        """Show page ``page`` of the current search (a message instead when it fails)."""
+    def go(self, page: int, background: Any = None) -> None:
+        """Show page ``page`` of the current search (a message instead when it fails).
+        ``background``: a refresh the user did not ask for, read with that client; no
+        "Loading…", and a failure leaves the page as it is."""
         if self._quiet:
             return
-        self.page = page
-        self.message.value = message_html("Loading…", "info")
+        with self.lock:
+            self._show(page, background)
+
+    def _show(self, page: int, background: Any) -> None:
+        if background is None:
+            self.page = page
+            self.message.value = message_html("Loading…", "info")
         try:
-            found = load_page(self.client, self.query())
+            found = load_page(background or self.client, self.query())
         except Exception as exc:  # noqa: BLE001 - every failure is a message on the page
+            if background is not None:
+                log.info("worklist refresh: %s", exc)
+                return
             self.message.value = problem_html(exc, "load the worklist")
             self.table.value = ""  # nothing stays on screen that can no longer be read
             return
@@ -116,5 +132,9 @@ def show_worklist() -> None:
         return
     view = WorklistView(client)
     display(w.HTML(header_html("Worklist", user)), view.widget)
-    show_notifications(client)  # analyses of the user's that end
     view.go(0)
+    # Analyses of the user's that end get a notice; any that starts or ends redraws the
+    # page shown, so its AI column stays true. Those reads are the page's own, not the
+    # user's: they never renew its token (a page left open must not keep a session alive).
+    background = background_client(client)
+    show_notifications(client, on_change=lambda _: view.go(view.page, background=background))
