@@ -84,6 +84,7 @@ class StudyView:
         self.masks: dict[str, np.ndarray] = {}
         self.mask_affine: np.ndarray | None = None
         self.labels: bytes | None = None  # the regions as one cropped label volume (NIfTI)
+        self._drawing = False  # while show_sequence sets the window controls itself
         self.lock = threading.RLock()
         self.shown: Any = None  # the volume NiiVue draws under the masks
         # A thin, half-transparent yellow crosshair: it must not hide the image or read as
@@ -217,20 +218,27 @@ class StudyView:
             same_sequence = (self.shown is not None
                              and self.shown.series_uid == volume.series_uid)
             self.shown = volume
-            base = Volume(data=_nifti_bytes(volume.array, volume.affine_ras),
-                          name=f"{self.sequence.value}.nii", colormap="gray")
-            self.set_layers([base, *self.overlay_layers()])
             array = volume.array
             low, high = float(array.min()), float(array.max())
             high = high if high > low else low + 1.0
-            if low > self.level.max:  # the slider keeps min <= max at every step
-                self.level.max, self.level.min = high, low
-            else:
-                self.level.min, self.level.max = low, high
-            if same_sequence:  # full resolution after the first image: keep the user's window
-                self.apply_window()
-            else:
-                self.apply_preset()
+            # The window goes in with the image: in the browser each change of a layer's
+            # window recomputes every layer over the whole volume (software WebGL: seconds
+            # at full resolution).
+            self._drawing = True
+            try:
+                if low > self.level.max:  # the slider keeps min <= max at every step
+                    self.level.max, self.level.min = high, low
+                else:
+                    self.level.min, self.level.max = low, high
+                if not same_sequence:  # full resolution after the first image keeps the
+                    self.level.value = window(array, self.preset.value)  # user's window
+            finally:
+                self._drawing = False
+            cal_min, cal_max = (float(v) for v in self.level.value)
+            base = Volume(data=_nifti_bytes(array, volume.affine_ras),
+                          name=f"{self.sequence.value}.nii", colormap="gray",
+                          cal_min=cal_min, cal_max=cal_max)
+            self.set_layers([base, *self.overlay_layers()])
             if first:
                 self.focus()
 
@@ -241,8 +249,6 @@ class StudyView:
 
         with self.lock:
             self.masks, self.mask_affine = masks, affine_ras
-            labels = label_volume(masks, affine_ras)
-            self.labels = None if labels is None else _nifti_bytes(*labels)
             self.note.value = self._note_html(note)
             rows = []
             self.regions, self.colours = {}, {}
@@ -260,12 +266,16 @@ class StudyView:
             self.region_rows.children = rows
             self.show_ai.disabled = self.opacity.disabled = not masks
             self.show_ai.value = bool(masks)
+            labels = label_volume(masks, affine_ras)
+            self.labels = None if labels is None else _nifti_bytes(*labels)
             if self.viewer.volumes:
                 self.set_layers([self.viewer.volumes[0], *self.overlay_layers()])
             self.focus()
 
     def overlay_layers(self) -> list[Any]:
-        """The AI segmentation as one label layer (none without a segmentation)."""
+        """The AI segmentation as one label layer (none without a segmentation). A new
+        layer with each base image: ipyniivue does not draw a kept layer over a new base
+        (NiiVue stays at "loading ..."); this one is small."""
         from ipyniivue import Volume
 
         if self.labels is None:
@@ -298,7 +308,7 @@ class StudyView:
             self.level.value = window(self.shown.array, self.preset.value)
 
     def apply_window(self) -> None:
-        if self.viewer.volumes:
+        if self.viewer.volumes and not self._drawing:
             base = self.viewer.volumes[0]
             base.cal_min, base.cal_max = (float(v) for v in self.level.value)
 
