@@ -108,6 +108,26 @@ def test_snapshot_refuses_disabled_re_roled_revoked_and_older_tokens(
     assert snapshot.refusal(claims_of(app, sign_in(client, "bob")["access_token"])) is None
 
 
+def test_a_token_minted_just_before_the_snapshot_is_judged_by_it() -> None:
+    """``iat`` is rounded to the millisecond: a token minted half a millisecond before the
+    snapshot may carry a later ``iat``, and must not pass unjudged (CI once saw an unknown
+    user's token pass that way)."""
+    from neuronova_lib.db.revocation import IAT_ROUNDING_S, RevocationSnapshot
+
+    taken = 1_796_000_000.0007
+    snapshot = RevocationSnapshot(users={}, revoked=frozenset(), taken_wall=taken)
+
+    def ghost(iat: float) -> Claims:
+        return Claims(sub="ghost", role="scientist", typ="access", jti="j", exp=taken + 60,
+                      kid="k", iat=iat)
+
+    rounded_up = round(taken - 0.0001, 3)  # minted before the snapshot, iat after it
+    assert rounded_up > taken
+    assert snapshot.refusal(ghost(rounded_up)).reason == "unknown_user"  # type: ignore[union-attr]
+    # A token minted after the snapshot (and its margin) is newer than what it knows.
+    assert snapshot.refusal(ghost(taken + IAT_ROUNDING_S + 0.001)) is None
+
+
 def test_watcher_fails_closed_when_its_snapshot_is_older_than_the_bound(
     settings: Settings, client: TestClient, app: FastAPI  # noqa: F811
 ) -> None:

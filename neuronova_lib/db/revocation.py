@@ -52,6 +52,13 @@ class Refused:
     detail: str
 
 
+#: Tokens carry ``iat`` rounded to the millisecond (security.tokens), so one minted up to
+#: half a millisecond before a snapshot can look newer than it. A token counts as newer
+#: only beyond this margin: one minted just after is judged by the snapshot (failing
+#: closed until the next reload) rather than one minted just before escaping it.
+IAT_ROUNDING_S = 0.001
+
+
 @dataclass(frozen=True)
 class RevocationSnapshot:
     """The user database and the revoked jtis as of ``taken_at`` (monotonic seconds).
@@ -73,7 +80,7 @@ class RevocationSnapshot:
         in): the API minted it from the database as it was then, so it passes
         until the next reload judges it.
         """
-        if claims.iat >= self.taken_wall:
+        if claims.iat > self.taken_wall + IAT_ROUNDING_S:
             return None
         return self.account_refusal(claims) or self.token_revoked(claims)
 
