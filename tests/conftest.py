@@ -68,13 +68,20 @@ class StudyRef:
                 f"/instances/{self.instance}/frames/{frame}")
 
 
+def api_token(url: str, settings: Any, username: str) -> str:
+    """An access token for a demo user, signed in with their password at ``POST
+    /api/auth/token`` of the platform at ``url``."""
+    response = requests.post(f"{url}/api/auth/token", timeout=30, data={
+        "username": username, "password": demo_password(settings, username)})
+    response.raise_for_status()
+    return str(response.json()["access_token"])
+
+
 @dataclass
-class RunningPlatform:
+class OnPlatform:
+    """A test module's running platform and its demo users (the module adds its data)."""
+
     local: LocalPlatform
-    tokens: TokenService
-    store: OrthancStore
-    study_a: StudyRef
-    study_b: StudyRef
 
     @property
     def url(self) -> str:
@@ -89,13 +96,15 @@ class RunningPlatform:
         return demo_password(self.settings, username)
 
     def login(self, username: str) -> str:
-        response = requests.post(
-            f"{self.url}/api/auth/token",
-            data={"username": username, "password": self.password(username)},
-            timeout=10,
-        )
-        response.raise_for_status()
-        return str(response.json()["access_token"])
+        return api_token(self.url, self.settings, username)
+
+
+@dataclass
+class RunningPlatform(OnPlatform):
+    tokens: TokenService
+    store: OrthancStore
+    study_a: StudyRef
+    study_b: StudyRef
 
     def access_token(self, role: str = "clinician", **kwargs: Any) -> str:
         token, _ = self.tokens.mint(kwargs.pop("sub", role), role, "access",

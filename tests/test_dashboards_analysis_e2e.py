@@ -21,13 +21,13 @@ from typing import Any
 import pytest
 import requests
 from browser import WAIT, network_events, other_hosts, screenshots, sign_in, wait_for, wait_for_text
+from conftest import OnPlatform
 from test_dashboards_e2e import _green_share
 from test_hub_e2e import CHAMPION, Champion
 
 from neuronova_lib.dashboards.worklist import study_link
-from neuronova_lib.db.users import demo_password
 from neuronova_lib.demo import SIZES, CaseInfo, write_demo_cases
-from neuronova_lib.stack.local import LocalPlatform, local_platform
+from neuronova_lib.stack.local import local_platform
 from neuronova_lib.stack.platform import load_folder
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -38,23 +38,9 @@ JOB_WAIT = 300.0
 
 
 @dataclass
-class Lab:
-    local: LocalPlatform
+class Lab(OnPlatform):
     case: CaseInfo
     champion: Champion
-
-    @property
-    def url(self) -> str:
-        return self.local.url
-
-    def password(self, user: str) -> str:
-        return demo_password(self.local.settings, user)
-
-    def login(self, user: str) -> str:
-        answer = requests.post(f"{self.url}/api/auth/token", timeout=30,
-                               data={"username": user, "password": self.password(user)})
-        answer.raise_for_status()
-        return str(answer.json()["access_token"])
 
     def jobs(self, user: str = "clinician") -> list[dict[str, Any]]:
         answer = requests.get(f"{self.url}/api/inference", timeout=30,

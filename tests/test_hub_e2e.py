@@ -25,6 +25,7 @@ import requests
 from sqlalchemy import select
 
 from browser import browser, sign_in, wait_for  # noqa: F401 (fixture)
+from conftest import api_token
 from neuronova_lib.ai.demo_model import DemoModel, ensure_demo_model
 from neuronova_lib.db.engine import get_engine
 from neuronova_lib.db.models import AuditRecord
@@ -102,10 +103,7 @@ class Hub:
         return demo_password(self.settings, user)
 
     def admin_token(self) -> str:
-        answer = requests.post(f"{self.url}/api/auth/token", timeout=10,
-                               data={"username": "admin", "password": self.password("admin")})
-        answer.raise_for_status()
-        return str(answer.json()["access_token"])
+        return api_token(self.url, self.settings, "admin")
 
     def audit(self, **where: Any) -> list[dict[str, Any]]:
         query = select(AuditRecord.__table__)

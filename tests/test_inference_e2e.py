@@ -28,6 +28,7 @@ import numpy as np
 import pydicom
 import pytest
 import requests
+from conftest import api_token
 from external_tools import tool
 from trained_model import TrainedModel
 
@@ -97,10 +98,7 @@ class Stack:
     no_flair: Any  # CaseInfo of the case whose FLAIR series was never stored
 
     def login(self, username: str) -> str:
-        answer = requests.post(f"{self.url}/api/auth/token", timeout=30, data={
-            "username": username, "password": demo_password(self.settings, username)})
-        answer.raise_for_status()
-        return str(answer.json()["access_token"])
+        return api_token(self.url, self.settings, username)
 
 
 @pytest.fixture(scope="module")

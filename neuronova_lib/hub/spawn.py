@@ -8,7 +8,6 @@ and gets a short-lived platform token (:mod:`.token_service`).
 from __future__ import annotations
 
 import json
-
 import shutil
 from pathlib import Path
 from typing import Any
