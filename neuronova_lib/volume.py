@@ -144,6 +144,16 @@ def reduced_geometry(geometry: SeriesGeometry, reduce: int, slice_step: int = 1
                    slices=geometry.slices[::slice_step])
 
 
+def one_slice(geometry: SeriesGeometry, k: int) -> SeriesGeometry:
+    """``geometry`` with slice ``k`` alone: its voxel ``(i, j, 0)`` is where ``(i, j, k)``
+    was, so one frame is a volume placed where it belongs (a viewer's first image)."""
+    if not 0 <= k < len(geometry.slices):
+        raise IndexError(f"slice {k} of a series of {len(geometry.slices)}")
+    affine = geometry.affine_lps.copy()
+    affine[:3, 3] = geometry.affine_lps[:3, :3] @ (0.0, 0.0, float(k)) + geometry.affine_lps[:3, 3]
+    return replace(geometry, affine_lps=affine, slices=(geometry.slices[k],))
+
+
 @dataclass(frozen=True)
 class _Plane:
     sop_uid: str

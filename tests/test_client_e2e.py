@@ -233,6 +233,33 @@ def test_reduced_load_of_uncompressed_frames_subsamples_them(client: Client, pla
         client.load_series(study, series, progress=False, slice_step=0)
 
 
+def test_one_slice_is_one_frame_request_placed_where_it_lies(client: Client, platform: Any,
+                                                             case: CaseInfo) -> None:
+    study, series = generate_uid(), generate_uid()
+    _stored_copy(platform, sorted(case.dicom_dirs["t1"].glob("*.dcm")), study, series)
+    full = client.load_series(study, series, progress=False)
+    last = full.array.shape[2] - 1
+    for fraction, k in ((0.0, 0), (0.5, round(0.5 * last)), (1.0, last)):
+        urls = _count_requests(client)
+        one = client.load_series(study, series, progress=False, slice_at=fraction,
+                                 use_cache=False)
+        assert sum("/frames/" in u for u in urls) == 1
+        assert one.array.shape == (*full.array.shape[:2], 1)
+        assert np.array_equal(one.array[:, :, 0], full.array[:, :, k])
+        assert one.sop_uids == (full.sop_uids[k],) and one.metadata["SliceAt"] == fraction
+        # Voxel (i, j, 0) of the slice is voxel (i, j, k) of the series.
+        np.testing.assert_allclose(one.affine_lps @ (3, 5, 0, 1), full.affine_lps @ (3, 5, k, 1))
+    # The metadata read once serves every later load: frame requests only.
+    metadata = client.series_metadata(study, series)
+    urls = _count_requests(client)
+    again = client.load_series(study, series, progress=False, slice_at=1.0, use_cache=False,
+                               instances=metadata)
+    assert len(urls) == 1 and "/frames/" in urls[0]
+    assert np.array_equal(again.array[:, :, 0], full.array[:, :, last])
+    with pytest.raises(ValueError, match="slice_at must be a fraction from 0 to 1"):
+        client.load_series(study, series, progress=False, slice_at=1.5)
+
+
 # -- errors are errors -----------------------------------------------------------------------
 
 def test_a_study_outside_a_signed_clients_scope_is_a_403_not_an_empty_list(

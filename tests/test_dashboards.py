@@ -231,6 +231,14 @@ def test_the_template_loads_nothing_from_another_host() -> None:
     assert "{%- block notebook_css -%}" in text and "{%- block html_head_js_mermaidjs -%}" in text
 
 
+def test_the_template_writes_the_first_image_as_html() -> None:
+    from neuronova_lib.dashboards.first_image import FIRST_IMAGE
+
+    text = (server.JUPYTER_DATA / "voila" / "templates" / "neuronova" / "index.html.j2").read_text()
+    assert f"output.metadata.get('{FIRST_IMAGE}')" in text
+    assert "{{ output.data['text/html'] }}" in text and "{{ super() }}" in text
+
+
 def test_the_service_and_its_switch(tmp_path: Path) -> None:
     from neuronova_lib.stack.services import dashboards_service, platform_services
 
@@ -373,6 +381,51 @@ def test_window_presets_follow_the_images_intensities() -> None:
     assert low < auto[0] < auto[1] < high  # the background's zeros do not count
     assert set(WINDOW_PRESETS) >= {"Auto", "Full range"}
     assert window(np.zeros((3, 3, 3)), "Auto") == (0.0, 1.0)  # a blank image still has a range
+
+
+def test_the_first_image_is_the_axial_slice_as_niivue_draws_it() -> None:
+    """Anterior at the top, the patient's right on the screen's right (NiiVue's default),
+    whichever way the frame's rows and columns run; rows and columns at their size in mm."""
+    from neuronova_lib.dashboards.study import axial_image
+    from neuronova_lib.volume import LPS_TO_RAS
+
+    frame = np.zeros((6, 4), dtype=np.int16)  # [i, j]: 6 columns, 4 rows
+    frame[0, 0] = 1000  # i = 0 is the patient's right (i runs to the left, LPS +x), j = 0 the front
+    frame[5, 3] = 500
+    axial = np.diag([1.0, 2.0, 3.0, 1.0])  # columns 1 mm, rows 2 mm (LPS)
+    grey, width, height = axial_image(frame, LPS_TO_RAS @ axial, 0.0, 1000.0)
+    assert grey.dtype == np.uint8 and grey.shape == (4, 6) and (width, height) == (6.0, 8.0)
+    assert grey[0, -1] == 255 and grey[-1, 0] == 127 and grey.sum() == 255 + 127
+    # The same slice stored with rows and columns swapped, and running the other way.
+    stored = frame.T[::-1, :]  # [a, b]: a = 3 - j runs to the front, b = i
+    swapped = LPS_TO_RAS @ np.array([[0.0, 1.0, 0, 0], [-2.0, 0, 0, 6], [0, 0, 3.0, 0],
+                                     [0, 0, 0, 1]])
+    other, w2, h2 = axial_image(stored, swapped, 0.0, 1000.0)
+    assert np.array_equal(other, grey) and (w2, h2) == (6.0, 8.0)
+    # Values outside the window are clipped to black and white.
+    assert axial_image(frame, LPS_TO_RAS @ axial, 600.0, 800.0)[0].max() == 255
+    # A sagittal slice is not what NiiVue's axial view shows: no first image from it.
+    sagittal = np.array([[0, 0, 1.0, 0], [1.0, 0, 0, 0], [0, -1.0, 0, 0], [0, 0, 0, 1]])
+    assert axial_image(frame, LPS_TO_RAS @ sagittal, 0.0, 1000.0) is None
+
+
+def test_the_first_image_is_html_drawn_before_any_script() -> None:
+    import base64
+    import re
+
+    import imagecodecs
+
+    from neuronova_lib.dashboards.first_image import VIEWER_DONE, done_marker, image_html
+
+    grey = (np.arange(24, dtype=np.uint8) * 10).reshape(4, 6)
+    page = image_html(grey, 6.0, 8.0, "FLAIR <middle> slice")
+    png = re.search(r'src="data:image/png;base64,([^"]+)"', page).group(1)
+    assert np.array_equal(imagecodecs.png_decode(base64.b64decode(png)), grey)
+    assert 'elementtiming="nn-first-image"' in page and "aspect-ratio: 6.00 / 8.00" in page
+    assert "FLAIR &lt;middle&gt; slice" in page and "<middle>" not in page
+    assert f'document.querySelector(".{VIEWER_DONE}")' in page  # goes once NiiVue drew
+    assert "http://" not in page and "https://" not in page
+    assert VIEWER_DONE in done_marker()
 
 
 def test_the_viewer_opens_on_the_tumour() -> None:

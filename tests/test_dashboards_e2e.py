@@ -218,6 +218,15 @@ def test_clinician_opens_a_study_from_the_worklist(chromium: Any, dash: RunningP
     wait_for(chromium, "canvas", timeout=WAIT)
     wait_for_text(chromium, "WT whole tumour")
     assert f"study={demo.study}" in chromium.current_url
+    # The first image came in the page's HTML: painted before Voilà's scripts had loaded,
+    # and gone once NiiVue had drawn.
+    painted, scripts = chromium.execute_async_script(FIRST_IMAGE_PAINTED)
+    assert painted is not None, "the page's first image was never painted"
+    assert scripts is not None and painted < scripts, (painted, scripts)
+    deadline = time.monotonic() + 10
+    while chromium.find_elements("css selector", "#nn-first-image, .nn-first-frame"):
+        assert time.monotonic() < deadline, "the first image stayed over the viewer"
+        time.sleep(0.2)
     body = chromium.find_element("tag name", "body").text
     for text in ("T1", "T1 contrast", "T2", "FLAIR", "Axial", "Coronal", "Sagittal",
                  "NOT FOR CLINICAL USE", "Open in OHIF"):
@@ -281,6 +290,21 @@ def test_clinician_opens_a_study_from_the_worklist(chromium: Any, dash: RunningP
     while (status := _kernel_status(chromium, kernel)) == 200 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert status == 404, f"the study page's kernel outlived the page (HTTP {status})"
+
+
+#: When the page's first image was painted (Element Timing), and when Voilà's script had
+#: arrived (Resource Timing), in ms from the navigation's start.
+FIRST_IMAGE_PAINTED = """
+const done = arguments[0];
+const script = performance.getEntriesByType('resource')
+  .find(r => r.name.endsWith('/voila/static/voila.js'));
+const scripts = script ? script.responseEnd : null;
+const timer = setTimeout(() => done([null, scripts]), 2000);
+new PerformanceObserver((list, observer) => {
+  const entry = list.getEntries().find(e => e.identifier === 'nn-first-image');
+  if (entry) { clearTimeout(timer); observer.disconnect(); done([entry.renderTime, scripts]); }
+}).observe({type: 'element', buffered: true});
+"""
 
 
 def _kernel_status(driver: Any, kernel: str) -> int:

@@ -50,6 +50,38 @@ def window(array: np.ndarray, preset: str) -> tuple[float, float]:
     return (lo, hi if hi > lo else lo + 1.0)
 
 
+def first_sequence(series: dict[str, Any]) -> str:
+    """The sequence the viewer shows first: FLAIR (oedema and tumour extent), else the
+    first of :data:`SEQUENCES` the study has."""
+    names = [c for c in SEQUENCES if c in series]
+    return "flair" if "flair" in names else names[0]
+
+
+def axial_image(array: np.ndarray, affine_ras: np.ndarray, low: float, high: float
+                ) -> tuple[np.ndarray, float, float] | None:
+    """One axial slice (``array[i, j]`` with the volume's RAS ``affine_ras``) as NiiVue
+    draws it: 8-bit grey rows top to bottom, the patient's anterior at the top and their
+    right on the screen's right (NiiVue's default, neurological convention), windowed to
+    ``low``–``high``; with its width and height in mm. None when the slice is not axial
+    (its normal further than 45° from the head's axis): NiiVue would reslice it."""
+    axes = np.asarray(affine_ras, dtype=float)[:3, :3]
+    normal = np.cross(axes[:, 0], axes[:, 1])
+    if abs(normal[2]) < np.linalg.norm(normal) * np.sqrt(0.5):
+        return None
+    across = int(np.argmax(np.abs(axes[0, :2])))  # the image axis most along left-right
+    image = np.asarray(array) if across == 0 else np.asarray(array).T  # [x, y]
+    down = 1 - across
+    if axes[0, across] < 0:
+        image = image[::-1, :]  # index grows towards the patient's right
+    if axes[1, down] > 0:
+        image = image[:, ::-1]  # index grows towards the back: the front on top
+    scaled = (image.T.astype(np.float32) - low) * (255.0 / max(high - low, 1e-6))
+    grey = np.clip(scaled, 0, 255).astype(np.uint8)
+    width = image.shape[0] * float(np.linalg.norm(axes[:, across]))
+    height = image.shape[1] * float(np.linalg.norm(axes[:, down]))
+    return np.ascontiguousarray(grey), width, height
+
+
 def find_seg(client: Any, study_uid: str, series: list[Any] | None = None) -> SegRef | None:
     """The study's newest SEG series (highest series number) and its instance, if any
     (``series``: the study's series when already listed)."""

@@ -5,10 +5,12 @@ coronal, sagittal or all three planes; the mouse wheel scrolls through slices, a
 with the right button changes the window too. The AI segmentation is drawn over it, a
 colour per region, with a toggle and an opacity. Data: :mod:`.study`.
 
-The page draws before the study is loaded: a thread of the page's kernel loads the shown
-sequence at a quarter of its rows and columns first (HTJ2K decoded at a lower
-resolution: a sixteenth of the pixels to send and draw), then the AI segmentation, then
-the sequence at full resolution, then the other sequences; the controls work meanwhile.
+The page draws before the study is loaded. Its first image is in the page's HTML
+(:mod:`.first_image`, the notebook's first cell), which also starts reading the shown
+sequence at a quarter of its rows and columns (HTJ2K decoded at a lower resolution: a
+sixteenth of the pixels to send and draw); NiiVue draws that, then a thread of the page's
+kernel loads the AI segmentation, the sequence at full resolution, then the other
+sequences; the controls work meanwhile.
 """
 
 from __future__ import annotations
@@ -25,15 +27,21 @@ from ..viewer import _nifti_bytes
 from ..volume import LPS_TO_RAS, series_geometry
 from .pages import (
     SessionEnded,
-    await_request,
     dashboard_client,
     header_html,
     message_html,
     problem_html,
-    query_argument,
     session_ended_html,
 )
+from ..uids import valid_uid
 from .analysis_view import show_analysis
+from .first_image import (
+    PREVIEW_REDUCE,
+    PREVIEW_SLICE_STEP,
+    OpenedStudy,
+    done_marker,
+    open_study,
+)
 from .notifications import show_notifications
 from .patient_view import patient_panel
 from .ready import PageReady
@@ -46,6 +54,7 @@ from .study import (
     WINDOW_PRESETS,
     SegRef,
     find_seg,
+    first_sequence,
     focus_fraction,
     label_colormap,
     label_volume,
@@ -58,11 +67,6 @@ from .worklist import display_date, ohif_link, person_name
 VIEWS = {"Axial": 0, "Coronal": 1, "Sagittal": 2, "All planes": 3}
 
 
-#: The first image: resolution levels skipped (each halves rows and columns), and one
-#: slice in PREVIEW_SLICE_STEP (a quarter of the frame requests; the frame requests, not
-#: the decoding, are what a series' load waits for).
-PREVIEW_REDUCE = 2
-PREVIEW_SLICE_STEP = 4
 #: The order the sequences load in after the one shown: the contrast scan first.
 LOAD_ORDER = ("flair", "t1c", "t1", "t2")
 
@@ -74,11 +78,14 @@ class StudyView:
     holds each sequence at the best resolution loaded so far.
     """
 
-    def __init__(self, client: Any, study_uid: str, series: dict[str, Any]) -> None:
+    def __init__(self, client: Any, study_uid: str, series: dict[str, Any],
+                 metadata: dict[str, list[dict[str, Any]]] | None = None) -> None:
         import ipywidgets as w
         from ipyniivue import NiiVue
 
         self.client, self.study_uid, self.series = client, study_uid, series
+        #: Each series' WADO-RS metadata by series UID, read once for the page.
+        self.metadata: dict[str, list[dict[str, Any]]] = {} if metadata is None else metadata
         self._reference: tuple[tuple[str, ...], np.ndarray] | None = None
         self.volumes: dict[str, Any] = {}
         self.masks: dict[str, np.ndarray] = {}
@@ -95,10 +102,13 @@ class StudyView:
         # NiiVue's browser side ignores volumes sent before its canvas exists: wait for it.
         self.canvas_ready = threading.Event()
         self.viewer.on_canvas_attached(self.canvas_ready.set)
+        # Says when NiiVue has drawn its first image: the page's first image (in its HTML,
+        # .first_image) then gives way to it.
+        self.done = w.HTML("", layout=w.Layout(display="none"))
+        self.viewer.on_image_loaded(lambda _volume: self.viewer_done())
         names = [c for c in SEQUENCES if c in series]
         self.sequence = w.ToggleButtons(options=[(SEQUENCES[c], c) for c in names],
-                                        value="flair" if "flair" in names else names[0],
-                                        description="Sequence")
+                                        value=first_sequence(series), description="Sequence")
         self.plane = w.ToggleButtons(options=list(VIEWS), value="Axial", description="View")
         self.loading = w.HTML(self._loading_html("Loading the images…"))
         self.preset = w.Dropdown(options=list(WINDOW_PRESETS), value="Auto",
@@ -125,10 +135,15 @@ class StudyView:
                             w.HTML("<b>AI segmentation</b>"), self.show_ai, self.opacity,
                             self.region_rows, self.note],
                            layout=w.Layout(width="460px", padding="0 0 0 16px"))
-        controls = w.VBox([self.sequence, self.plane, self.loading])
+        controls = w.VBox([self.sequence, self.plane, self.loading, self.done])
         self.widget = w.VBox([controls, w.HBox([w.Box([self.viewer],
                                                       layout=w.Layout(flex="1 1 auto")),
                                                 self.side])])
+
+    def viewer_done(self) -> None:
+        """NiiVue has drawn, or never will (a failure): the page's first image goes."""
+        if not self.done.value:
+            self.done.value = done_marker()
 
     @staticmethod
     def _loading_html(text: str) -> str:
@@ -139,32 +154,46 @@ class StudyView:
         return f'<p class="nn-note">{html.escape(text)}</p>'
 
     # -- loading (the page's thread) ----------------------------------------------------
-    def load_all(self, listed: list[Any], on_error: Any, ready: PageReady) -> None:
+    def load_all(self, opened: OpenedStudy, on_error: Any, ready: PageReady) -> None:
         """Load what the page shows, most wanted first; errors go to ``on_error(exc, what)``.
-        The first image is read while the browser builds the page, and drawn once it has
-        (``ready``)."""
+        The first volume is read while the browser builds the page (started by the page's
+        first cell, :func:`.first_image.open_study`), and drawn once it has (``ready``)."""
         client, study_uid, series = self.client, self.study_uid, self.series
         first = self.sequence.value
         what = "load the images"
         try:
-            preview = client.load_series(study_uid, series[first], progress=False,
-                                         reduce=PREVIEW_REDUCE, slice_step=PREVIEW_SLICE_STEP)
+            if opened.preview is not None and opened.preview[0] == first:
+                preview = opened.preview[1].result()
+            else:
+                preview = client.load_series(study_uid, series[first], progress=False,
+                                             reduce=PREVIEW_REDUCE,
+                                             slice_step=PREVIEW_SLICE_STEP,
+                                             instances=self.instances(first))
             ready.wait()
             self.canvas_ready.wait(30.0)
             self.add_volume(first, preview)
             what = "load the AI segmentation"
-            self.load_segmentation(listed)
+            self.load_segmentation(opened.listed or [])
             what = "load the images"
             order = [first] + [c for c in LOAD_ORDER if c in series and c != first]
             for number, channel in enumerate(order, start=1):
                 self.loading.value = self._loading_html(
                     f"Loading full resolution: {SEQUENCES[channel]} ({number} of {len(order)})…")
                 self.add_volume(channel, client.load_series(study_uid, series[channel],
-                                                            progress=False))
+                                                            progress=False,
+                                                            instances=self.instances(channel)))
             self.loading.value = ""
         except Exception as exc:  # noqa: BLE001 - the page says what failed, never a traceback
             self.loading.value = ""
+            self.viewer_done()
             on_error(exc, what)
+
+    def instances(self, channel: str) -> list[dict[str, Any]]:
+        """``channel``'s series metadata, read once for the page."""
+        uid = self.series[channel].series_uid
+        if uid not in self.metadata:
+            self.metadata[uid] = self.client.series_metadata(self.study_uid, self.series[channel])
+        return self.metadata[uid]
 
     def load_segmentation(self, listed: list[Any]) -> None:
         """The study's newest SEG on the reference series' grid (:meth:`reference`)."""
@@ -186,9 +215,8 @@ class StudyView:
         the platform's SEGs are made on, from its metadata alone (read once)."""
         with self.lock:
             if self._reference is None:
-                series = self.series.get("t1") or next(iter(self.series.values()))
-                geometry = series_geometry(
-                    self.client.series_metadata(self.study_uid, series.series_uid))
+                channel = "t1" if "t1" in self.series else next(iter(self.series))
+                geometry = series_geometry(self.instances(channel))
                 self._reference = (tuple(s.sop_uid for s in geometry.slices),
                                    LPS_TO_RAS @ geometry.affine_lps)
             return self._reference
@@ -338,41 +366,54 @@ def seg_note(ref: SegRef) -> str:
     return f"{ref.description}. {NOT_FOR_CLINICAL_USE}."
 
 
-def show_study() -> None:
-    """Display the study viewer for ``?study=<uid>`` (the notebook's one call)."""
-    import highdicom  # noqa: F401 - imported before the page is asked for (the pool)
+def show_study(opened: OpenedStudy | None = None) -> None:
+    """Display the study viewer for ``?study=<uid>`` (the notebook's second cell, after
+    :func:`.first_image.open_study`; alone, it opens the study itself)."""
     import ipywidgets as w
-    import ipyniivue  # noqa: F401
     from IPython.display import display
 
-    from ..uids import valid_uid
+    if opened is None:
+        opened = open_study()
+    view = None
+    done = w.HTML("", layout=w.Layout(display="none"))
+    display(done)
+    try:
+        view = _show_study(opened)
+    finally:
+        if view is None:  # no viewer will draw: the first image (if any) goes
+            done.value = done_marker()
 
-    await_request()
-    study_uid = query_argument("study")
+
+def _show_study(opened: OpenedStudy) -> StudyView | None:
+    """The page under the first image; the viewer when there is one."""
+    import ipywidgets as w
+    from IPython.display import display
+
+    study_uid = opened.study_uid
     status = w.HTML(message_html("Loading the study…", "info"))
     try:
-        client = dashboard_client()
+        client = opened.client or dashboard_client()
         user = client.whoami()
     except SessionEnded:
         display(w.HTML(header_html("Study", None) + session_ended_html()))
-        return
+        return None
     except Exception as exc:  # noqa: BLE001 - every failure is a message on the page
         display(w.HTML(header_html("Study", None) + problem_html(exc, "open the study")))
-        return
+        return None
     header = w.HTML(header_html("Study", user))
     back = f'<a href="{public_path("/dashboards/voila/render/worklist.ipynb")}">‹ Worklist</a>'
     if not valid_uid(study_uid):
         display(header, w.HTML(message_html("No study was given: open one from the worklist.")
                                + back))
-        return
+        return None
     display(header, status)
     show_notifications(client, exclude_study=study_uid)  # analyses of the user's that end
     try:
-        listed = client.series(study_uid)
+        listed = opened.listed if opened.listed is not None else client.series(study_uid)
         found = client.find_studies(study_uid=study_uid, limit=1)
     except Exception as exc:  # noqa: BLE001
         status.value = problem_html(exc, "load the study")
-        return
+        return None
     ready = PageReady()
     # Patient panel (banner): filled by its own thread, never delays the images.
     display(patient_panel(client, study_uid, ready))
@@ -381,17 +422,19 @@ def show_study() -> None:
         status.value = message_html("This study does not have the sequences (T1, T1 contrast, "
                                     "T2, FLAIR) the viewer shows; open it in OHIF.",
                                     link=(ohif_link(study_uid), "Open in OHIF"))
-        return
+        return None
     status.value = study_title(found[0] if found else None, study_uid, back)
-    view = StudyView(client, study_uid, series)
+    opened.listed = listed
+    view = StudyView(client, study_uid, series, opened.metadata)
     display(view.widget, ready)
     show_analysis(client, user, study_uid, view, ready)  # "Analyse with AI"
 
     def failed(exc: BaseException, what: str) -> None:
         status.value = problem_html(exc, what)
 
-    threading.Thread(target=view.load_all, args=(listed, failed, ready),
+    threading.Thread(target=view.load_all, args=(opened, failed, ready),
                      name="neuronova-study-loader", daemon=True).start()
+    return view
 
 
 def study_title(study: Any, study_uid: str, back: str) -> str:

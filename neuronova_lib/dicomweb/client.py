@@ -32,6 +32,7 @@ from ..volume import (
     GeometryError,
     Volume,
     instances_json,
+    one_slice,
     reduced_geometry,
     series_geometry,
     volume_from_datasets,
@@ -463,6 +464,8 @@ class Client:
         transport: str = "frames",
         reduce: int = 0,
         slice_step: int = 1,
+        slice_at: float | None = None,
+        instances: Sequence[Mapping[str, Any]] | None = None,
     ) -> Volume:
         """One series as a :class:`~neuronova_lib.volume.Volume`.
 
@@ -507,6 +510,13 @@ class Client:
             Every ``slice_step``-th slice only (``"frames"`` transport), the slice spacing
             that many times larger: a through-plane preview that needs that many times
             fewer frame requests. 1 (default): every slice.
+        slice_at : float, optional
+            One slice only (``"frames"`` transport), at this fraction of the series
+            along its normal (0 the first, 0.5 the middle, 1 the last): one frame request,
+            a one-slice volume placed where that slice lies (a viewer's first image).
+        instances : list of dict, optional
+            The series' WADO-RS metadata (:meth:`series_metadata`) when already read:
+            one request fewer (``"frames"`` transport). Default: read it.
 
         Returns
         -------
@@ -531,18 +541,23 @@ class Client:
             raise ValueError(f"reduce must be an integer from 0 to {MAX_REDUCE}, got {reduce!r}")
         if not isinstance(slice_step, int) or slice_step < 1:
             raise ValueError(f"slice_step must be a positive integer, got {slice_step!r}")
-        if (reduce or slice_step > 1) and transport != "frames":
-            raise ValueError("reduce and slice_step need transport='frames' (frames are "
-                             "fetched and decoded one by one)")
+        if slice_at is not None and not 0.0 <= slice_at <= 1.0:
+            raise ValueError(f"slice_at must be a fraction from 0 to 1, got {slice_at!r}")
+        if (reduce or slice_step > 1 or slice_at is not None) and transport != "frames":
+            raise ValueError("reduce, slice_step and slice_at need transport='frames' (frames "
+                             "are fetched and decoded one by one)")
         if offline and self.cache is None:
             raise LookupError("offline=True needs a client with cache_dir")
         if transport == "series" and not offline:
             return self._load_whole_series(study_uid, series_uid, progress=progress,
                                            use_cache=use_cache, spacing_tolerance=spacing_tolerance)
-        instances = self.series_metadata(study_uid, series_uid, offline=offline)
+        if instances is None:
+            instances = self.series_metadata(study_uid, series_uid, offline=offline)
         geometry = series_geometry(instances, spacing_tolerance=spacing_tolerance)
         fmt = common_pixel_format(instances)
         geometry = reduced_geometry(geometry, reduce, slice_step)
+        if slice_at is not None:
+            geometry = one_slice(geometry, round(slice_at * (len(geometry.slices) - 1)))
         stack = np.empty((len(geometry.slices), geometry.rows, geometry.columns), dtype=fmt.dtype)
         cache = self.cache if use_cache else None
         syntaxes: set[str] = set()
@@ -597,6 +612,8 @@ class Client:
             volume.metadata["ReducedResolutionLevels"] = reduce
         if slice_step > 1:
             volume.metadata["SliceStep"] = slice_step
+        if slice_at is not None:
+            volume.metadata["SliceAt"] = slice_at
         return volume
 
     def _load_whole_series(self, study_uid: str, series_uid: str, *, progress: bool,
