@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from neuronova_lib.security.keyring import KeyRing
-from neuronova_lib.security.tokens import TokenService
+from neuronova_lib.security.tokens import TokenError, TokenService
 from services.proxy.guard import Guard
 from services.proxy.paths import Refusal, parse
 
@@ -207,10 +207,16 @@ def test_cache_still_sees_revocation_and_expiry(guard: Guard, tokens: TokenServi
     tokens.keyring.revoke(tokens.keyring.signing_key().kid)
     tokens.keyring.refresh(force=True)
     assert guard.decide("GET", f"{P}/studies", "", header).reason == "revoked_kid"
-    short = "Bearer " + tokens.mint("u", "clinician", "access", 1)[0]
-    assert guard.decide("GET", f"{P}/studies", "", short).allow
-    time.sleep(7.1)  # past exp plus the 5 s leeway
+    token = tokens.mint("u", "clinician", "access", 2)[0]
+    exp = tokens.verify(token, "access").exp
+    short = "Bearer " + token
+    assert guard.decide("GET", f"{P}/studies", "", short).allow  # now cached
+    while time.time() < exp:
+        time.sleep(0.02)
+    # Refused from its expiry on, cached or not: no leeway on exp.
     assert guard.decide("GET", f"{P}/studies", "", short).reason == "expired"
+    with pytest.raises(TokenError, match="expired"):
+        tokens.verify(token, "access")
 
 
 @pytest.mark.parametrize("header", ["Basic dXNlcjpwdw==", "Bearer", "Bearer    ", "token abc"])

@@ -25,7 +25,9 @@ from .keyring import KeyRing, UnusableKey
 from .roles import Role
 
 ALGORITHM = "EdDSA"
-#: Tolerance for clock drift between the machine that signs and the one that checks.
+#: Tolerance for clock drift between the machine that signs and the one that checks, for a
+#: token's start (``nbf``, ``iat``) only: a token is refused from its expiry (``exp``) on,
+#: never a moment later, so no decision made or cached on it can outlive it.
 LEEWAY_S = 5
 
 
@@ -159,10 +161,9 @@ class TokenService:
                 audience=self.audience_for(typ),
                 issuer=self.issuer,
                 leeway=LEEWAY_S,
-                options={"require": ["exp", "iat", "nbf", "sub", "jti", "aud", "iss"]},
+                options={"require": ["exp", "iat", "nbf", "sub", "jti", "aud", "iss"],
+                         "verify_exp": False},  # checked below, without the leeway
             )
-        except jwt.ExpiredSignatureError:
-            raise TokenError("expired", "token has expired; sign in again") from None
         except jwt.ImmatureSignatureError:
             raise TokenError("not_yet_valid", "token is not valid yet") from None
         except jwt.InvalidAudienceError:
@@ -175,6 +176,11 @@ class TokenService:
             raise TokenError("missing_claim", str(exc)) from None
         except jwt.PyJWTError as exc:
             raise TokenError("invalid", str(exc)) from None
+        exp = payload["exp"]
+        if isinstance(exp, bool) or not isinstance(exp, int | float):
+            raise TokenError("invalid", "exp claim must be a number")
+        if exp <= time.time():
+            raise TokenError("expired", "token has expired; sign in again")
         if payload.get("typ") != typ:
             raise TokenError("wrong_type", f"a {payload.get('typ')!r} token cannot be used here")
         try:

@@ -70,7 +70,7 @@ class VerifiedTokenCache:
         key = (typ, token)
         claims = self._cache.get(key)
         if claims is not None:
-            if claims.exp + 5 < time.time():
+            if claims.exp <= time.time():  # as TokenService.verify: refused from exp on
                 del self._cache[key]
                 raise TokenError("expired", "token has expired; sign in again")
             if self._tokens.keyring.state(claims.kid) in (None, "revoked"):
