@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import uids
 from .config import Settings, get_settings
 
 log = logging.getLogger("neuronova")
@@ -398,7 +399,7 @@ def cmd_transcode(args: argparse.Namespace) -> int:
             args.sources, scheduler=scheduler, workers=args.workers,
             batch_size=args.batch, report_path=args.report, backup_dir=args.backup_dir,
             worker_orthanc_url=args.orthanc_url, route="transcode", sender=getpass.getuser(),
-            dry_run=args.dry_run, progress=not args.quiet, stop=stop,
+            dry_run=args.dry_run, progress=not args.quiet, stop=stop, syntax=args.syntax,
         )
     except (SourceError, BulkSetupError, ManifestBusyError) as exc:
         print(f"neuronova transcode: {exc}", file=sys.stderr)
@@ -486,6 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="originals during in-place replacement; shared by all workers")
     tc.add_argument("--orthanc-url", metavar="URL",
                     help="Orthanc as the workers reach it (remote clusters)")
+    tc.add_argument("--syntax", default=uids.HTJ2K_LOSSLESS,
+                    choices=(uids.HTJ2K_LOSSLESS, uids.HTJ2K_LOSSLESS_RPCL),
+                    help="HTJ2K lossless (default), or HTJ2K lossless RPCL: a tile-part per "
+                    "resolution, so that viewers can be sent reduced frames (?reduce=)")
     tc.add_argument("--dry-run", action="store_true", help="list and count only; change nothing")
     tc.add_argument("--quiet", action="store_true", help="no progress bar")
     tc.set_defaults(func=cmd_transcode)

@@ -211,6 +211,29 @@ def multipart_body(parts: list[tuple[bytes, str | None]], part_type: str) -> tup
     return b"".join(chunks), content_type
 
 
+#: ``…/frames/{n}?reduce=k``, the platform's one extension to WADO-RS frames: the frame
+#: ``k`` resolution levels down, cut from an HTJ2K codestream that allows it (RPCL, a
+#: tile-part per resolution: :func:`neuronova_lib.htj2k.codestream.reduce_resolution`),
+#: in a fraction of the bytes; any other frame is answered whole (the codestream tells a
+#: client which it got). The frame store keeps every level a frame allows ready.
+FRAME_REDUCE_LEVELS = ("1", "2", "3", "4", "5")
+STORED_REDUCE_LEVELS = (1, 2, 3, 4, 5)
+
+
+def reduced_frame(frame: bytes, syntax: str, levels: int) -> bytes | None:
+    """``frame`` (stored in ``syntax``) cut ``levels`` resolution levels down, or None when
+    its codestream does not allow it."""
+    if syntax not in HTJ2K_SYNTAXES:
+        return None
+    from .htj2k.codestream import reduce_resolution
+    from .htj2k.errors import CodestreamError
+
+    try:
+        return reduce_resolution(frame, levels)
+    except CodestreamError:
+        return None
+
+
 def parse_frame_list(text: str, available: int) -> list[int]:
     """1-based frame numbers from ``1,3,5``; each must exist in the instance."""
     numbers = [int(part) for part in text.split(",") if part]

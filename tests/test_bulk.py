@@ -509,3 +509,17 @@ def test_worker_results_are_plain_data(tmp_path: Path) -> None:
     result = process_item(item, _config(tmp_path), _NOWHERE).as_dict()
     assert json.loads(json.dumps(result)) == result
     assert type(result["state"]) is str and type(result["reason"]) is str
+
+
+def test_the_command_line_transcodes_to_either_lossless_htj2k() -> None:
+    """``--syntax``: HTJ2K lossless by default; RPCL (a tile-part per resolution) where
+    viewers are to be sent reduced frames; nothing else."""
+    from neuronova_lib.cli import build_parser
+    from neuronova_lib.uids import HTJ2K_LOSSLESS, HTJ2K_LOSSLESS_RPCL
+
+    parser = build_parser()
+    assert parser.parse_args(["transcode", "in"]).syntax == HTJ2K_LOSSLESS
+    rpcl = parser.parse_args(["transcode", "in", "--syntax", HTJ2K_LOSSLESS_RPCL])
+    assert rpcl.syntax == HTJ2K_LOSSLESS_RPCL
+    with pytest.raises(SystemExit):
+        parser.parse_args(["transcode", "in", "--syntax", "1.2.840.10008.1.2.4.203"])

@@ -260,6 +260,30 @@ def test_one_slice_is_one_frame_request_placed_where_it_lies(client: Client, pla
         client.load_series(study, series, progress=False, slice_at=1.5)
 
 
+def test_a_reduced_load_of_rpcl_frames_fetches_them_cut(client: Client, platform: Any,
+                                                        case: CaseInfo) -> None:
+    """The platform cuts RPCL frames to the resolution asked (``?reduce=``): the same volume
+    as whole frames decoded at that level, in a fraction of the bytes."""
+    from neuronova_lib import transcode
+    from neuronova_lib.htj2k import HTJ2K_LOSSLESS_RPCL
+
+    study, series = generate_uid(), generate_uid()
+    _stored_copy(platform, sorted(case.dicom_dirs["flair"].glob("*.dcm")), study, series,
+                 transform=lambda ds: transcode.transcode_to_htj2k(ds, syntax=HTJ2K_LOSSLESS_RPCL))
+    frames: list[tuple[str, int]] = []
+    client.session.hooks["response"].append(
+        lambda r, **_: frames.append((r.request.url, len(r.content)))
+        if "/frames/" in r.request.url else None)
+    cut = client.load_series(study, series, progress=False, reduce=2)
+    asked, frames[:] = list(frames), []
+    assert asked and all(url.endswith("?reduce=2") for url, _ in asked)
+    client._asks_reduced = False  # as against a server that refuses ?reduce=
+    whole = client.load_series(study, series, progress=False, reduce=2)
+    assert frames and not any("reduce=" in url for url, _ in frames)
+    assert np.array_equal(cut.array, whole.array) and cut.affine_lps.tolist() == whole.affine_lps.tolist()
+    assert sum(n for _, n in asked) < sum(n for _, n in frames) / 4
+
+
 # -- errors are errors -----------------------------------------------------------------------
 
 def test_a_study_outside_a_signed_clients_scope_is_a_403_not_an_empty_list(

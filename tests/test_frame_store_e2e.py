@@ -36,6 +36,7 @@ from neuronova_lib.stack.services import settings_env
 pytestmark = pytest.mark.e2e
 
 VIEWER = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+RPCL = "1.2.840.10008.1.2.4.202"
 
 
 def _fresh_htj2k(frames: int) -> tuple[bytes, Any, list[bytes], Any]:
@@ -129,6 +130,82 @@ def test_a_miss_falls_back_to_orthanc_and_fills_the_store(platform: Any, series:
     assert wado.split_multipart(answer.content) == [(HTJ2K, series["frames"][0])]
     assert platform.wait_for_audit(answer.headers["X-Request-ID"], service="proxy")["status"] == 200
     assert path.read_bytes() == frame_store.frame_body(series["frames"][0], HTJ2K)
+
+
+def _rpcl_instance() -> tuple[bytes, Any, bytes]:
+    """A new instance stored as HTJ2K RPCL (a tile-part per resolution), 13 bits of 16."""
+    from pydicom.encaps import generate_fragmented_frames
+
+    from neuronova_lib.transcode import transcode_to_htj2k
+
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))  # 64 × 64, values 127 to 2145
+    ds.BitsStored, ds.HighBit = 13, 12
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = (generate_uid()
+                                                                     for _ in range(3))
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    out = transcode_to_htj2k(ds, syntax=RPCL)
+    buffer = tempfile.SpooledTemporaryFile()
+    out.save_as(buffer, enforce_file_format=True)
+    buffer.seek(0)
+    [frame] = [b"".join(f) for f in generate_fragmented_frames(out.PixelData)]
+    return buffer.read(), out, frame
+
+
+def test_a_frame_levels_down_is_cut_once_and_served_from_the_store(platform: Any,
+                                                                  series: dict) -> None:
+    """``?reduce=k``: an RPCL frame cut to k levels down, kept in the store (and cut by the
+    plugin on a miss); a frame whose codestream does not allow it answered whole."""
+    from neuronova_lib import htj2k
+    from neuronova_lib.htj2k.codestream import reduce_resolution
+
+    data, ds, frame = _rpcl_instance()
+    oid = platform.store.store(data)["ID"]
+    store = frame_store.FrameStore(platform.settings.frames_dir)
+    uids = (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    kept = [store.frame_path(*uids, 1, RPCL, levels) for levels in (1, 2, 3, 4)]
+    _wait(lambda: all(p.exists() for p in kept), "the plugin to write the reduced frames")
+    # A miss (neither the frame nor its cut kept): the Orthanc plugin cuts it and fills both.
+    kept[3].unlink()
+    store.frame_path(*uids, 1, RPCL).unlink()
+    base = f"/api/pacs/dicom-web/studies/{uids[0]}/series/{uids[1]}/instances/{uids[2]}"
+    token = platform.access_token()
+    sizes = [len(frame)]
+    for levels in (1, 2, 3, 4):
+        answer = _get(platform, base + "/frames/1", token, signed=f"reduce={levels}")
+        assert answer.status_code == 200, answer.text[:300]
+        [(label, cut)] = wado.split_multipart(answer.content)
+        assert label == RPCL and cut == reduce_resolution(frame, levels)
+        assert (htj2k.decode(cut) == htj2k.decode(frame, reduce=levels)).all()
+        if levels <= 3:
+            assert _served_from_store(platform, answer)["status"] == 200
+        else:
+            time.sleep(1.5)  # nginx flushes its frame log every second
+            assert _store_log(platform, answer.headers["X-Request-ID"]) is None
+            _wait(lambda: kept[3].exists() and store.frame_path(*uids, 1, RPCL).exists(),
+                  "the plugin to fill the store")
+        sizes.append(len(cut))
+    assert sizes == sorted(sizes, reverse=True) and sizes[2] < sizes[0] / 4
+    # An HTJ2K frame in one tile-part cannot be cut: it comes whole.
+    whole = _get(platform, series["base"] + "/frames/1", token, signed="reduce=2")
+    assert wado.split_multipart(whole.content) == [(HTJ2K, series["frames"][0])]
+    # Nothing but reduce=1 to 5 is taken.
+    refused = _get(platform, base + "/frames/1", token, signed="reduce=9")
+    assert refused.status_code == 400 and refused.json()["reason"] == "bad_reduce"
+    # `neuronova frames verify` checks the reduced answers against Orthanc's frame too.
+    def orthanc(uri: str) -> bytes:
+        reply = platform.store.session.get(platform.store.base_url + uri, timeout=10)
+        reply.raise_for_status()
+        return reply.content
+
+    def problems() -> list[str]:  # of this instance (the store holds others)
+        return [p for p in store.verify(orthanc, [oid])["problems"] if not p.startswith("stray")]
+
+    assert problems() == []
+    right = kept[1].read_bytes()
+    kept[1].write_bytes(kept[0].read_bytes())
+    assert [p for p in problems()
+            if p.startswith("differs from Orthanc") and p.endswith(kept[1].name)]
+    kept[1].write_bytes(right)
 
 
 def test_series_metadata_is_stored_once_fetched_then_served_from_the_store(

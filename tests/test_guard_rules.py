@@ -92,6 +92,23 @@ def test_pixel_requests_go_to_the_wado_plugin_when_enabled() -> None:
         f"/internal-orthanc/dicom-web/studies/{S}/metadata")
 
 
+def test_a_frame_may_be_asked_for_levels_down_and_nothing_else() -> None:
+    path = f"{P}/studies/{S}/series/{SE}/instances/{I}/frames/1,2"
+    reduced = parse(path, "reduce=2&token=abc")
+    assert reduced.query == [("reduce", "2")] and reduced.token == "abc"
+    assert reduced.internal_uri("/internal-orthanc/", wado_plugin=True).endswith(
+        "/frames/1,2?reduce=2")
+    # Orthanc's own DICOMweb plugin answers whole frames: it is not asked.
+    assert reduced.internal_uri("/internal-orthanc/").endswith("/frames/1,2")
+    for query in ("reduce=0", "reduce=6", "reduce=x", "reduce=2&reduce=2", "reduce=1&x=1",
+                  "x=1", "reduce=%32%0a"):
+        with pytest.raises(Refusal) as caught:
+            parse(path, query)
+        assert caught.value.reason in ("bad_reduce", "header_injection"), query
+    with pytest.raises(Refusal, match="takes no query"):
+        parse(f"{P}/studies/{S}/series/{SE}/metadata", "reduce=2")
+
+
 def test_query_is_rebuilt_encoded_and_token_removed() -> None:
     target = parse(f"{P}/studies", "PatientName=Doe%5EJohn*&limit=10&token=abc&includefield=00081030")
     assert target.token == "abc"

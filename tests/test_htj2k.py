@@ -250,6 +250,53 @@ def test_codestream_rewrite_limits() -> None:
     assert codestream.set_precision(cs16, 16) == cs16
 
 
+@pytest.mark.parametrize(("bits", "signed", "shape"),
+                         [(12, False, (240, 237)), (10, False, (512, 511)), (12, True, (97, 131))])
+def test_an_rpcl_codestream_cut_to_a_lower_resolution_decodes_as_its_reduced_decode(
+        bits: int, signed: bool, shape: tuple[int, int]) -> None:
+    """Dropping resolutions is a header rewrite: every decoder reads the cut codestream in
+    full as exactly the original decoded that many levels down, in far fewer bytes."""
+    frame = _mr_like(*shape, bits, signed)
+    full = encode(frame, syntax=HTJ2K_LOSSLESS_RPCL, bits_stored=bits)
+    levels = codestream.parse(full).decompositions
+    sizes = [len(full)]
+    for reduce in range(1, levels + 1):
+        cut = codestream.reduce_resolution(full, reduce)
+        info = codestream.parse(cut)
+        assert (info.rows, info.columns) == codestream.parse(full).shape_at(reduce)
+        assert (info.decompositions, info.tile_parts, info.progression) == (
+            levels - reduce, levels - reduce + 1, "RPCL")
+        assert info.precision == bits and info.is_signed == signed and info.has_tlm
+        assert info.reduced == reduce and codestream.parse(full).reduced == 0
+        expected = decode(full, reduce=reduce)
+        for backend in AVAILABLE_DECODERS:
+            np.testing.assert_array_equal(decode(cut, backend=backend), expected,
+                                          err_msg=f"{backend}, {reduce} level(s) down")
+        sizes.append(len(cut))
+    assert sizes == sorted(sizes, reverse=True) and sizes[2] < sizes[0] / 8
+    # Cut again, the levels add up and it is still what the original decodes to.
+    twice = codestream.reduce_resolution(codestream.reduce_resolution(full, 1), 1)
+    assert codestream.parse(twice).reduced == 2
+    np.testing.assert_array_equal(decode(twice), decode(full, reduce=2))
+
+
+def test_only_a_codestream_with_a_tile_part_per_resolution_is_cut() -> None:
+    frame = _mr_like(64, 64, 12, False)
+    with pytest.raises(CodestreamError, match="not one tile-part per resolution"):
+        codestream.reduce_resolution(encode(frame, syntax=HTJ2K_LOSSLESS, bits_stored=12), 1)
+    rpcl = encode(frame, syntax=HTJ2K_LOSSLESS_RPCL, bits_stored=12)
+    levels = codestream.parse(rpcl).decompositions
+    for reduce in (0, levels + 1):
+        with pytest.raises(CodestreamError, match="cannot drop"):
+            codestream.reduce_resolution(rpcl, reduce)
+    with pytest.raises(CodestreamError, match="SOC"):
+        codestream.reduce_resolution(b"not a codestream", 1)
+    # 16 bits of 16: no room for the overshoot a lower resolution has beside sharp edges.
+    with pytest.raises(CodestreamError, match="fill their type"):
+        codestream.reduce_resolution(encode(_mr_like(64, 64, 16, False),
+                                            syntax=HTJ2K_LOSSLESS_RPCL), 1)
+
+
 # ---------------------------------------------------------------- backends
 
 

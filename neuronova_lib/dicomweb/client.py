@@ -148,6 +148,7 @@ class Client:
         self.timeout = timeout
         self.cache = FrameCache(cache_dir) if cache_dir is not None else None
         self._frame_accept = FRAME_ACCEPT
+        self._asks_reduced = True  # ?reduce= on frame requests (the platform's extension)
         self.dicomweb = DICOMwebClient(url=self.dicomweb_url, session=session, timeout=timeout)
         # dicomweb-client retries *any* exception 5 times with 2-16 s waits (retrying's
         # default); the session's urllib3 Retry handles 429/503 instead, so an expired
@@ -428,13 +429,31 @@ class Client:
 
     # -- volumes -------------------------------------------------------------------------
     def _fetch_frames(
-        self, study_uid: str, series_uid: str, sop_uid: str, frames: Sequence[int]
+        self, study_uid: str, series_uid: str, sop_uid: str, frames: Sequence[int],
+        reduce: int = 0,
     ) -> list[tuple[str, bytes]]:
-        """``(transfer syntax, bytes)`` per frame, from one WADO-RS frames request."""
+        """``(transfer syntax, bytes)`` per frame, from one WADO-RS frames request; with
+        ``reduce``, the platform's frames that many resolution levels down where their
+        codestream allows it (``?reduce=``; a server that refuses it is not asked again)."""
         url = (f"{self.dicomweb_url}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
                f"/frames/{','.join(str(f) for f in frames)}")
+        if reduce and self._asks_reduced:
+            reduced = f"{url}?reduce={reduce}"
+            response = self.session.get(reduced, timeout=self.timeout,
+                                        headers={"Accept": self._frame_accept})
+            if response.status_code != 400:
+                return self._frame_parts(response, reduced, sop_uid, frames)
+            logger.info("%s refused reduced frames (HTTP 400); asking for whole frames from "
+                        "now on", self.base_url)
+            self._asks_reduced = False
         response = self.session.get(url, timeout=self.timeout,
                                     headers={"Accept": self._frame_accept})
+        return self._frame_parts(response, url, sop_uid, frames)
+
+    def _frame_parts(self, response: requests.Response, url: str, sop_uid: str,
+                     frames: Sequence[int]) -> list[tuple[str, bytes]]:
+        """The frames of the answer to a frames request for ``url`` (asked again with a
+        plain Accept when the server refuses the Accept list)."""
         if response.status_code in (406, 415, 500, 501) and self._frame_accept != FRAME_ACCEPT_PLAIN:
             logger.warning("%s refused the frame Accept list (HTTP %d); asking for its default "
                            "(uncompressed) from now on", self.base_url, response.status_code)
@@ -594,7 +613,10 @@ class Client:
             if missing and offline:
                 raise LookupError(f"frame(s) {[f for f, _ in missing]} of {sop} are not in the cache")
             if missing:
-                fetched = self._fetch_frames(study_uid, series_uid, sop, [f for f, _ in missing])
+                # Frames cut to the resolution asked are for this volume only: asked for
+                # when no cache would keep them as the frame.
+                fetched = self._fetch_frames(study_uid, series_uid, sop, [f for f, _ in missing],
+                                             reduce=reduce if cache is None else 0)
                 for (frame, k), (syntax, data) in zip(missing, fetched, strict=True):
                     put(k, syntax, data)
                     if cache is not None:

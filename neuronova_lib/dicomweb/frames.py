@@ -285,6 +285,10 @@ def decode_reduced(data: bytes | memoryview, transfer_syntax: str, fmt: PixelFor
                    reduce: int) -> np.ndarray:
     """One frame ``reduce`` resolution levels below full: rows and columns ``ceil(n / 2**reduce)``.
 
+    A codestream the server already cut to that resolution (``?reduce=``, where the
+    codestream allows it: :func:`neuronova_lib.htj2k.codestream.reduce_resolution`) is
+    decoded as it is.
+
     An HTJ2K codestream is decoded at that level, so only its lower resolutions are
     decoded (the point: a first image at a fraction of the work). Other syntaxes, and a
     codestream with fewer wavelet levels than asked, are decoded in full and subsampled
@@ -299,6 +303,12 @@ def decode_reduced(data: bytes | memoryview, transfer_syntax: str, fmt: PixelFor
     if transfer_syntax in HTJ2K_SYNTAXES and bytes(data[:4]) == _J2K_SOC_SIZ:
         htj2k = importlib.import_module("neuronova_lib.htj2k")
         info = htj2k.codestream_info(bytes(data))
+        if info.reduced == reduce:  # the server cut it to that resolution (``?reduce=``)
+            return _checked_decoded(np.asarray(htj2k.decode(bytes(data))), small,
+                                    transfer_syntax, "neuronova_lib.htj2k")
+        if info.reduced:
+            raise FrameDecodeError(f"asked for a frame {reduce} level(s) down, got one "
+                                   f"{info.reduced} down")
         if reduce <= info.decompositions and htj2k.codec.has_headroom(info):
             return _checked_decoded(np.asarray(htj2k.decode(bytes(data), reduce=reduce)), small,
                                     transfer_syntax, "neuronova_lib.htj2k")

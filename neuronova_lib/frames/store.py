@@ -9,6 +9,12 @@ file per frame, under the same path as its DICOMweb URI::
 
     <root>/studies/<study>/series/<series>/instances/<sop>/frames/<n>.<ext>
 
+An HTJ2K frame whose codestream allows it (RPCL, a tile-part per resolution: the
+``…4.202`` syntax) is also kept 1 to 5 resolution levels down (as many as it has), cut
+from the codestream (:func:`neuronova_lib.wado.reduced_frame`), as ``<n>.r<k>.<ext>``:
+what nginx answers for ``…/frames/<n>?reduce=<k>`` (a viewer's first image in a fraction
+of the bytes); for any other frame nginx answers the whole frame.
+
 ``ext`` names the transfer syntax (:func:`extension`); nginx maps it to the
 answer's ``Content-Type`` (with its fixed :data:`BOUNDARY` and the
 ``transfer-syntax`` label OHIF decodes by), so nginx serves the file without
@@ -42,7 +48,7 @@ from ..uids import (
     NATIVE_LITTLE_ENDIAN,
     valid_uid,
 )
-from ..wado import FRAME_MEDIA_TYPES, OCTET_STREAM
+from ..wado import FRAME_MEDIA_TYPES, OCTET_STREAM, STORED_REDUCE_LEVELS, reduced_frame
 
 #: The multipart boundary of every stored body. Fixed, because nginx sends the
 #: ``Content-Type`` from its configuration; a frame whose bytes contain it is not
@@ -100,6 +106,17 @@ def frame_of(body: bytes) -> bytes:
 
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _compare(path: Path, frame: bytes) -> str | None:
+    """What is wrong with the stored answer at ``path`` for ``frame`` (None: nothing)."""
+    try:
+        stored = frame_of(path.read_bytes())
+    except FileNotFoundError:
+        return "missing"
+    if len(stored) != len(frame) or _digest(stored) != _digest(frame):
+        return f"differs from Orthanc ({len(stored)} bytes, Orthanc {len(frame)})"
+    return None
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -166,8 +183,11 @@ class FrameStore:
             raise ValueError(f"{sop[:80]!r} is not a DICOM UID")
         return self.series_dir(study, series) / "instances" / sop
 
-    def frame_path(self, study: str, series: str, sop: str, number: int, syntax_label: str) -> Path:
-        return self.instance_dir(study, series, sop) / "frames" / f"{number}.{extension(syntax_label)}"
+    def frame_path(self, study: str, series: str, sop: str, number: int, syntax_label: str,
+                   reduce: int = 0) -> Path:
+        """One frame's answer body; ``reduce`` levels down when ``reduce`` (``?reduce=``)."""
+        name = f"{number}.r{reduce}" if reduce else f"{number}"
+        return self.instance_dir(study, series, sop) / "frames" / f"{name}.{extension(syntax_label)}"
 
     def metadata_path(self, study: str, series: str) -> Path:
         return self.series_dir(study, series) / METADATA_NAME
@@ -183,14 +203,31 @@ class FrameStore:
         return info.frames > 0 and info.syntax in STORABLE_SYNTAXES
 
     def write_frame(self, info: InstanceFrames, number: int, frame: bytes) -> Path | None:
-        """Store one frame's answer body; ``None`` if it cannot be stored (boundary in it)."""
+        """Store one frame's answer body, and its reduced ones where its codestream allows;
+        ``None`` if it cannot be stored (boundary in it)."""
         tag = label(info.syntax)
         body = frame_body(frame, tag)
         if body is None:
             return None
+        for levels, cut in self.reduced(info.syntax, frame):
+            reduced = frame_body(cut, tag)
+            if reduced is not None:
+                _atomic_write(self.frame_path(info.study, info.series, info.sop, number, tag,
+                                              levels), reduced)
         path = self.frame_path(info.study, info.series, info.sop, number, tag)
         _atomic_write(path, body)
         return path
+
+    @staticmethod
+    def reduced(syntax: str, frame: bytes) -> list[tuple[int, bytes]]:
+        """``(levels, codestream)`` for each reduced answer kept for ``frame``."""
+        out = []
+        for levels in STORED_REDUCE_LEVELS:
+            cut = reduced_frame(frame, syntax, levels)
+            if cut is None:
+                break
+            out.append((levels, cut))
+        return out
 
     def write_instance(self, get: OrthancGet, info: InstanceFrames) -> int:
         """Store every frame of an instance read from Orthanc; how many were stored.
@@ -285,11 +322,14 @@ class FrameStore:
                     problems.append(f"missing: {path.relative_to(self.root)}")
                     continue
                 frames += 1
-                stored = frame_of(path.read_bytes())
                 frame = get(f"/instances/{oid}/frames/{number - 1}/raw")
-                if len(stored) != len(frame) or _digest(stored) != _digest(frame):
-                    problems.append(f"differs from Orthanc: {path.relative_to(self.root)} "
-                                    f"({len(stored)} bytes, Orthanc {len(frame)})")
+                expected = [(path, frame)] + [
+                    (self.frame_path(info.study, info.series, info.sop, number, tag, levels), cut)
+                    for levels, cut in self.reduced(info.syntax, frame)]
+                for where, data in expected:
+                    problem = _compare(where, data)
+                    if problem:
+                        problems.append(f"{problem}: {where.relative_to(self.root)}")
         for oid in self.indexed():
             if oid not in known:
                 problems.append(f"stray: instance {oid} is no longer in Orthanc")

@@ -189,7 +189,7 @@ def decode(codestream: bytes, *, reduce: int = 0, backend: str | None = None) ->
         try:
             arr = candidate.decode(data, reduce)
             _check_decoded(arr, info, expected)
-            return _clamp_reduced(arr, info) if reduce else arr
+            return _clamp_reduced(arr, info) if reduce or info.reduced else arr
         except Exception as exc:  # noqa: BLE001 - report it, then try the next backend
             logger.debug("HTJ2K backend %s failed: %s", candidate.NAME, exc)
             failures.append(f"{candidate.NAME}: {exc!r}")

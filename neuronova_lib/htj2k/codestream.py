@@ -35,6 +35,10 @@ TLM = 0xFF55
 SOT = 0xFF90
 SOD = 0xFF93
 EOC = 0xFFD9
+COM = 0xFF64
+#: The comment :func:`reduce_resolution` leaves in a codestream it cut (Rcom 1: Latin text),
+#: followed by the number of levels.
+REDUCED_COMMENT = b"NeuroNova: resolution levels cut: "
 
 #: Rsiz bit that says the codestream uses Part 15 (HTJ2K) capabilities.
 RSIZ_PART15 = 0x4000
@@ -80,6 +84,10 @@ class CodestreamInfo:
         Number of tile-parts (SOT markers) in the codestream.
     origin : tuple of int
         Image offset ``(x0, y0)`` on the reference grid (0, 0 for DICOM frames).
+    reduced : int
+        Resolution levels :func:`reduce_resolution` cut from the codestream this one was
+        made from (its COM marker says so), 0 for an encoder's own: a decoder's output
+        then needs clamping to the sample range, as a reduced decode's does.
     """
 
     rows: int
@@ -97,6 +105,7 @@ class CodestreamInfo:
     has_tlm: bool
     tile_parts: int
     origin: tuple[int, int] = (0, 0)
+    reduced: int = 0
 
     def shape_at(self, reduce: int) -> tuple[int, int]:
         """``(rows, columns)`` after skipping ``reduce`` resolution levels (T.800 Eq. B-14)."""
@@ -250,7 +259,18 @@ def parse(codestream: bytes | bytearray | memoryview) -> CodestreamInfo:
         has_tlm=any(s.marker == TLM for s in segments),
         tile_parts=len(headers),
         origin=(x0, y0),
+        reduced=_levels_cut(cs, segments),
     )
+
+
+def _levels_cut(cs: bytes | bytearray, segments: list[_Segment]) -> int:
+    """The levels :func:`reduce_resolution` cut, from its COM marker segment (0: none)."""
+    for segment in segments:
+        text = bytes(cs[segment.offset + 6:segment.offset + 2 + segment.length])
+        if segment.marker == COM and text.startswith(REDUCED_COMMENT):
+            tail = text[len(REDUCED_COMMENT):]
+            return int(tail) if tail.isdigit() and len(tail) < 3 else 0
+    return 0
 
 
 def set_precision(codestream: bytes | bytearray, precision: int) -> bytes:
@@ -343,3 +363,105 @@ def _shift_quantisation(cs: bytearray, sq_at: int, end: int, shift: int) -> None
             struct.pack_into(">H", cs, i, ((exponent - shift) << 11) | (value & 0x7FF))
     else:
         raise CodestreamError(f"unknown quantisation style {style}")
+
+
+#: Markers that would make dropping resolutions more than a header rewrite: per-component
+#: coding or quantisation, progression changes, packed packet headers.
+_NOT_REDUCIBLE = {COC: "COC", QCC: "QCC", 0xFF5F: "POC", 0xFF60: "PPM", 0xFF61: "PPT"}
+
+
+def reduce_resolution(codestream: bytes | bytearray | memoryview, levels: int) -> bytes:
+    """The codestream of the image ``levels`` resolution levels down, cut from ``codestream``.
+
+    Where the codestream allows it: RPCL progression, one tile, no offsets, and one
+    tile-part per resolution level (what :data:`~.uids.HTJ2K_LOSSLESS_RPCL` frames are,
+    :func:`neuronova_lib.htj2k.codec.encode`). Then the lowest resolutions are the first
+    tile-parts, and the image ``levels`` down is the wavelet decomposition with ``levels``
+    fewer levels: keep the first tile-parts and say so in the headers (SIZ: the smaller
+    size; COD: fewer levels and precinct sizes; QCD: fewer sub-bands; TLM and each SOT: the
+    tile-parts kept). No coefficient is decoded or re-coded: the result decodes in full to
+    what ``codestream`` decodes to ``levels`` levels down, in a fraction of the bytes (a
+    viewer's first image, the frame store's reduced variant). Like a reduced decode, its
+    samples overshoot the sample range beside sharp edges; a COM marker says the
+    codestream was cut (:attr:`CodestreamInfo.reduced`), and
+    :func:`neuronova_lib.htj2k.decode` clamps such a decode as it clamps a reduced one.
+    Only for samples below their type's size (12 of 16 bits, as the platform declares MR),
+    which leaves room for the overshoot.
+
+    Raises
+    ------
+    CodestreamError
+        If the codestream is not so made, or ``levels`` is not between 1 and its
+        decomposition levels.
+    """
+    cs = bytes(codestream)
+    segments, first_sot = _main_header(cs)
+    headers = _tile_part_headers(cs, first_sot)
+    info = parse(cs)
+    if not 1 <= levels <= info.decompositions:
+        raise CodestreamError(f"cannot drop {levels} resolution level(s) of "
+                              f"{info.decompositions}")
+    siz = segments[0]
+    xsiz, ysiz, x0, y0, xt, yt, xt0, yt0 = struct.unpack_from(">IIIIIIII", cs, siz.offset + 6)
+    sampling = {cs[siz.offset + 41 + 3 * c: siz.offset + 43 + 3 * c]
+                for c in range(info.components)}
+    if info.progression != "RPCL":
+        raise CodestreamError(f"{info.progression} progression: only RPCL puts resolutions first")
+    if (x0, y0, xt0, yt0) != (0, 0, 0, 0) or xt < xsiz or yt < ysiz or sampling != {b"\x01\x01"}:
+        raise CodestreamError("only a single-tile image with no offsets or subsampling")
+    if info.precision in (8, 16):
+        raise CodestreamError(f"{info.precision}-bit samples fill their type: the lower "
+                              "resolutions' overshoot beside sharp edges would wrap around")
+    if info.tile_parts != info.decompositions + 1:
+        raise CodestreamError(f"{info.tile_parts} tile-parts for {info.decompositions + 1} "
+                              "resolution levels: not one tile-part per resolution")
+    in_tile_parts = {s.marker for h in headers for s in h}
+    for marker in ({s.marker for s in segments} | in_tile_parts) & set(_NOT_REDUCIBLE):
+        raise CodestreamError(f"{_NOT_REDUCIBLE[marker]} marker: dropping resolutions needs "
+                              "more than a header rewrite")
+    if in_tile_parts & {COD, QCD}:
+        raise CodestreamError("coding or quantisation set in a tile-part header")
+    kept = info.decompositions - levels + 1  # tile-parts (resolutions) kept
+    scale = 1 << levels
+    out = bytearray(cs[:2])
+    for segment in segments:
+        body = bytearray(cs[segment.offset + 4:segment.offset + 2 + segment.length])
+        if segment.marker == SIZ:
+            width, height = -(-xsiz // scale), -(-ysiz // scale)
+            struct.pack_into(">II", body, 2, width, height)
+            struct.pack_into(">II", body, 18, width, height)
+        elif segment.marker == COD:
+            body[5] = info.decompositions - levels
+            if body[0] & 1:  # precinct sizes, one byte per resolution
+                body = body[:10 + kept]
+        elif segment.marker == QCD:
+            style = body[0] & 0x1F
+            if style == 1:
+                raise CodestreamError("derived quantisation: its exponents depend on the levels")
+            per_band = 1 if style == 0 else 2
+            body = body[:1 + per_band * (1 + 3 * (info.decompositions - levels))]
+        elif segment.marker == TLM:
+            body = _kept_tile_parts(body, kept)
+        elif segment.marker == COM and body[2:].startswith(REDUCED_COMMENT):
+            continue  # cut again: one comment, the total
+        out += struct.pack(">HH", segment.marker, len(body) + 2) + body
+    comment = REDUCED_COMMENT + str(info.reduced + levels).encode()
+    out += struct.pack(">HHH", COM, len(comment) + 4, 1) + comment
+    at = first_sot
+    for _ in range(kept):
+        (psot,) = struct.unpack_from(">I", cs, at + 6)
+        part = bytearray(cs[at:at + psot])
+        part[11] = kept  # TNsot: the tile's number of tile-parts
+        out += part
+        at += psot
+    out += struct.pack(">H", EOC)
+    return bytes(out)
+
+
+def _kept_tile_parts(tlm: bytearray, kept: int) -> bytearray:
+    """A TLM segment's body (Ztlm, Stlm, entries) with only the first ``kept`` entries."""
+    stlm = tlm[1]
+    size = ((stlm >> 4) & 0x3) + (4 if stlm & 0x40 else 2)  # Ttlm + Ptlm bytes per entry
+    if len(tlm) - 2 < kept * size:
+        raise CodestreamError("the TLM marker lists fewer tile-parts than the codestream has")
+    return tlm[:2 + kept * size]

@@ -9,7 +9,9 @@ label otherwise) and cannot render them (415). This plugin answers, under
   or the stored syntax) with the correct label, byte for byte, also for a
   wildcard part type (``type="*/*"``: HTJ2K parts as ``image/jphc``); or explicit
   VR little endian, decoded here for HTJ2K and by Orthanc's DICOMweb plugin for
-  the classic syntaxes it knows (``wado.choose_frame_media`` decides).
+  the classic syntaxes it knows (``wado.choose_frame_media`` decides). With
+  ``?reduce=k`` (as stored only), each frame cut ``k`` resolution levels down where
+  its codestream allows it (``wado.reduced_frame``), else whole.
 * ``/studies/{study}[/series/{series}[/instances/{sop}]]`` — retrieval, each
   ``application/dicom`` part labelled with its transfer syntax: as stored for
   ``transfer-syntax=*``, else re-written in explicit VR little endian.
@@ -221,6 +223,7 @@ def frames(output, uri, **request):
     except wado.NotAcceptable as exc:
         _send_error(output, 406, str(exc))
         return
+    reduce = request.get("get", {}).get("reduce")  # the guard let only 1 to 5 through
     if syntax == info.syntax or (syntax in uids.NATIVE_LITTLE_ENDIAN
                                  and info.syntax in uids.NATIVE_LITTLE_ENDIAN):
         data = [_raw_frame(info, n) for n in numbers]
@@ -229,7 +232,11 @@ def frames(output, uri, **request):
         if data is None:
             data = [np.ascontiguousarray(_decoded_frame(info, n), dtype=info.dtype).tobytes()
                     for n in numbers]
-    body, content_type = wado.multipart_frames(data, syntax, media)
+    answer = data
+    if reduce in wado.FRAME_REDUCE_LEVELS and syntax == info.syntax:
+        # Each frame cut to that resolution where its codestream allows, else whole.
+        answer = [wado.reduced_frame(frame, syntax, int(reduce)) or frame for frame in data]
+    body, content_type = wado.multipart_frames(answer, syntax, media)
     output.AnswerBuffer(body, content_type)
     if _FRAMES is not None and media == wado.OCTET_STREAM and syntax == info.label:
         _fill(info, sop, numbers, data)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
 from neuronova_lib.uids import valid_uid
+from neuronova_lib.wado import FRAME_REDUCE_LEVELS
 
 from . import qido
 
@@ -84,6 +85,8 @@ class DicomWebTarget:
         path = location.rstrip("/") + root + "/".join(self.segments)
         if not self.query and not self.study_filter:
             return path
+        if self.kind == "frames" and not wado_plugin:
+            return path  # reduce: the NeuroNova plugin's; Orthanc's own answers whole frames
         return f"{path}?{self.query_string()}"
 
 
@@ -196,6 +199,11 @@ def _parse_query(raw: str, kind: str) -> tuple[list[tuple[str, str]], str | None
             qido.check_rendered(items)
         except qido.QueryError as exc:
             raise Refusal(400, exc.reason, exc.detail) from None
+    elif items and kind == "frames":
+        if len(items) != 1 or items[0][0] != "reduce" or items[0][1] not in FRAME_REDUCE_LEVELS:
+            raise Refusal(400, "bad_reduce",
+                          "frames take one query parameter: reduce=1 to 5 (resolution levels "
+                          "to drop; the platform's reduced frames), and a signed URL's token")
     elif items and kind != "qido":
         raise Refusal(400, "query_not_allowed",
                       f"query key {items[0][0][:80]!r}: this resource takes no query parameters "
