@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,13 @@ def chromium() -> Iterator[Any]:
     try:
         yield driver
     finally:
+        # The page unloads, as when a tab is closed: a dashboard page ends its kernel then
+        # (quitting alone would leave it loading the study, taking the next test's CPU).
+        try:
+            driver.get("about:blank")
+            time.sleep(0.5)  # the kernel's shutdown request goes out
+        except Exception:  # noqa: BLE001 - a browser that is gone has nothing to unload
+            pass
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
 
@@ -145,9 +153,19 @@ def wait_for_text(driver: Any, text: str, timeout: float = WAIT) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(driver, timeout, ignored_exceptions=(
-        NoSuchElementException, StaleElementReferenceException)).until(
-        lambda d: text in d.find_element(By.TAG_NAME, "body").text)
+    from selenium.common.exceptions import TimeoutException
+
+    try:
+        WebDriverWait(driver, timeout, ignored_exceptions=(
+            NoSuchElementException, StaleElementReferenceException)).until(
+            lambda d: text in d.find_element(By.TAG_NAME, "body").text)
+    except TimeoutException:
+        shot = Path(tempfile.mkdtemp(prefix="neuronova-wait-")) / "page.png"
+        driver.save_screenshot(str(shot))
+        body = driver.find_element(By.TAG_NAME, "body").text
+        raise AssertionError(f"{text!r} did not appear within {timeout:.0f} s at "
+                             f"{driver.current_url} (screenshot {shot}); the page says:\n"
+                             f"{body[:2000]}") from None
 
 
 def sign_in(driver: Any, base_url: str, username: str, password: str,
