@@ -421,6 +421,8 @@ def reduce_resolution(codestream: bytes | bytearray | memoryview, levels: int) -
                               "more than a header rewrite")
     if in_tile_parts & {COD, QCD}:
         raise CodestreamError("coding or quantisation set in a tile-part header")
+    if sum(s.marker == TLM for s in segments) > 1:
+        raise CodestreamError("tile-part lengths in more than one TLM marker segment")
     kept = info.decompositions - levels + 1  # tile-parts (resolutions) kept
     scale = 1 << levels
     out = bytearray(cs[:2])
@@ -455,6 +457,7 @@ def reduce_resolution(codestream: bytes | bytearray | memoryview, levels: int) -
         out += part
         at += psot
     out += struct.pack(">H", EOC)
+    parse(out)  # the headers written say what the tile-parts kept hold
     return bytes(out)
 
 
