@@ -64,7 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the test browser and OHIF page helpers
 
-from browser import new_browser, session_cookie, sign_in  # noqa: E402
+from browser import first_image_painted, new_browser, session_cookie, sign_in  # noqa: E402
 from neuronova_lib.db.users import demo_password  # noqa: E402
 from neuronova_lib.security.tokens import token_service  # noqa: E402
 from neuronova_lib.stack.local import local_platform  # noqa: E402
@@ -226,26 +226,13 @@ def _full_resolution(driver: Any) -> bool:
             and _niivue_drawn(driver))
 
 
-#: When the browser painted the page's first image (Element Timing: the image carries
-#: ``elementtiming``), in ms from the navigation's start; null if it had none.
-FIRST_IMAGE_PAINT = """
-const done = arguments[0];
-const timer = setTimeout(() => done(null), 1000);
-new PerformanceObserver((list, observer) => {
-  const entry = list.getEntries().find(e => e.identifier === 'nn-first-image');
-  if (entry) { clearTimeout(timer); observer.disconnect(); done(entry.renderTime || entry.loadTime); }
-}).observe({type: 'element', buffered: true});
-"""
-
-
 def time_voila_image(driver: Any, url: str, start_page: str) -> tuple[float, float, float]:
     """Seconds from following a link to the study viewer to its first image (painted in
     the page's HTML, timed by the browser), to NiiVue's first image (the viewer drawn,
     the first image gone), and to the shown sequence at full resolution."""
     viewer = _time_until_drawn(driver, url, start_page, _niivue_drawn, "the study viewer",
                                "neuronova-bench-voila-timeout.png")
-    driver.set_script_timeout(10)
-    painted = driver.execute_async_script(FIRST_IMAGE_PAINT)
+    painted, _ = first_image_painted(driver)
     first = viewer if painted is None else min(viewer, float(painted) / 1000.0)
     start = time.perf_counter()
     while not _full_resolution(driver):

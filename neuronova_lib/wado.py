@@ -216,8 +216,9 @@ def multipart_body(parts: list[tuple[bytes, str | None]], part_type: str) -> tup
 #: tile-part per resolution: :func:`neuronova_lib.htj2k.codestream.reduce_resolution`),
 #: in a fraction of the bytes; any other frame is answered whole (the codestream tells a
 #: client which it got). The frame store keeps every level a frame allows ready.
-FRAME_REDUCE_LEVELS = ("1", "2", "3", "4", "5")
 STORED_REDUCE_LEVELS = (1, 2, 3, 4, 5)
+#: The same levels as a query spells them.
+FRAME_REDUCE_LEVELS = tuple(str(levels) for levels in STORED_REDUCE_LEVELS)
 
 
 def reduced_frame(frame: bytes, syntax: str, levels: int) -> bytes | None:

@@ -183,3 +183,31 @@ def session_cookie(driver: Any) -> str | None:
     """The value of ``neuronova_session`` in the browser, if any."""
     cookie = driver.get_cookie("neuronova_session")
     return cookie["value"] if cookie else None
+
+
+#: When the study page's first image was painted (Element Timing: the image carries
+#: ``elementtiming``) and when Voilà's script had arrived (Resource Timing), in ms from the
+#: navigation's start; null for what the page did not have.
+FIRST_IMAGE_PAINTED = """
+const done = arguments[0];
+const script = performance.getEntriesByType('resource')
+  .find(r => r.name.endsWith('/voila/static/voila.js'));
+const scripts = script ? script.responseEnd : null;
+const timer = setTimeout(() => done([null, scripts]), 2000);
+new PerformanceObserver((list, observer) => {
+  const entry = list.getEntries().find(e => e.identifier === 'nn-first-image');
+  if (entry) {
+    clearTimeout(timer);
+    observer.disconnect();
+    done([entry.renderTime || entry.loadTime, scripts]);
+  }
+}).observe({type: 'element', buffered: true});
+"""
+
+
+def first_image_painted(driver: Any) -> tuple[float | None, float | None]:
+    """``(painted, scripts)``: :data:`FIRST_IMAGE_PAINTED` for the page ``driver`` shows."""
+    driver.set_script_timeout(10)
+    painted, scripts = driver.execute_async_script(FIRST_IMAGE_PAINTED)
+    return painted, scripts
+

@@ -22,6 +22,7 @@ import pytest
 import requests
 from browser import (
     WAIT,
+    first_image_painted,
     network_events,
     other_hosts,
     screenshots,
@@ -220,7 +221,7 @@ def test_clinician_opens_a_study_from_the_worklist(chromium: Any, dash: RunningP
     assert f"study={demo.study}" in chromium.current_url
     # The first image came in the page's HTML: painted before Voilà's scripts had loaded,
     # and gone once NiiVue had drawn.
-    painted, scripts = chromium.execute_async_script(FIRST_IMAGE_PAINTED)
+    painted, scripts = first_image_painted(chromium)
     assert painted is not None, "the page's first image was never painted"
     assert scripts is not None and painted < scripts, (painted, scripts)
     deadline = time.monotonic() + 10
@@ -290,21 +291,6 @@ def test_clinician_opens_a_study_from_the_worklist(chromium: Any, dash: RunningP
     while (status := _kernel_status(chromium, kernel)) == 200 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert status == 404, f"the study page's kernel outlived the page (HTTP {status})"
-
-
-#: When the page's first image was painted (Element Timing), and when Voilà's script had
-#: arrived (Resource Timing), in ms from the navigation's start.
-FIRST_IMAGE_PAINTED = """
-const done = arguments[0];
-const script = performance.getEntriesByType('resource')
-  .find(r => r.name.endsWith('/voila/static/voila.js'));
-const scripts = script ? script.responseEnd : null;
-const timer = setTimeout(() => done([null, scripts]), 2000);
-new PerformanceObserver((list, observer) => {
-  const entry = list.getEntries().find(e => e.identifier === 'nn-first-image');
-  if (entry) { clearTimeout(timer); observer.disconnect(); done([entry.renderTime, scripts]); }
-}).observe({type: 'element', buffered: true});
-"""
 
 
 def _kernel_status(driver: Any, kernel: str) -> int:

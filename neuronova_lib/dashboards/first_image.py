@@ -118,9 +118,8 @@ def open_study() -> OpenedStudy:
                                                    progress=False, slice_at=0.5,
                                                    instances=instances), SEQUENCES[channel])
         reader = ThreadPoolExecutor(1, thread_name_prefix="neuronova-preview")
-        opened.preview = (channel, reader.submit(
-            client.load_series, opened.study_uid, series[channel], progress=False,
-            reduce=PREVIEW_REDUCE, slice_step=PREVIEW_SLICE_STEP, instances=instances))
+        opened.preview = (channel, reader.submit(load_preview, client, opened.study_uid,
+                                                 series[channel], instances))
         reader.shutdown(wait=False)
     except Exception as exc:  # noqa: BLE001 - the second cell reads again and says why
         logger.info("no first image for study %s: %s", opened.study_uid, exc)
@@ -128,6 +127,14 @@ def open_study() -> OpenedStudy:
     if page is not None:
         display(HTML(page), metadata={FIRST_IMAGE: True})
     return opened
+
+
+def load_preview(client: Any, study_uid: str, series: Any, instances: list[dict[str, Any]]
+                 ) -> Any:
+    """The viewer's first volume of ``series`` (:data:`PREVIEW_REDUCE`,
+    :data:`PREVIEW_SLICE_STEP`), its metadata already read."""
+    return client.load_series(study_uid, series, progress=False, reduce=PREVIEW_REDUCE,
+                              slice_step=PREVIEW_SLICE_STEP, instances=instances)
 
 
 def first_image_html(volume: Any, sequence: str) -> str | None:

@@ -35,13 +35,7 @@ from .pages import (
 )
 from ..uids import valid_uid
 from .analysis_view import show_analysis
-from .first_image import (
-    PREVIEW_REDUCE,
-    PREVIEW_SLICE_STEP,
-    OpenedStudy,
-    done_marker,
-    open_study,
-)
+from .first_image import OpenedStudy, done_marker, load_preview, open_study
 from .notifications import show_notifications
 from .patient_view import patient_panel
 from .ready import PageReady
@@ -78,7 +72,7 @@ class StudyView:
     holds each sequence at the best resolution loaded so far.
     """
 
-    def __init__(self, client: Any, study_uid: str, series: dict[str, Any],
+    def __init__(self, client: Any, study_uid: str, series: dict[str, Any], done: Any,
                  metadata: dict[str, list[dict[str, Any]]] | None = None) -> None:
         import ipywidgets as w
         from ipyniivue import NiiVue
@@ -102,9 +96,9 @@ class StudyView:
         # NiiVue's browser side ignores volumes sent before its canvas exists: wait for it.
         self.canvas_ready = threading.Event()
         self.viewer.on_canvas_attached(self.canvas_ready.set)
-        # Says when NiiVue has drawn its first image: the page's first image (in its HTML,
-        # .first_image) then gives way to it.
-        self.done = w.HTML("", layout=w.Layout(display="none"))
+        # The page's hidden widget that says when NiiVue has drawn its first image: the
+        # page's first image (in its HTML, .first_image) then gives way to it.
+        self.done = done
         self.viewer.on_image_loaded(lambda _volume: self.viewer_done())
         names = [c for c in SEQUENCES if c in series]
         self.sequence = w.ToggleButtons(options=[(SEQUENCES[c], c) for c in names],
@@ -135,7 +129,7 @@ class StudyView:
                             w.HTML("<b>AI segmentation</b>"), self.show_ai, self.opacity,
                             self.region_rows, self.note],
                            layout=w.Layout(width="460px", padding="0 0 0 16px"))
-        controls = w.VBox([self.sequence, self.plane, self.loading, self.done])
+        controls = w.VBox([self.sequence, self.plane, self.loading])
         self.widget = w.VBox([controls, w.HBox([w.Box([self.viewer],
                                                       layout=w.Layout(flex="1 1 auto")),
                                                 self.side])])
@@ -165,10 +159,8 @@ class StudyView:
             if opened.preview is not None and opened.preview[0] == first:
                 preview = opened.preview[1].result()
             else:
-                preview = client.load_series(study_uid, series[first], progress=False,
-                                             reduce=PREVIEW_REDUCE,
-                                             slice_step=PREVIEW_SLICE_STEP,
-                                             instances=self.instances(first))
+                preview = load_preview(client, study_uid, series[first],
+                                       self.instances(first))
             ready.wait()
             self.canvas_ready.wait(30.0)
             self.add_volume(first, preview)
@@ -378,14 +370,15 @@ def show_study(opened: OpenedStudy | None = None) -> None:
     done = w.HTML("", layout=w.Layout(display="none"))
     display(done)
     try:
-        view = _show_study(opened)
+        view = _show_study(opened, done)
     finally:
         if view is None:  # no viewer will draw: the first image (if any) goes
             done.value = done_marker()
 
 
-def _show_study(opened: OpenedStudy) -> StudyView | None:
-    """The page under the first image; the viewer when there is one."""
+def _show_study(opened: OpenedStudy, done: Any) -> StudyView | None:
+    """The page under the first image; the viewer when there is one (``done``: the page's
+    widget that says when the first image is to go)."""
     import ipywidgets as w
     from IPython.display import display
 
@@ -425,7 +418,7 @@ def _show_study(opened: OpenedStudy) -> StudyView | None:
         return None
     status.value = study_title(found[0] if found else None, study_uid, back)
     opened.listed = listed
-    view = StudyView(client, study_uid, series, opened.metadata)
+    view = StudyView(client, study_uid, series, done, opened.metadata)
     display(view.widget, ready)
     show_analysis(client, user, study_uid, view, ready)  # "Analyse with AI"
 
